@@ -1,0 +1,104 @@
+"""The algorithm contract: two pure halves over explicit state.
+
+* ``client_update(ctx, broadcast, state) -> ClientResult(upload, state, weight, metrics)``
+* ``server_update(server, uploads) -> ServerResult(state, broadcast, metrics)``
+
+plus ``init_server`` (initial server state and first broadcast), ``init_client_state`` and ``eval_params``
+(which parameters a client evaluates with). An algorithm never loops over rounds or clients, never owns a
+model object and never draws random numbers except through ``ctx.generator(purpose)``; engines decide how the
+halves run (a Python loop, a vmapped pack, worker processes).
+
+Algorithms are frozen dataclasses: their fields are the hyperparameters and, at the same time, the schema of
+the ``--<name>.<field>`` CLI flags and the ``[<name>]`` table of a config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from fedloom.algorithms.tree import Params, Tree, tree_clone
+from fedloom.registry import Registry
+
+if TYPE_CHECKING:
+    from fedloom.algorithms.uploads import Uploads
+    from fedloom.engines.context import ClientContext
+
+ALGORITHMS: Registry[type] = Registry("algorithm")
+
+
+@dataclass
+class Broadcast:
+    """What the server sends to every sampled client: model parameters plus algorithm-specific tensors."""
+
+    params: Params
+    extra: dict[str, Tree] = field(default_factory=dict)
+
+
+@dataclass
+class ServerState:
+    """The server's memory between rounds. ``extra`` holds algorithm-specific tensors (momenta, controls...)."""
+
+    params: Params
+    round: int = 0
+    extra: dict[str, Tree] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> "ServerState":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class ClientResult:
+    """The output of one client update. ``upload`` None means the client sends nothing."""
+
+    upload: Optional[Tree]
+    state: Optional[Tree]
+    weight: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ServerResult:
+    state: ServerState
+    broadcast: Broadcast
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """Base class; subclasses are frozen dataclasses registered with ``@ALGORITHMS.register(name)``."""
+
+    #: "weighted_mean": the server only needs Σ weight·upload and Σ weight (reducible per pack/worker).
+    #: "all": the server needs every upload individually (robust aggregation, FedFomo...).
+    aggregation: ClassVar[str] = "weighted_mean"
+    #: False if client_update has data-dependent Python control flow a vectorized engine cannot batch.
+    vectorizable: ClassVar[bool] = True
+    #: True if clients evaluate with parameters of their own rather than the broadcast model.
+    personalized: ClassVar[bool] = False
+
+    def validate(self) -> None:
+        """Raise ConfigError for invalid hyperparameters."""
+
+    def init_server(self, init_params: Params) -> ServerResult:
+        """Initial server state and the first broadcast. Default: broadcast the initial model."""
+        state = ServerState(params=tree_clone(init_params))
+        return ServerResult(state=state, broadcast=Broadcast(params=state.params))
+
+    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+        """State of a client that has never trained (called lazily by the engine). Default: none."""
+        return None
+
+    def client_update(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
+        raise NotImplementedError
+
+    def server_update(self, server: ServerState, uploads: "Uploads") -> ServerResult:
+        raise NotImplementedError
+
+    def eval_params(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> Params:
+        """Parameters client ``ctx.client_id`` is evaluated with. Default: the broadcast (global) model."""
+        return broadcast.params
+
+
+def hyperparameters(algorithm: Algorithm) -> dict[str, Any]:
+    return dataclasses.asdict(algorithm)

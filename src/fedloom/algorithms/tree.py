@@ -1,0 +1,78 @@
+"""Helpers over parameter trees: dicts (possibly nested) whose leaves are tensors.
+
+Algorithms express their maths with these instead of looping over ``model.parameters()``, which keeps them
+independent of module objects and lets a vectorized engine apply the same code to stacked parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+Params = dict[str, torch.Tensor]
+Tree = Any  # a tensor, or a Mapping of str -> Tree
+
+
+def tree_map(fn: Callable[..., torch.Tensor], tree: Tree, *rest: Tree) -> Tree:
+    if isinstance(tree, Mapping):
+        return {k: tree_map(fn, v, *(r[k] for r in rest)) for k, v in tree.items()}
+    return fn(tree, *rest)
+
+
+def tree_leaves(tree: Tree) -> list[torch.Tensor]:
+    if tree is None:
+        return []
+    if isinstance(tree, Mapping):
+        return [leaf for v in tree.values() for leaf in tree_leaves(v)]
+    return [tree]
+
+
+def tree_add(a: Tree, b: Tree) -> Tree:
+    return tree_map(torch.add, a, b)
+
+
+def tree_sub(a: Tree, b: Tree) -> Tree:
+    return tree_map(torch.sub, a, b)
+
+
+def tree_scale(a: Tree, factor: float) -> Tree:
+    return tree_map(lambda x: x * factor, a)
+
+
+def tree_clone(a: Tree) -> Tree:
+    return tree_map(lambda x: x.detach().clone(), a)
+
+
+def tree_zeros_like(a: Tree) -> Tree:
+    return tree_map(torch.zeros_like, a)
+
+
+def tree_sq_norm(a: Tree) -> torch.Tensor:
+    leaves = tree_leaves(a)
+    return sum((leaf.pow(2).sum() for leaf in leaves), torch.zeros(()))
+
+
+def tree_sq_dist(a: Tree, b: Tree) -> torch.Tensor:
+    """Σ ||a - b||² over all leaves (differentiable in a and b)."""
+    return sum(((x - y).pow(2).sum() for x, y in zip(tree_leaves(a), tree_leaves(b))),
+               torch.zeros((), device=_device_of(a)))
+
+
+def tree_bytes(tree: Optional[Tree]) -> int:
+    """Bytes needed to transmit the tree's tensors as stored (numel x element size)."""
+    return sum(leaf.numel() * leaf.element_size() for leaf in tree_leaves(tree))
+
+
+def tree_select(params: Params, keep: Callable[[str], bool]) -> Params:
+    """The sub-dict of parameters whose names satisfy ``keep`` (e.g. models.base.is_head)."""
+    return {name: value for name, value in params.items() if keep(name)}
+
+
+def tree_allfinite(tree: Tree) -> bool:
+    return all(bool(torch.isfinite(leaf).all()) for leaf in tree_leaves(tree))
+
+
+def _device_of(tree: Tree) -> torch.device:
+    leaves = tree_leaves(tree)
+    return leaves[0].device if leaves else torch.device("cpu")

@@ -1,0 +1,71 @@
+"""Collecting client uploads for the server step.
+
+Most algorithms only need the weighted mean of uploads, which is a sum and can therefore be reduced per
+pack, per worker and per machine (``merge``). The running sum is kept in float64 so the result does not
+depend (beyond float32 rounding of the final cast) on the order in which clients finish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from fedloom.algorithms.tree import Tree, tree_map
+
+
+@dataclass
+class Uploads:
+    """What the server step receives: the reduced weighted sum and, if requested, every upload."""
+
+    weighted_sum: Optional[Tree]
+    total_weight: float
+    count: int
+    items: Optional[list[tuple[int, Tree, float]]] = None  # (client id, upload, weight), by client id
+
+    def weighted_mean(self) -> Optional[Tree]:
+        """Σ_i w_i u_i / Σ_i w_i in the uploads' dtype, or None when nobody uploaded."""
+        if self.weighted_sum is None or self.total_weight <= 0:
+            return None
+        return tree_map(lambda s: (s / self.total_weight).to(torch.float32), self.weighted_sum)
+
+    def all(self) -> list[tuple[int, Tree, float]]:
+        if self.items is None:
+            raise RuntimeError("this algorithm must declare aggregation = 'all' to see individual uploads")
+        return self.items
+
+
+@dataclass
+class UploadAccumulator:
+    keep_all: bool = False
+    weighted_sum: Optional[Tree] = None
+    total_weight: float = 0.0
+    count: int = 0
+    items: list[tuple[int, Tree, float]] = field(default_factory=list)
+
+    def add(self, client_id: int, upload: Optional[Tree], weight: float) -> None:
+        if upload is None:
+            return
+        self.count += 1
+        self.total_weight += float(weight)
+        contribution = tree_map(lambda u: u.detach().to(torch.float64) * float(weight), upload)
+        if self.weighted_sum is None:
+            self.weighted_sum = contribution
+        else:
+            self.weighted_sum = tree_map(torch.add, self.weighted_sum, contribution)
+        if self.keep_all:
+            self.items.append((client_id, upload, float(weight)))
+
+    def merge(self, other: "UploadAccumulator") -> None:
+        """Fold in a partial accumulator (from another pack or worker)."""
+        if other.weighted_sum is not None:
+            self.weighted_sum = other.weighted_sum if self.weighted_sum is None else tree_map(
+                torch.add, self.weighted_sum, other.weighted_sum)
+        self.total_weight += other.total_weight
+        self.count += other.count
+        self.items.extend(other.items)
+
+    def finish(self) -> Uploads:
+        items = sorted(self.items, key=lambda item: item[0]) if self.keep_all else None
+        return Uploads(self.weighted_sum, self.total_weight, self.count, items)

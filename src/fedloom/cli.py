@@ -1,0 +1,172 @@
+"""Command line: ``fedloom run | partition | list``. Thin: parse → RunConfig → call the library.
+
+Flags are generated from RunConfig's fields (``--join-ratio`` for ``join_ratio``) and from the option
+dataclasses of every registered algorithm, dataset and model (``--fedprox.mu``), so the CLI and the config
+file share one schema. Any FedloomError ends as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from fedloom.config import (RUN_FIELDS, RunConfig, build_config, component_fields, load_toml, parse_set,
+                            set_value)
+from fedloom.errors import FedloomError
+
+PARTITION_FIELDS = ("dataset", "partition", "alpha", "classes_per_client", "balanced", "min_samples", "clients",
+                    "train_ratio", "data_seed", "data_dir", "cache_dir", "batch_size")
+OPTION_PREFIX = "opt:"
+
+
+def _registries() -> list[Any]:
+    from fedloom.algorithms import ALGORITHMS
+    from fedloom.data.base import DATASETS
+    from fedloom.models import MODELS
+    import fedloom.data.datasets  # noqa: F401
+
+    return [ALGORITHMS, DATASETS, MODELS]
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for name in names:
+        fld = RUN_FIELDS[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{fld.metadata.get('help', '')} (default: {fld.default})"
+        if fld.type in ("bool", bool):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    for registry in _registries():
+        group = parser.add_argument_group(f"{registry.kind} options")
+        for name, cls in registry.items():
+            for fname, fld in component_fields(cls).items():
+                default = fld.default if fld.default is not dataclasses.MISSING else "required"
+                group.add_argument(f"--{name}.{fname.replace('_', '-')}", dest=f"{OPTION_PREFIX}{name}.{fname}",
+                                   default=argparse.SUPPRESS, metavar="V", help=f"(default: {default})")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedloom", description="Federated learning research toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one experiment", description="Run one federated experiment. "
+                         "Precedence: defaults < config file < flags < --set.")
+    run.add_argument("config", nargs="?", help="TOML config file (top-level run keys, [name] option tables)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set rounds=100 --set fedprox.mu=0.1")
+    _add_run_flags(run, list(RUN_FIELDS))
+    _add_option_flags(run)
+    part = sub.add_parser("partition", help="make, summarize and plot a partition")
+    part.add_argument("--out", dest="out", default=None, help="folder for partition.json/png and label_counts.csv")
+    _add_run_flags(part, PARTITION_FIELDS)
+    for registry in _registries()[1:2]:  # dataset options (e.g. --synthetic.alpha)
+        for name, cls in registry.items():
+            for fname in component_fields(cls):
+                part.add_argument(f"--{name}.{fname.replace('_', '-')}", dest=f"{OPTION_PREFIX}{name}.{fname}",
+                                  default=argparse.SUPPRESS, metavar="V")
+    sub.add_parser("list", help="list algorithms, datasets, models, partitioners and engines")
+    return parser
+
+
+def raw_from_args(args: argparse.Namespace, with_file: bool = True) -> dict[str, Any]:
+    raw: dict[str, Any] = load_toml(Path(args.config)) if with_file and getattr(args, "config", None) else {}
+    for key, value in vars(args).items():
+        if key.startswith(OPTION_PREFIX):
+            set_value(raw, key[len(OPTION_PREFIX):], value)
+        elif key in RUN_FIELDS and value is not None:
+            raw[key] = value
+    for item in getattr(args, "overrides", []):
+        set_value(raw, *parse_set(item))
+    return raw
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedloom.run import run_experiment
+
+    cfg = build_config(raw_from_args(args))
+    bar = None if cfg.quiet else _progress_bar(cfg.rounds)
+    try:
+        outcome = run_experiment(cfg, progress=bar.update_round if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    s = outcome.summary
+    print(f"{s['algorithm']} on {s['dataset']} ({s['partition']}, {s['clients']} clients, {s['rounds']} rounds): "
+          f"final accuracy {s['final_accuracy']:.4f}, best {s['best_accuracy']:.4f} (round {s['best_round']}), "
+          f"{s['wall_seconds']:.1f}s -> {outcome.folder}")
+    return 0
+
+
+class _progress_bar:
+    def __init__(self, rounds: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=rounds, desc="rounds", unit="round", dynamic_ncols=True, file=sys.stderr)
+        self.done = 0
+
+    def update_round(self, round_: int, record: dict[str, Any]) -> None:
+        self.bar.update(round_ - self.done)
+        self.done = round_
+        self.bar.set_postfix(acc=f"{record['accuracy']:.4f}", loss=f"{record['loss']:.3f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    from fedloom.data.summary import format_table, write_partition_report
+    from fedloom.run import load_data, resolve_config
+
+    raw = raw_from_args(args, with_file=False)
+    raw.pop("out", None)
+    cfg = resolve_config(build_config(raw))
+    data = load_data(cfg, __import__("torch").device("cpu"))
+    print(format_table(data))
+    print(f"partition hash: {data.partition_hash}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_partition_report(data, out)
+        print(f"wrote partition.json, label_counts.csv, partition.png to {out}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from fedloom.data.base import PARTITIONERS
+    from fedloom.engines import ENGINES
+    import fedloom.data.partitioners  # noqa: F401
+
+    algorithms, datasets, models = _registries()
+    for registry in (algorithms, datasets, models, PARTITIONERS, ENGINES):
+        print(f"{registry.kind}s:")
+        for name, obj in registry.items():
+            doc = (obj.__doc__ or "").strip().splitlines()
+            options = ", ".join(f"{name}.{f}" for f in component_fields(obj)) if isinstance(obj, type) else ""
+            print(f"  {name:<16} {doc[0][:70] if doc else ''}" + (f"  [{options}]" if options else ""))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FedloomError as exc:
+        print(f"fedloom: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedloom: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The run configuration: one dataclass that is the schema of CLI flags, config files and the run folder.
+
+Top-level fields are common to every run. Hyperparameters of the chosen algorithm, dataset and model live in
+``options[<component name>]`` and come from ``--<name>.<field>`` flags or a ``[<name>]`` TOML table; their
+schema is the component's own frozen dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fedloom.errors import ConfigError
+from fedloom.registry import Registry, canonical
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RunConfig:
+    algorithm: str = _f("fedavg", "algorithm name (fedloom list)")
+    dataset: str = _f("digits", "dataset name")
+    partition: Optional[str] = _f(None, "partitioner; default: the dataset's (natural for synthetic, else dirichlet)")
+    alpha: float = _f(0.1, "Dirichlet concentration (smaller = more label skew)")
+    classes_per_client: int = _f(2, "classes per client for the pathological partition")
+    balanced: bool = _f(False, "pathological: equal shares of each class among its clients (PFLlib balance)")
+    min_samples: Optional[int] = _f(None, "minimum samples per client; default PFLlib's "
+                                          "min(batch/(1-train_ratio), N/clients/2)")
+    clients: int = _f(20, "number of clients")
+    rounds: int = _f(50, "communication rounds")
+    join_ratio: float = _f(1.0, "fraction of clients sampled each round")
+    local_epochs: int = _f(1, "local epochs per round")
+    batch_size: int = _f(10, "local minibatch size")
+    lr: float = _f(0.005, "local SGD learning rate")
+    momentum: float = _f(0.0, "local SGD momentum (PFLlib: 0)")
+    weight_decay: float = _f(0.0, "local SGD weight decay")
+    model: Optional[str] = _f(None, "model; default cnn for >=28x28 images, mlp for small images, logreg else")
+    engine: str = _f("serial", "execution engine")
+    device: str = _f("auto", "cpu | cuda | auto (cuda when available)")
+    seed: int = _f(1, "root seed for model init, sampling and batches")
+    data_seed: int = _f(0, "seed of the partition and of generated data (kept fixed across training seeds)")
+    train_ratio: float = _f(0.75, "per-client train fraction; the rest is the client's test split")
+    eval_every: int = _f(1, "evaluate every k rounds (the last round always)")
+    eval_train: bool = _f(False, "also evaluate on every client's training split")
+    threads: int = _f(1, "torch threads in this process (1 is robust on shared machines)")
+    data_dir: Optional[str] = _f(None, "folder with dataset files (searched first)")
+    cache_dir: Optional[str] = _f(None, "partition cache folder; default $FEDLOOM_CACHE or ~/.cache/fedloom")
+    out: Optional[str] = _f(None, "run folder; default runs/<algorithm>-<dataset>-<time>")
+    overwrite: bool = _f(False, "replace an existing run folder")
+    quiet: bool = _f(False, "no progress bar, only the final line (for logs)")
+    options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "namespaced options"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig) if f.name != "options"}
+
+
+# ----------------------------------------------------------------------------------------------- typing
+def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return (args[0] if len(args) == 1 else str), True
+    return hint, False
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a CLI string or TOML value to ``hint`` (int, float, bool, str, Optional[...])."""
+    base, optional = _unwrap_optional(hint)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{name} cannot be empty")
+    try:
+        if base is bool:
+            return _to_bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value, 0)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value {value!r} for {name}: expected {base.__name__}") from None
+    return value
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def component_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+
+
+# ----------------------------------------------------------------------------------------------- building
+def set_value(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Apply ``key=value`` to a raw config dict; ``ns.field`` keys go to options[ns][field]."""
+    if "." in key:
+        namespace, name = key.split(".", 1)
+        raw.setdefault("options", {}).setdefault(canonical(namespace), {})[name.replace("-", "_")] = value
+    else:
+        raw[key.replace("-", "_")] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``key=value`` with value parsed as a TOML value when possible (numbers, booleans), else a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.strip(), value
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a config file: top-level run fields plus one table per component name."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+    raw: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                set_value(raw, f"{key}.{name}", inner)
+        else:
+            set_value(raw, key, value)
+    return raw
+
+
+def build_config(raw: dict[str, Any]) -> RunConfig:
+    """Typed RunConfig from a raw dict, with every value coerced and unknown keys rejected."""
+    hints = field_hints(RunConfig)
+    unknown = sorted(set(raw) - set(RUN_FIELDS) - {"options"})
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(RUN_FIELDS))}")
+    values = {name: coerce(value, hints[name], name) for name, value in raw.items() if name != "options"}
+    options = {canonical(ns): dict(opts) for ns, opts in raw.get("options", {}).items()}
+    return RunConfig(**values, options=options)
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate_numbers(cfg: RunConfig) -> None:
+    _check(cfg.clients >= 1, f"--clients must be >= 1, got {cfg.clients}")
+    _check(cfg.rounds >= 1, f"--rounds must be >= 1, got {cfg.rounds}")
+    _check(0 < cfg.join_ratio <= 1, f"--join-ratio must be in (0, 1], got {cfg.join_ratio}")
+    _check(cfg.local_epochs >= 1, f"--local-epochs must be >= 1, got {cfg.local_epochs}")
+    _check(cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}")
+    _check(math.isfinite(cfg.lr) and cfg.lr > 0, f"--lr must be a positive number, got {cfg.lr}")
+    _check(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
+    _check(cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    _check(math.isfinite(cfg.alpha) and cfg.alpha > 0, f"--alpha must be > 0 (Dirichlet concentration), "
+                                                        f"got {cfg.alpha}")
+    _check(cfg.classes_per_client >= 1, f"--classes-per-client must be >= 1, got {cfg.classes_per_client}")
+    _check(cfg.min_samples is None or cfg.min_samples >= 0, f"--min-samples must be >= 0, got {cfg.min_samples}")
+    _check(0 < cfg.train_ratio < 1, f"--train-ratio must be in (0, 1), got {cfg.train_ratio}")
+    _check(cfg.eval_every >= 1, f"--eval-every must be >= 1, got {cfg.eval_every}")
+    _check(cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}")
+    _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
+           f"--device must be cpu, cuda or auto, got {cfg.device!r}")
+
+
+def component_options(registry: Registry, name: str, cfg: RunConfig) -> Any:
+    """Instantiate the registered options dataclass for ``name`` from cfg.options, coercing each value."""
+    cls = registry.get(name)
+    given = dict(cfg.options.get(canonical(name), {}))
+    fields = component_fields(cls)
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        valid = ", ".join(f"{canonical(name)}.{f}" for f in fields) or "none"
+        raise ConfigError(f"unknown option(s) {[f'{canonical(name)}.{u}' for u in unknown]} for {registry.kind} "
+                          f"'{canonical(name)}'; valid options: {valid}")
+    hints = field_hints(cls) if fields else {}
+    values = {key: coerce(value, hints[key], f"{canonical(name)}.{key}") for key, value in given.items()}
+    try:
+        instance = cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid options for {registry.kind} '{canonical(name)}': {exc}") from None
+    if hasattr(instance, "validate"):
+        instance.validate()
+    return instance
+
+
+def check_option_namespaces(cfg: RunConfig, selected: list[str], known: set[str]) -> None:
+    """Options for components that are not selected are almost always a typo: refuse them."""
+    for namespace in cfg.options:
+        if namespace not in selected:
+            hint = "" if namespace in known else " (no such component)"
+            raise ConfigError(f"options for '{namespace}'{hint} were given, but the run uses "
+                              f"{', '.join(selected)}; remove them or select that component")
+
+
+# ----------------------------------------------------------------------------------------------- writing
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def to_toml(cfg: RunConfig) -> str:
+    """The resolved config as TOML (None values omitted), readable back by load_toml."""
+    lines = [f"{name} = {_toml_value(getattr(cfg, name))}" for name in RUN_FIELDS if getattr(cfg, name) is not None]
+    for namespace, opts in sorted(cfg.options.items()):
+        lines.append(f"\n[{namespace}]")
+        lines += [f"{key} = {_toml_value(val)}" for key, val in sorted(opts.items()) if val is not None]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,96 @@
+"""Synthetic(alpha, beta) from FedProx (Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020).
+
+Per device k:  u_k ~ N(0, alpha), B_k ~ N(0, beta), W_k[i, j] ~ N(u_k, 1), b_k[i] ~ N(u_k, 1),
+v_k[j] ~ N(B_k, 1), x ~ N(v_k, Sigma) with Sigma = diag(j^-1.2), j = 1..dimension, and
+y = argmax(softmax(W_k x + b_k)). alpha controls how much the local models differ, beta how much the local
+input distributions differ. As in the authors' generator, the second argument of N(., .) is passed to numpy as
+the standard deviation. ``iid=True`` is their synthetic_iid: one shared W, b ~ N(0, 1) and v_k = 0.
+
+Device sizes follow a power law, n_k = int(lognormal(mean=4, sigma=2)) + 50 as in their code, but capped at
+``max_samples_per_device`` (their code caps nothing; lognormal(4, 2) occasionally gives millions of samples).
+Each sample's ``natural_ids`` entry is its device index, so the 'natural' partition gives one client per device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+import torch
+
+from fedloom.data.base import DATASETS, LoadContext, PooledDataset
+from fedloom.errors import ConfigError
+from fedloom.seeding import numpy_generator
+
+
+@DATASETS.register("synthetic")
+@dataclass(frozen=True)
+class Synthetic:
+    """Options of FedProx's Synthetic(alpha, beta); devices=None means one device per client."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    devices: Optional[int] = None
+    dimension: int = 60
+    num_classes: int = 10
+    iid: bool = False
+    max_samples_per_device: int = 5000
+
+    default_partition: ClassVar[str] = "natural"
+
+    def __post_init__(self) -> None:
+        if not (self.alpha >= 0 and self.beta >= 0):
+            raise ConfigError(f"synthetic: alpha and beta must be >= 0 (got alpha={self.alpha}, beta={self.beta})")
+        if self.devices is not None and self.devices < 1:
+            raise ConfigError(f"synthetic: devices must be >= 1 (got {self.devices})")
+        if self.dimension < 1 or self.num_classes < 2:
+            raise ConfigError(
+                f"synthetic: need dimension >= 1 and num_classes >= 2 (got {self.dimension}, {self.num_classes})"
+            )
+        if self.max_samples_per_device < 1:
+            raise ConfigError(f"synthetic: max_samples_per_device must be >= 1 (got {self.max_samples_per_device})")
+
+    def load(self, ctx: LoadContext) -> PooledDataset:
+        devices = self.devices if self.devices is not None else ctx.num_clients
+        if devices < 1:
+            raise ConfigError(f"synthetic: devices must be >= 1 (got {devices})")
+        rng = numpy_generator(ctx.seed, -1, -1, "synthetic-data")
+        xs, ys = self._generate(rng, devices)
+        ids = np.repeat(np.arange(devices, dtype=np.int64), [len(y) for y in ys])
+        return PooledDataset(
+            name="synthetic",
+            x=torch.from_numpy(np.concatenate(xs).astype(np.float32)),
+            y=torch.from_numpy(np.concatenate(ys).astype(np.int64)),
+            num_classes=self.num_classes,
+            natural_ids=ids,
+            class_names=[str(i) for i in range(self.num_classes)],
+            source="generated",
+        )
+
+    def device_sizes(self, rng: np.random.Generator, devices: int) -> np.ndarray:
+        """Power-law sizes int(lognormal(4, 2)) + 50, capped at max_samples_per_device."""
+        sizes = rng.lognormal(4.0, 2.0, devices).astype(np.int64) + 50
+        return np.minimum(sizes, self.max_samples_per_device)
+
+    def _generate(self, rng: np.random.Generator, devices: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        d, c = self.dimension, self.num_classes
+        sizes = self.device_sizes(rng, devices)
+        u = rng.normal(0.0, self.alpha, devices)
+        b_mean = rng.normal(0.0, self.beta, devices)
+        std_x = np.arange(1, d + 1, dtype=np.float64) ** -0.6  # sqrt of Sigma_jj = j^-1.2
+        if self.iid:
+            v = np.zeros((devices, d))
+            w_shared, b_shared = rng.normal(0.0, 1.0, (d, c)), rng.normal(0.0, 1.0, c)
+        else:
+            v = rng.normal(b_mean[:, None], 1.0, (devices, d))
+        xs, ys = [], []
+        for k in range(devices):
+            if self.iid:
+                w, b = w_shared, b_shared
+            else:
+                w, b = rng.normal(u[k], 1.0, (d, c)), rng.normal(u[k], 1.0, c)
+            x = v[k] + std_x * rng.standard_normal((int(sizes[k]), d))
+            xs.append(x)
+            ys.append(np.argmax(x @ w + b, axis=1))  # softmax is monotone, so argmax of the logits
+        return xs, ys

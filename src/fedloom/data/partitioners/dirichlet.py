@@ -1,0 +1,96 @@
+"""Dirichlet label-skew partition (Hsu, Qi & Brown, 2019, arXiv:1909.06335; PFLlib's "dir" split).
+
+For each class c, p_c ~ Dir(alpha * 1_N) over the N clients and class c's shuffled samples are cut in the
+proportions p_c. Smaller alpha means more skew: alpha -> 0 puts each class on very few clients, alpha -> inf
+gives every client the global label distribution. Like PFLlib, a client that already holds >= total / N samples
+gets p_j = 0 for the remaining classes (then p_c is renormalized), which keeps client sizes balanced.
+
+The whole partition is redrawn until every client has >= min_samples samples. If that has not happened after
+MAX_RESAMPLES draws (common with many clients and small alpha, where PFLlib loops forever), the draw with the
+largest minimum is repaired: clients below the minimum take samples from the currently largest client,
+preferring a class the receiver already holds (else the donor's majority class), so label skew is mostly kept.
+This fails only if the dataset has fewer than N * min_samples samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+
+from fedloom.data.base import PARTITIONERS, PartitionSpec
+from fedloom.data.partitioners.common import as_labels, check_clients, class_indices, parts_from_owner
+from fedloom.errors import ConfigError
+
+MAX_RESAMPLES = 50
+log = logging.getLogger(__name__)
+
+
+@PARTITIONERS.register("dirichlet")
+def dirichlet_partition(
+    labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator, natural_ids: Optional[np.ndarray] = None
+) -> list[np.ndarray]:
+    """Label-skewed split with per-class Dir(alpha) proportions; see the module docstring."""
+    labels = as_labels(labels)
+    if not (spec.alpha > 0 and np.isfinite(spec.alpha)):
+        raise ConfigError(f"dirichlet alpha must be a positive number (got {spec.alpha})")
+    check_clients(len(labels), spec)
+    by_class = class_indices(labels)
+    best: Optional[np.ndarray] = None
+    best_min = -1
+    for _ in range(MAX_RESAMPLES):
+        owner = draw_owner(by_class, len(labels), spec, rng)
+        smallest = int(np.bincount(owner, minlength=spec.num_clients).min())
+        if smallest >= spec.min_samples:
+            return parts_from_owner(owner, spec.num_clients)
+        if smallest > best_min:
+            best, best_min = owner, smallest
+    assert best is not None
+    log.info("dirichlet: no draw gave every client >= %d samples; repairing the best draw", spec.min_samples)
+    return parts_from_owner(repair(best, labels, spec, rng), spec.num_clients)
+
+
+def draw_owner(by_class: list[np.ndarray], n: int, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:
+    """One draw of the PFLlib-style Dirichlet split, as a per-sample owner array."""
+    k = spec.num_clients
+    owner = np.empty(n, dtype=np.int64)
+    sizes = np.zeros(k, dtype=np.int64)
+    for idx in by_class:
+        idx = rng.permutation(idx)
+        p = rng.dirichlet(np.full(k, float(spec.alpha)))
+        p = _balance(p, sizes < n / k)
+        counts = np.diff(np.concatenate(([0], (np.cumsum(p) * len(idx)).astype(np.int64)[:-1], [len(idx)])))
+        owner[idx] = np.repeat(np.arange(k), counts)
+        sizes += counts
+    return owner
+
+
+def _balance(p: np.ndarray, open_: np.ndarray) -> np.ndarray:
+    """Zero the share of clients that are full and renormalize; falls back to uniform over open clients."""
+    q = np.where(open_, np.nan_to_num(p), 0.0)
+    if q.sum() <= 0:
+        q = open_.astype(np.float64) if open_.any() else np.ones_like(p)
+    return q / q.sum()
+
+
+def repair(owner: np.ndarray, labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:
+    """Move samples from the largest clients to clients below min_samples (see the module docstring)."""
+    owner = owner.copy()
+    k, m = spec.num_clients, spec.min_samples
+    classes, pos = np.unique(labels, return_inverse=True)
+    counts = np.bincount(owner * len(classes) + pos, minlength=k * len(classes)).reshape(k, len(classes))
+    sizes = counts.sum(axis=1)
+    for r in np.flatnonzero(sizes < m):
+        while sizes[r] < m:
+            d = int(sizes.argmax())  # has > m samples, since the total is >= k * m
+            score = np.where(counts[d] > 0, counts[r] * (len(labels) + 1) + counts[d], -1)
+            c = int(score.argmax())
+            take = min(m - sizes[r], sizes[d] - m, counts[d, c])
+            cand = np.flatnonzero((owner == d) & (pos == c))
+            owner[rng.choice(cand, size=take, replace=False)] = r
+            counts[d, c] -= take
+            counts[r, c] += take
+            sizes[d] -= take
+            sizes[r] += take
+    return owner

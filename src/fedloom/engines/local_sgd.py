@@ -1,0 +1,97 @@
+"""The one local-training loop every algorithm uses: minibatch SGD over a client's index array.
+
+Functional: parameters go in as a dict and come out as a new dict; nothing is stored on a module. Hooks let
+algorithms change the objective or the step without rewriting the loop:
+
+* ``extra_loss(params) -> scalar``: added to every batch loss (FedProx's μ/2‖w−θ‖², Ditto's λ term...).
+* ``batch_loss(params, x, y) -> scalar``: replaces the task loss entirely (methods that need features).
+* ``grad_correction(params, grads) -> grads``: edits the gradient before the step (SCAFFOLD's c − c_i...).
+* ``trainable(name) -> bool``: which parameters are trained; the others are held fixed (FedRep's phases).
+
+Batches follow PyTorch's DataLoader(shuffle=True, drop_last=False): every epoch a fresh permutation drawn from
+the client's generator, the last batch possibly smaller; its loss is the mean over its own samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from fedloom.algorithms.tree import Params
+from fedloom.errors import TrainingError
+
+ExtraLoss = Callable[[Params], torch.Tensor]
+BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
+GradCorrection = Callable[[Params, Params], Params]
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    lr: float
+    batch_size: int
+    epochs: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of shuffled minibatches of sample indices."""
+    order = torch.randperm(indices.shape[0], generator=generator)
+    return list(indices[order].split(batch_size))
+
+
+@dataclass
+class LocalSGD:
+    """Runs SGD for one client. ``loss_fn(params, x, y)`` is the task loss of a batch under the model."""
+
+    loss_fn: BatchLoss
+    x: torch.Tensor
+    y: torch.Tensor
+    describe: str  # "client 3, round 7" for error messages
+
+    def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
+            extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
+            grad_correction: Optional[GradCorrection] = None,
+            trainable: Optional[Callable[[str], bool]] = None) -> tuple[Params, dict[str, float]]:
+        work = {name: p.detach().clone() for name, p in params.items()}
+        names = [name for name in work if trainable is None or trainable(name)]
+        for name in names:
+            work[name].requires_grad_(True)
+        tensors = [work[name] for name in names]
+        velocity = [torch.zeros_like(t) for t in tensors] if cfg.momentum else None
+        loss_fn = batch_loss or self.loss_fn
+        total, steps, samples = torch.zeros(()), 0, 0
+        for epoch in range(cfg.epochs):
+            for batch in epoch_batches(indices, cfg.batch_size, generator):
+                xb, yb = self.x[batch], self.y[batch]
+                loss = loss_fn(work, xb, yb)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(work)
+                grads = torch.autograd.grad(loss, tensors)
+                if grad_correction is not None:
+                    corrected = grad_correction(work, dict(zip(names, grads)))
+                    grads = tuple(corrected[name] for name in names)
+                self._step(tensors, grads, cfg, velocity)
+                total += loss.detach() * xb.shape[0]
+                steps += 1
+                samples += xb.shape[0]
+            if not torch.isfinite(total):
+                raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
+                                    f"the run diverged: lower --lr (now {cfg.lr}) or check the data")
+        out = {name: t.detach() for name, t in work.items()}
+        return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
+                     "samples": float(samples)}
+
+    @staticmethod
+    @torch.no_grad()
+    def _step(tensors: list[torch.Tensor], grads: tuple[torch.Tensor, ...], cfg: SGDConfig,
+              velocity: Optional[list[torch.Tensor]]) -> None:
+        if cfg.weight_decay:
+            grads = tuple(g + cfg.weight_decay * t for g, t in zip(grads, tensors))
+        if velocity is not None:
+            torch._foreach_mul_(velocity, cfg.momentum)
+            torch._foreach_add_(velocity, grads)
+            grads = tuple(velocity)
+        torch._foreach_add_(tensors, grads, alpha=-cfg.lr)

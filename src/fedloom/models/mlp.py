@@ -1,0 +1,32 @@
+"""Multi-layer perceptron: flatten, ``layers`` hidden ReLU layers of width ``hidden`` (the body), linear head.
+
+The defaults (two hidden layers of 200) are McMahan et al.'s "2NN" (AISTATS 2017).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from fedloom.errors import ConfigError
+from fedloom.models.base import MODELS, SplitModel, flat_size
+
+
+@MODELS.register("mlp")
+@dataclass(frozen=True)
+class MLP:
+    hidden: int = 200
+    layers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.layers < 1:
+            raise ConfigError("mlp needs hidden >= 1 and layers >= 1")
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
+        blocks: list[nn.Module] = [nn.Flatten()]
+        width = flat_size(input_shape)
+        for _ in range(self.layers):
+            blocks += [nn.Linear(width, self.hidden), nn.ReLU()]
+            width = self.hidden
+        return SplitModel(nn.Sequential(*blocks), nn.Linear(width, num_classes), feature_dim=width)

@@ -1,0 +1,241 @@
+"""Running one experiment: resolve the config, build data/model/algorithm/engine, loop over rounds, record.
+
+One round: sample a cohort → the engine runs ``client_update`` for it → ``server_update`` → evaluate every
+client on its own test split with the algorithm's ``eval_params`` → append to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from fedloom.algorithms import ALGORITHMS, Algorithm
+from fedloom.algorithms.base import ServerResult
+from fedloom.algorithms.tree import tree_allfinite, tree_bytes, tree_clone
+from fedloom.config import RunConfig, check_option_namespaces, component_options, to_toml, validate_numbers
+from fedloom.data.base import DATASETS, PartitionSpec
+from fedloom.data.federated import FederatedData, build_federated_data
+from fedloom.data.summary import write_partition_report
+from fedloom.engines import ENGINES, Engine
+from fedloom.engines.context import Runtime
+from fedloom.engines.local_sgd import SGDConfig
+from fedloom.engines.state_store import InMemoryStore
+from fedloom.errors import ConfigError, TrainingError
+from fedloom.models import MODELS, build_model, default_model_for
+from fedloom.plots import accuracy_curve
+from fedloom.registry import canonical
+from fedloom.seeding import numpy_generator
+from fedloom.tasks import TASKS
+from fedloom.tracking import RunFolder
+
+import fedloom.data.datasets  # noqa: F401  (registration)
+import fedloom.data.partitioners  # noqa: F401  (registration)
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built from a resolved config."""
+
+    config: RunConfig
+    data: FederatedData
+    algorithm: Algorithm
+    engine: Engine
+    runtime: Runtime
+
+
+# ------------------------------------------------------------------------------------------------ building
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but CUDA is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Validate names and numbers and fill in every default, so the run folder holds the full config."""
+    validate_numbers(cfg)
+    algorithm = canonical(ALGORITHMS.get(cfg.algorithm).registry_name)
+    dataset = canonical(DATASETS.get(cfg.dataset).registry_name)
+    ENGINES.get(cfg.engine)
+    partition = cfg.partition or DATASETS.get(dataset).default_partition
+    from fedloom.data.base import PARTITIONERS  # partitioners are registered by import above
+    partition = PARTITIONERS.get(partition).registry_name
+    model = canonical(MODELS.get(cfg.model).registry_name) if cfg.model else None
+    selected = [algorithm, dataset] + ([model] if model else [])
+    known = set(ALGORITHMS.names()) | set(DATASETS.names()) | set(MODELS.names())
+    check_option_namespaces(cfg, selected + [canonical(m) for m in MODELS.names()], known)
+    options = {algorithm: dataclasses.asdict(component_options(ALGORITHMS, algorithm, cfg)),
+               dataset: dataclasses.asdict(component_options(DATASETS, dataset, cfg))}
+    out = cfg.out or f"runs/{algorithm}-{dataset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return dataclasses.replace(cfg, algorithm=algorithm, dataset=dataset, partition=partition, model=model,
+                               out=out, options={**cfg.options, **options})
+
+
+def partition_spec(cfg: RunConfig) -> PartitionSpec:
+    return PartitionSpec(name=cfg.partition, num_clients=cfg.clients, alpha=cfg.alpha,
+                         classes_per_client=cfg.classes_per_client, balanced=cfg.balanced,
+                         min_samples=cfg.min_samples or 0, seed=cfg.data_seed)
+
+
+def load_data(cfg: RunConfig, device: torch.device) -> FederatedData:
+    data = build_federated_data(
+        cfg.dataset, cfg.options.get(cfg.dataset, {}), partition_spec(cfg), train_ratio=cfg.train_ratio,
+        data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
+        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, data_seed=cfg.data_seed)
+    return data.to(device)
+
+
+def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) -> Experiment:
+    model_name = cfg.model or default_model_for(data.input_shape)
+    cfg = dataclasses.replace(cfg, model=model_name)
+    model_options = dataclasses.asdict(component_options(MODELS, model_name, cfg))
+    cfg = dataclasses.replace(cfg, options={**cfg.options, model_name: model_options})
+    model = build_model(model_name, model_options, data.input_shape, data.num_classes, cfg.seed).to(device)
+    model.requires_grad_(False)  # the template's own tensors are never trained
+    init_params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    task = TASKS.get(getattr(DATASETS.get(cfg.dataset), "task", "classification"))()
+    sgd = SGDConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.local_epochs, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay)
+    runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
+                      store=InMemoryStore(), init_params=init_params)
+    algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
+    engine = ENGINES.get(cfg.engine)(runtime)
+    return Experiment(cfg, data, algorithm, engine, runtime)
+
+
+# ------------------------------------------------------------------------------------------------ one round
+def sample_cohort(num_clients: int, join_ratio: float, seed: int, round_: int) -> list[int]:
+    """A uniformly random subset of int(join_ratio·N) clients (at least one), from the round's own stream."""
+    size = max(1, int(join_ratio * num_clients + 1e-9))
+    if size >= num_clients:
+        return list(range(num_clients))
+    rng = numpy_generator(seed, round_, -1, "client-sampling")
+    return sorted(int(c) for c in rng.choice(num_clients, size=size, replace=False))
+
+
+def summarize_clients(per_client: dict[int, dict[str, float]], task: Any, prefix: str = "") -> dict[str, float]:
+    """Pooled metrics (Σ sums, then ratios) plus the distribution of per-client accuracies."""
+    totals: dict[str, float] = {}
+    for sums in per_client.values():
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + value
+    record = {f"{prefix}{k}": v for k, v in task.finalize(totals).items()}
+    primary = task.primary_metric
+    values = np.array([task.finalize(s)[primary] for s in per_client.values() if s.get("count", 0) > 0])
+    if values.size:
+        stats = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max(),
+                 "p10": np.percentile(values, 10), "median": np.median(values), "p90": np.percentile(values, 90)}
+        record.update({f"{prefix}client_{primary}_{k}": float(v) for k, v in stats.items()})
+    return record
+
+
+def evaluate(exp: Experiment, broadcast: Any, round_: int) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    clients = list(range(exp.data.num_clients))
+    per_client = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="test")
+    record = summarize_clients(per_client, exp.runtime.task)
+    if exp.config.eval_train:
+        train = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="train")
+        record.update(summarize_clients(train, exp.runtime.task, prefix="train_"))
+    return record, per_client
+
+
+def _rounded(record: dict[str, Any]) -> dict[str, Any]:
+    # 10 significant digits: plenty for metrics, and stable text for byte-for-byte comparisons
+    return {k: (float(f"{v:.10g}") if isinstance(v, float) else v) for k, v in record.items()}
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+@dataclass
+class RunOutcome:
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+    folder: Path
+
+
+def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]]) -> RunOutcome:
+    cfg, algo, task = exp.config, exp.algorithm, exp.runtime.task
+    server: ServerResult = algo.init_server(exp.runtime.init_params)
+    record, per_client = evaluate(exp, server.broadcast, 0)
+    records = [_rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0})]
+    folder.append_jsonl("metrics.jsonl", records[0])
+    started, cum_up, cum_down = time.perf_counter(), 0, 0
+    last_train: dict[int, dict[str, float]] = {}
+    for round_ in range(1, cfg.rounds + 1):
+        t0 = time.perf_counter()
+        cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
+        bytes_down = tree_bytes({"p": server.broadcast.params, "e": server.broadcast.extra}) * len(cohort)
+        result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
+        server = algo.server_update(server.state, result.uploads)
+        if not tree_allfinite(server.state.params):
+            raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
+        last_train.update(result.client_metrics)
+        t_train = time.perf_counter() - t0
+        cum_up, cum_down = cum_up + result.bytes_up, cum_down + bytes_down
+        if round_ % cfg.eval_every and round_ != cfg.rounds:
+            folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(t_train, 4)})
+            continue
+        record, per_client = evaluate(exp, server.broadcast, round_)
+        train_losses = [m["train_loss"] for m in result.client_metrics.values() if "train_loss" in m]
+        record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
+                           if train_losses else float("nan"), "clients_sampled": len(cohort),
+                           "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": cum_up,
+                           "cum_bytes_down": cum_down, **{f"server_{k}": v for k, v in server.metrics.items()}})
+        records.append(record)
+        folder.append_jsonl("metrics.jsonl", record)
+        folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(t_train, 4),
+                                              "eval_seconds": round(time.perf_counter() - t0 - t_train, 4)})
+        if progress:
+            progress(round_, record)
+    wall = time.perf_counter() - started
+    write_client_table(exp, folder, per_client, last_train)
+    primary = task.primary_metric
+    accuracy_curve(records, folder.path / "accuracy.png",
+                   f"{cfg.algorithm} on {cfg.dataset} ({cfg.partition}, {cfg.clients} clients, seed {cfg.seed})")
+    best = max(records, key=lambda r: r[primary])
+    summary = {"best_accuracy": best[primary], "best_round": best["round"], "final_accuracy": records[-1][primary],
+               "final_loss": records[-1].get("loss"), "rounds": cfg.rounds, "wall_seconds": round(wall, 3),
+               "algorithm": cfg.algorithm, "dataset": cfg.dataset, "partition": cfg.partition, "model": cfg.model,
+               "clients": cfg.clients, "seed": cfg.seed, "engine": cfg.engine, "threads": cfg.threads,
+               "device": str(exp.runtime.device), "total_bytes_up": cum_up, "total_bytes_down": cum_down,
+               "partition_hash": exp.data.partition_hash}
+    return RunOutcome(summary, records, folder.path)
+
+
+def write_client_table(exp: Experiment, folder: RunFolder, per_client: dict[int, dict[str, float]],
+                       last_train: dict[int, dict[str, float]]) -> None:
+    task, rows = exp.runtime.task, []
+    for cid in sorted(per_client):
+        metrics = task.finalize(per_client[cid])
+        rows.append([cid, int(exp.data.train_idx[cid].numel()), int(exp.data.test_idx[cid].numel()),
+                     f"{metrics[task.primary_metric]:.6f}", f"{metrics.get('loss', float('nan')):.6f}",
+                     f"{last_train.get(cid, {}).get('train_loss', float('nan')):.6f}"])
+    folder.write_csv("clients.csv", ["client", "train_samples", "test_samples", task.primary_metric, "loss",
+                                     "last_local_train_loss"], rows)
+
+
+def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None]] = None) -> RunOutcome:
+    """Run one experiment end to end and return its summary. Bad input raises FedloomError before any
+    run folder exists; a failure during training leaves a FAILED marker and no summary.json."""
+    cfg = resolve_config(cfg)
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    data = load_data(cfg, device)
+    exp = build_experiment(cfg, data, device)
+    folder = RunFolder.create(Path(exp.config.out), exp.config.overwrite)
+    try:
+        folder.write_text("config.toml", to_toml(exp.config))
+        write_partition_report(data, folder.path)
+        outcome = run_rounds(exp, folder, progress)
+        folder.finish(outcome.summary)
+        return outcome
+    except BaseException as exc:
+        folder.mark_failed(exc)
+        raise

@@ -1,0 +1,87 @@
+"""The shared local-SGD loop against hand-computed steps."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedloom.engines.local_sgd import LocalSGD, SGDConfig, epoch_batches
+from fedloom.errors import TrainingError
+
+
+def linear_loss(params, x, y):
+    return F.cross_entropy(x @ params["w"].T + params["b"], y)
+
+
+def setup(n: int = 7):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 3, generator=g), torch.randint(0, 2, (n,), generator=g)
+    params = {"w": torch.randn(2, 3, generator=g), "b": torch.zeros(2)}
+    return LocalSGD(linear_loss, x, y, describe="test"), params, x, y
+
+
+def manual_sgd(params, x, y, batches, lr, extra=None):
+    w = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    for batch in batches:
+        loss = linear_loss(w, x[batch], y[batch]) + (extra(w) if extra else 0)
+        grads = torch.autograd.grad(loss, list(w.values()))
+        with torch.no_grad():
+            for t, g in zip(w.values(), grads):
+                t -= lr * g
+    return {k: v.detach() for k, v in w.items()}
+
+
+def test_matches_manual_sgd_with_partial_last_batch() -> None:
+    runner, params, x, y = setup(7)
+    idx = torch.arange(7)
+    cfg = SGDConfig(lr=0.3, batch_size=3, epochs=2)
+    out, metrics = runner.run(params, idx, cfg, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    batches = epoch_batches(idx, 3, g) + epoch_batches(idx, 3, g)
+    assert [len(b) for b in batches] == [3, 3, 1, 3, 3, 1]
+    expected = manual_sgd(params, x, y, batches, 0.3)
+    for k in params:
+        torch.testing.assert_close(out[k], expected[k])
+    assert metrics["steps"] == 6 and metrics["samples"] == 14
+    assert not params["w"].requires_grad  # inputs untouched
+
+
+def test_extra_loss_and_trainable_subset() -> None:
+    runner, params, x, y = setup()
+    anchor = {k: v + 1 for k, v in params.items()}
+    extra = lambda w: 0.5 * sum(((w[k] - anchor[k]) ** 2).sum() for k in w)  # noqa: E731
+    cfg = SGDConfig(lr=0.1, batch_size=7, epochs=1)
+    out, _ = runner.run(params, torch.arange(7), cfg, torch.Generator().manual_seed(1), extra_loss=extra)
+    expected = manual_sgd(params, x, y, [torch.randperm(7, generator=torch.Generator().manual_seed(1))], 0.1, extra)
+    torch.testing.assert_close(out["w"], expected["w"])
+    frozen, _ = runner.run(params, torch.arange(7), cfg, torch.Generator().manual_seed(1),
+                           trainable=lambda name: name == "b")
+    assert torch.equal(frozen["w"], params["w"]) and not torch.equal(frozen["b"], params["b"])
+
+
+def test_grad_correction_is_applied() -> None:
+    runner, params, _, _ = setup()
+    cfg = SGDConfig(lr=1.0, batch_size=7, epochs=1)
+    zero = lambda p, g: {k: torch.zeros_like(v) for k, v in g.items()}  # noqa: E731
+    out, _ = runner.run(params, torch.arange(7), cfg, torch.Generator().manual_seed(1), grad_correction=zero)
+    assert all(torch.equal(out[k], params[k]) for k in params)
+
+
+def test_momentum_matches_torch_sgd() -> None:
+    runner, params, x, y = setup(8)
+    cfg = SGDConfig(lr=0.1, batch_size=4, epochs=1, momentum=0.9, weight_decay=0.01)
+    out, _ = runner.run(params, torch.arange(8), cfg, torch.Generator().manual_seed(2))
+    w = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    opt = torch.optim.SGD(list(w.values()), lr=0.1, momentum=0.9, weight_decay=0.01)
+    for batch in epoch_batches(torch.arange(8), 4, torch.Generator().manual_seed(2)):
+        opt.zero_grad()
+        linear_loss(w, x[batch], y[batch]).backward()
+        opt.step()
+    for k in params:
+        torch.testing.assert_close(out[k], w[k].detach())
+
+
+def test_nonfinite_loss_is_a_clear_error() -> None:
+    runner, params, _, _ = setup()
+    params = {k: v * float("nan") for k, v in params.items()}
+    with pytest.raises(TrainingError, match="non-finite training loss for test"):
+        runner.run(params, torch.arange(7), SGDConfig(lr=0.1, batch_size=7, epochs=1), torch.Generator())
