@@ -160,40 +160,68 @@ class RunOutcome:
     folder: Path
 
 
-def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]]) -> RunOutcome:
-    cfg, algo, task = exp.config, exp.algorithm, exp.runtime.task
-    server: ServerResult = algo.init_server(exp.runtime.init_params)
+@dataclass
+class RoundOutput:
+    server: ServerResult
+    record: Optional[dict[str, Any]]  # None when the round was not evaluated
+    per_client: Optional[dict[int, dict[str, float]]]
+    client_metrics: dict[int, dict[str, float]]
+    train_seconds: float
+    eval_seconds: float
+
+
+def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[str, int]) -> RoundOutput:
+    """One round: sample → train the cohort → server step → (maybe) evaluate. ``totals`` accumulates bytes."""
+    cfg, algo = exp.config, exp.algorithm
+    t0 = time.perf_counter()
+    cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
+    bytes_down = tree_bytes({"p": server.broadcast.params, "e": server.broadcast.extra}) * len(cohort)
+    result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
+    server = algo.server_update(server.state, result.uploads)
+    if not tree_allfinite(server.state.params):
+        raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
+    totals["up"] = totals.get("up", 0) + result.bytes_up
+    totals["down"] = totals.get("down", 0) + bytes_down
+    t_train = time.perf_counter() - t0
+    if round_ % cfg.eval_every and round_ != cfg.rounds:
+        return RoundOutput(server, None, None, result.client_metrics, t_train, 0.0)
+    record, per_client = evaluate(exp, server.broadcast, round_)
+    train_losses = [m["train_loss"] for m in result.client_metrics.values() if "train_loss" in m]
+    record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
+                       if train_losses else float("nan"), "clients_sampled": len(cohort),
+                       "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
+                       "cum_bytes_down": totals["down"], **{f"server_{k}": v for k, v in server.metrics.items()}})
+    return RoundOutput(server, record, per_client, result.client_metrics, t_train,
+                       time.perf_counter() - t0 - t_train)
+
+
+def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:
+    """Server initialisation and the round-0 evaluation of the initial model."""
+    server = exp.algorithm.init_server(exp.runtime.init_params)
     record, per_client = evaluate(exp, server.broadcast, 0)
-    records = [_rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0})]
-    folder.append_jsonl("metrics.jsonl", records[0])
-    started, cum_up, cum_down = time.perf_counter(), 0, 0
+    return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0}), per_client
+
+
+def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]]) -> RunOutcome:
+    cfg, task = exp.config, exp.runtime.task
+    server, record, per_client = initial_round(exp)
+    records = [record]
+    folder.append_jsonl("metrics.jsonl", record)
+    started, totals = time.perf_counter(), {"up": 0, "down": 0}
     last_train: dict[int, dict[str, float]] = {}
     for round_ in range(1, cfg.rounds + 1):
-        t0 = time.perf_counter()
-        cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
-        bytes_down = tree_bytes({"p": server.broadcast.params, "e": server.broadcast.extra}) * len(cohort)
-        result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
-        server = algo.server_update(server.state, result.uploads)
-        if not tree_allfinite(server.state.params):
-            raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
-        last_train.update(result.client_metrics)
-        t_train = time.perf_counter() - t0
-        cum_up, cum_down = cum_up + result.bytes_up, cum_down + bytes_down
-        if round_ % cfg.eval_every and round_ != cfg.rounds:
-            folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(t_train, 4)})
+        out = step_round(exp, server, round_, totals)
+        server = out.server
+        last_train.update(out.client_metrics)
+        folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(out.train_seconds, 4),
+                                              "eval_seconds": round(out.eval_seconds, 4)})
+        if out.record is None:
             continue
-        record, per_client = evaluate(exp, server.broadcast, round_)
-        train_losses = [m["train_loss"] for m in result.client_metrics.values() if "train_loss" in m]
-        record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
-                           if train_losses else float("nan"), "clients_sampled": len(cohort),
-                           "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": cum_up,
-                           "cum_bytes_down": cum_down, **{f"server_{k}": v for k, v in server.metrics.items()}})
-        records.append(record)
-        folder.append_jsonl("metrics.jsonl", record)
-        folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(t_train, 4),
-                                              "eval_seconds": round(time.perf_counter() - t0 - t_train, 4)})
+        records.append(out.record)
+        per_client = out.per_client
+        folder.append_jsonl("metrics.jsonl", out.record)
         if progress:
-            progress(round_, record)
+            progress(round_, out.record)
     wall = time.perf_counter() - started
     write_client_table(exp, folder, per_client, last_train)
     primary = task.primary_metric
@@ -204,8 +232,8 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
                "final_loss": records[-1].get("loss"), "rounds": cfg.rounds, "wall_seconds": round(wall, 3),
                "algorithm": cfg.algorithm, "dataset": cfg.dataset, "partition": cfg.partition, "model": cfg.model,
                "clients": cfg.clients, "seed": cfg.seed, "engine": cfg.engine, "threads": cfg.threads,
-               "device": str(exp.runtime.device), "total_bytes_up": cum_up, "total_bytes_down": cum_down,
-               "partition_hash": exp.data.partition_hash}
+               "device": str(exp.runtime.device), "total_bytes_up": totals["up"],
+               "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash}
     return RunOutcome(summary, records, folder.path)
 
 
