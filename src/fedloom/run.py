@@ -82,7 +82,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
 def partition_spec(cfg: RunConfig) -> PartitionSpec:
     return PartitionSpec(name=cfg.partition, num_clients=cfg.clients, alpha=cfg.alpha,
                          classes_per_client=cfg.classes_per_client, balanced=cfg.balanced,
-                         min_samples=cfg.min_samples or 0, seed=cfg.data_seed)
+                         min_samples=cfg.min_samples, seed=cfg.data_seed,
+                         extra={"batch_size": cfg.batch_size} if cfg.min_samples is None else {})
 
 
 def load_data(cfg: RunConfig, device: torch.device) -> FederatedData:

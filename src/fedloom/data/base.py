@@ -64,7 +64,8 @@ class PartitionSpec:
     """Parameters of a partition; a partitioner reads the fields it needs.
 
     alpha: Dirichlet concentration (smaller = more skew). classes_per_client / balanced: pathological split.
-    min_samples: every client must receive at least this many samples (before its train/test split).
+    min_samples: every client must receive at least this many samples (before its train/test split); None means
+        PFLlib's rule min(batch_size / (1 - train_ratio), N / clients / 2), with batch_size from extra (default 10).
     """
 
     name: str
@@ -72,7 +73,7 @@ class PartitionSpec:
     alpha: float = 0.1
     classes_per_client: int = 2
     balanced: bool = False
-    min_samples: int = 0
+    min_samples: Optional[int] = 0
     seed: int = 0
     extra: dict = field(default_factory=dict)
 

@@ -151,6 +151,11 @@ def min_client_size(train_ratio: float) -> int:
     return n
 
 
+def pfllib_min_samples(num_samples: int, num_clients: int, batch_size: int, train_ratio: float) -> int:
+    """PFLlib's ``least_samples``: enough for one training batch, capped at half an even share."""
+    return int(min(batch_size / (1 - train_ratio), num_samples / max(num_clients, 1) / 2))
+
+
 def split_sizes(n: int, train_ratio: float) -> tuple[int, int]:
     """(n_train, n_test) with n_test = ceil((1 - train_ratio) * n), rounded to 9 decimals against float noise."""
     n_test = math.ceil(round((1.0 - train_ratio) * n, 9))
@@ -160,7 +165,12 @@ def split_sizes(n: int, train_ratio: float) -> tuple[int, int]:
 def partition_indices(pooled: PooledDataset, partition: PartitionSpec, train_ratio: float) -> list[np.ndarray]:
     """Run the partitioner with rng numpy_generator(seed, -1, -1, 'partition')."""
     need = min_client_size(train_ratio)
-    effective = dataclasses.replace(partition, min_samples=max(partition.min_samples, need))
+    requested = partition.min_samples
+    if requested is None:
+        requested = pfllib_min_samples(len(pooled), partition.num_clients, partition.extra.get("batch_size", 10),
+                                       train_ratio)
+    partition = dataclasses.replace(partition, min_samples=requested)
+    effective = dataclasses.replace(partition, min_samples=max(requested, need))
     rng = numpy_generator(partition.seed, -1, -1, "partition")
     labels = pooled.y.cpu().numpy()
     try:
