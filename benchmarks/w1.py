@@ -26,6 +26,7 @@ from torch import nn
 
 from fedloom.config import RunConfig
 from fedloom.run import build_experiment, initial_round, load_data, resolve_config, step_round
+from fedloom.seeding import torch_generator
 
 
 def w1_config(rounds: int, seed: int, threads: int, data_dir: str | None) -> RunConfig:
@@ -62,23 +63,30 @@ def copy_from_fedloom(plain: PlainCNN, params: dict[str, torch.Tensor]) -> None:
 class PlainLoop:
     """A hand-written FedAvg round: load global weights, SGD over shuffled batches, average state dicts."""
 
-    def __init__(self, data, init_params: dict[str, torch.Tensor], lr: float, batch: int, seed: int) -> None:
+    def __init__(self, data, init_params: dict[str, torch.Tensor], lr: float, batch: int, seed: int,
+                 same_batches: bool) -> None:
         self.x, self.y = data.dataset.x, data.dataset.y
         self.train_idx, self.test_idx = data.train_idx, data.test_idx
         self.model = PlainCNN(data.num_classes)
         copy_from_fedloom(self.model, init_params)
         self.global_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.lr, self.batch = lr, batch
+        self.lr, self.batch, self.seed, self.same_batches = lr, batch, seed, same_batches
         torch.manual_seed(seed)
 
-    def round(self) -> float:
+    def order(self, round_: int, client: int, n: int) -> torch.Tensor:
+        """Same batches as fedloom (its (seed, round, client) stream) or the global torch RNG's own."""
+        if self.same_batches:
+            return torch.randperm(n, generator=torch_generator(self.seed, round_, client, "train"))
+        return torch.randperm(n)
+
+    def round(self, round_: int) -> float:
         total = sum(len(i) for i in self.train_idx)
         new_state = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
-        for idx in self.train_idx:
+        for client, idx in enumerate(self.train_idx):
             self.model.load_state_dict(self.global_state)
             opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
             self.model.train()
-            for batch in idx[torch.randperm(len(idx))].split(self.batch):
+            for batch in idx[self.order(round_, client, len(idx))].split(self.batch):
                 opt.zero_grad()
                 F.cross_entropy(self.model(self.x[batch]), self.y[batch]).backward()
                 opt.step()
@@ -110,21 +118,26 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--plain-batches", choices=["same", "own"], default="same",
+                        help="same: the plain loop uses fedloom's per-(seed, round, client) batch order, so the "
+                             "two should agree to float rounding; own: its own torch.randperm stream")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = w1_config(args.rounds, args.seed, args.threads, args.data_dir)
     data = load_data(cfg, torch.device("cpu"))
     rss_data = peak_rss_mb()
     exp = build_experiment(cfg, data, torch.device("cpu"))
-    plain = PlainLoop(data, exp.runtime.init_params, cfg.lr, cfg.batch_size, args.seed)
+    plain = PlainLoop(data, exp.runtime.init_params, cfg.lr, cfg.batch_size, args.seed,
+                      args.plain_batches == "same")
     server, _, _ = initial_round(exp)
     totals: dict[str, int] = {}
     rows = []
     print(f"W1: {data.num_clients} clients, {sum(len(i) for i in data.train_idx)} train / "
-          f"{sum(len(i) for i in data.test_idx)} test samples, torch threads={args.threads}", flush=True)
+          f"{sum(len(i) for i in data.test_idx)} test samples, torch threads={args.threads}, "
+          f"plain-loop batches: {args.plain_batches}", flush=True)
     for r in range(1, args.rounds + 1):
         t0 = time.perf_counter()
-        plain_acc = plain.round()
+        plain_acc = plain.round(r)
         t_plain = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = step_round(exp, server, r, totals)
@@ -137,7 +150,7 @@ def main() -> int:
     plain_s = statistics.mean(r["plain_seconds"] for r in rows)
     fed_s = statistics.mean(r["fedloom_seconds"] for r in rows)
     max_gap = max(abs(r["plain_accuracy"] - r["fedloom_accuracy"]) for r in rows)
-    result = {"rounds": args.rounds, "threads": args.threads, "plain_seconds_per_round": plain_s,
+    result = {"rounds": args.rounds, "threads": args.threads, "plain_batches": args.plain_batches, "plain_seconds_per_round": plain_s,
               "fedloom_seconds_per_round": fed_s, "ratio_fedloom_over_plain": fed_s / plain_s,
               "max_accuracy_gap_points": 100 * max_gap, "peak_rss_mb": peak_rss_mb(),
               "rss_after_data_mb": rss_data, "per_round": rows}

@@ -198,25 +198,32 @@ def validate_numbers(cfg: RunConfig) -> None:
            f"--device must be cpu, cuda or auto, got {cfg.device!r}")
 
 
-def component_options(registry: Registry, name: str, cfg: RunConfig) -> Any:
-    """Instantiate the registered options dataclass for ``name`` from cfg.options, coercing each value."""
+def make_component(registry: Registry, name: str, given: dict[str, Any]) -> Any:
+    """Instantiate the registered options dataclass ``name`` from ``given``, coercing each value to its field
+    type; unknown keys, bad values and failed ``validate()`` checks become one ConfigError."""
     cls = registry.get(name)
-    given = dict(cfg.options.get(canonical(name), {}))
+    key = getattr(cls, "registry_name", canonical(name))
     fields = component_fields(cls)
+    given = {k.replace("-", "_"): v for k, v in given.items()}
     unknown = sorted(set(given) - set(fields))
     if unknown:
-        valid = ", ".join(f"{canonical(name)}.{f}" for f in fields) or "none"
-        raise ConfigError(f"unknown option(s) {[f'{canonical(name)}.{u}' for u in unknown]} for {registry.kind} "
-                          f"'{canonical(name)}'; valid options: {valid}")
+        valid = ", ".join(f"{key}.{f}" for f in fields) or f"none ({registry.kind} '{key}' takes no options)"
+        raise ConfigError(f"unknown option(s) {[f'{key}.{u}' for u in unknown]} for {registry.kind} '{key}'; "
+                          f"valid options: {valid}")
     hints = field_hints(cls) if fields else {}
-    values = {key: coerce(value, hints[key], f"{canonical(name)}.{key}") for key, value in given.items()}
+    values = {k: coerce(v, hints[k], f"{key}.{k}") for k, v in given.items()}
     try:
         instance = cls(**values)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid options for {registry.kind} '{canonical(name)}': {exc}") from None
+        raise ConfigError(f"invalid options for {registry.kind} '{key}': {exc}") from None
     if hasattr(instance, "validate"):
         instance.validate()
     return instance
+
+
+def component_options(registry: Registry, name: str, cfg: RunConfig) -> Any:
+    """The options dataclass of component ``name`` built from ``cfg.options[name]``."""
+    return make_component(registry, name, dict(cfg.options.get(canonical(name), {})))
 
 
 def check_option_namespaces(cfg: RunConfig, selected: list[str], known: set[str]) -> None:

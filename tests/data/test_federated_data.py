@@ -60,7 +60,7 @@ def test_default_partition_and_natural_synthetic() -> None:
 
 
 def test_option_and_ratio_errors() -> None:
-    with pytest.raises(ConfigError, match="Valid options: alpha, beta, devices"):
+    with pytest.raises(ConfigError, match="valid options: synthetic.alpha, synthetic.beta, synthetic.devices"):
         build_federated_data("synthetic", {"gamma": 1}, PartitionSpec("natural", 3))
     with pytest.raises(ConfigError, match="expected float"):
         build_federated_data("synthetic", {"alpha": "high"}, PartitionSpec("natural", 3))

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedloom.errors import ConfigError
 from fedloom.registry import Registry
 from fedloom.seeding import derive_seed
 
@@ -60,25 +59,12 @@ def build_model(name: str, options: dict[str, Any], input_shape: tuple[int, ...]
 
     The global torch RNG is forked so that building a model never disturbs other random state.
     """
-    spec_cls = MODELS.get(name)
-    spec = construct_options(spec_cls, options, f"model '{name}'")
+    from fedloom.config import make_component
+
+    spec = make_component(MODELS, name, options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, -1, -1, "model-init"))
         return spec.build(tuple(input_shape), int(num_classes))
-
-
-def construct_options(cls: type, options: dict[str, Any], what: str) -> Any:
-    """Instantiate an options dataclass, turning unknown keys or bad values into one ConfigError."""
-    import dataclasses
-
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for {what}; valid options: {sorted(valid) or 'none'}")
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid option for {what}: {exc}") from None
 
 
 def default_model_for(input_shape: tuple[int, ...]) -> str:

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from fedloom.errors import ConfigError
+from fedloom.models import build_model, default_model_for
+from fedloom.models.base import is_body, is_head
+
+
+@pytest.mark.parametrize("shape, flat", [((1, 28, 28), 1024), ((3, 32, 32), 1600)])
+def test_fedavg_cnn_matches_pfllib_dimensions(shape: tuple, flat: int) -> None:
+    model = build_model("cnn", {}, shape, 10, seed=0)
+    names = dict(model.named_parameters())
+    assert names["body.7.weight"].shape == (512, flat)  # fc1: dim -> 512
+    assert names["head.weight"].shape == (10, 512)
+    assert model(torch.zeros(2, *shape)).shape == (2, 10)
+    assert model(torch.zeros(2, *shape), part="body").shape == (2, 512)
+    # conv32-conv64-fc512-fc: 4 weight tensors
+    assert sum(1 for n in names if n.endswith("weight")) == 4
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "cnn"])
+def test_every_parameter_is_body_or_head(name: str) -> None:
+    model = build_model(name, {}, (1, 28, 28), 10, seed=0)
+    names = [n for n, _ in model.named_parameters()]
+    assert all(is_body(n) != is_head(n) for n in names)
+    assert any(is_head(n) for n in names)
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(model(x), model(model(x, part="body"), part="head"))
+
+
+def test_initialisation_is_seeded_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_model("mlp", {"hidden": 16}, (64,), 10, seed=5)
+    assert torch.equal(torch.rand(1), before)
+    b = build_model("mlp", {"hidden": 16}, (64,), 10, seed=5)
+    c = build_model("mlp", {"hidden": 16}, (64,), 10, seed=6)
+    assert torch.equal(a.head.weight, b.head.weight) and not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_model_options_and_errors() -> None:
+    assert build_model("mlp", {"hidden": 7, "layers": 1}, (64,), 3, seed=0).feature_dim == 7
+    with pytest.raises(ConfigError, match="unknown option"):
+        build_model("mlp", {"width": 3}, (64,), 3, seed=0)
+    with pytest.raises(ConfigError, match="at least 16x16"):
+        build_model("cnn", {}, (1, 8, 8), 10, seed=0)
+
+
+def test_default_model_by_input_shape() -> None:
+    assert default_model_for((1, 28, 28)) == "cnn"
+    assert default_model_for((1, 8, 8)) == "mlp"
+    assert default_model_for((60,)) == "logreg"
