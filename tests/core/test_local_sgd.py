@@ -48,7 +48,7 @@ def test_matches_manual_sgd_with_partial_last_batch() -> None:
 def test_extra_loss_and_trainable_subset() -> None:
     runner, params, x, y = setup()
     anchor = {k: v + 1 for k, v in params.items()}
-    extra = lambda w: 0.5 * sum(((w[k] - anchor[k]) ** 2).sum() for k in w)  # noqa: E731
+    extra = lambda w, aux=None: 0.5 * sum(((w[k] - anchor[k]) ** 2).sum() for k in w)  # noqa: E731
     cfg = SGDConfig(lr=0.1, batch_size=7, epochs=1)
     out, _ = runner.run(params, torch.arange(7), cfg, torch.Generator().manual_seed(1), extra_loss=extra)
     expected = manual_sgd(params, x, y, [torch.randperm(7, generator=torch.Generator().manual_seed(1))], 0.1, extra)
@@ -61,7 +61,7 @@ def test_extra_loss_and_trainable_subset() -> None:
 def test_grad_correction_is_applied() -> None:
     runner, params, _, _ = setup()
     cfg = SGDConfig(lr=1.0, batch_size=7, epochs=1)
-    zero = lambda p, g: {k: torch.zeros_like(v) for k, v in g.items()}  # noqa: E731
+    zero = lambda p, g, aux: {k: torch.zeros_like(v) for k, v in g.items()}  # noqa: E731
     out, _ = runner.run(params, torch.arange(7), cfg, torch.Generator().manual_seed(1), grad_correction=zero)
     assert all(torch.equal(out[k], params[k]) for k in params)
 
@@ -85,3 +85,21 @@ def test_nonfinite_loss_is_a_clear_error() -> None:
     params = {k: v * float("nan") for k, v in params.items()}
     with pytest.raises(TrainingError, match="non-finite training loss for test"):
         runner.run(params, torch.arange(7), SGDConfig(lr=0.1, batch_size=7, epochs=1), torch.Generator())
+
+
+def test_hooks_receive_aux_and_batch_loss_replaces_the_task_loss() -> None:
+    runner, params, x, y = setup()
+    seen = []
+
+    def per_sample(w, xb, yb, aux):
+        seen.append(aux)
+        return F.cross_entropy(xb @ w["w"].T + w["b"], yb, reduction="none") * aux["scale"]
+
+    cfg = SGDConfig(lr=0.1, batch_size=7, epochs=1)
+    aux = {"scale": torch.tensor(2.0)}
+    out, _ = runner.run(params, torch.arange(7), cfg, torch.Generator().manual_seed(1), batch_loss=per_sample, aux=aux)
+    assert seen and seen[0] is aux
+    # doubling the loss doubles the step: same as lr 0.2 on the plain task loss
+    ref, _ = runner.run(params, torch.arange(7), SGDConfig(lr=0.2, batch_size=7, epochs=1),
+                        torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out["w"], ref["w"])

@@ -28,4 +28,5 @@ class FedProx(FedAvg):
         if self.mu == 0:
             return {}
         anchor = broadcast.params
-        return {"extra_loss": lambda w: 0.5 * self.mu * tree_sq_dist(w, anchor)}
+        # the anchor is the broadcast, shared by every client, so a closure is fine here
+        return {"extra_loss": lambda w, aux: 0.5 * self.mu * tree_sq_dist(w, anchor)}

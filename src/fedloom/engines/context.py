@@ -4,7 +4,7 @@ the model and randomness while it runs one client)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.func import functional_call
@@ -35,6 +35,9 @@ class Runtime:
 
     def batch_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.task.mean_loss(self.apply(params, x), y)
+
+    def per_sample_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.task.per_sample_loss(self.apply(params, x), y)
 
     def client_context(self, client_id: int, round_: int) -> "ClientContext":
         return ClientContext(self, client_id, round_)
@@ -71,12 +74,18 @@ class ClientContext:
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         return self.runtime.apply(params, x, part)
 
+    def task_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample task loss of model outputs (for ``batch_loss`` hooks that add terms to it)."""
+        return self.runtime.task.per_sample_loss(outputs, targets)
+
     def local_sgd(self, params: Params, *, epochs: Optional[int] = None, lr: Optional[float] = None,
                   purpose: str = "train", indices: Optional[torch.Tensor] = None,
                   extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
                   grad_correction: Optional[GradCorrection] = None,
-                  trainable: Optional[Callable[[str], bool]] = None) -> tuple[Params, dict[str, float]]:
-        """Local SGD from ``params`` on this client's training data (or ``indices``); see LocalSGD."""
+                  trainable: Optional[Callable[[str], bool]] = None,
+                  aux: Any = None) -> tuple[Params, dict[str, float]]:
+        """Local SGD from ``params`` on this client's training data (or ``indices``); see LocalSGD for the
+        hooks. Per-client tensors the hooks need go in ``aux`` (never in a closure)."""
         cfg = self.sgd
         if epochs is not None or lr is not None:
             cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, lr=cfg.lr if lr is None else lr)
@@ -84,7 +93,7 @@ class ClientContext:
                           describe=f"client {self.client_id}, round {self.round}")
         return runner.run(params, self.train_indices if indices is None else indices, cfg,
                           self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
-                          grad_correction=grad_correction, trainable=trainable)
+                          grad_correction=grad_correction, trainable=trainable, aux=aux)
 
     @torch.no_grad()
     def evaluate(self, params: Params, split: str = "test") -> dict[str, float]:

@@ -3,10 +3,15 @@
 Functional: parameters go in as a dict and come out as a new dict; nothing is stored on a module. Hooks let
 algorithms change the objective or the step without rewriting the loop:
 
-* ``extra_loss(params) -> scalar``: added to every batch loss (FedProx's μ/2‖w−θ‖², Ditto's λ term...).
-* ``batch_loss(params, x, y) -> scalar``: replaces the task loss entirely (methods that need features).
-* ``grad_correction(params, grads) -> grads``: edits the gradient before the step (SCAFFOLD's c − c_i...).
+* ``extra_loss(params, aux) -> scalar``: added to every batch loss (FedProx's μ/2‖w−θ‖², Ditto's λ term...).
+* ``batch_loss(params, x, y, aux) -> per-sample losses [B]``: replaces the task loss (methods that need
+  features); the loop averages it over the batch (a vectorized engine weights it, to mask padding).
+* ``grad_correction(params, grads, aux) -> grads``: edits the gradient before the step (SCAFFOLD's c − c_i...).
 * ``trainable(name) -> bool``: which parameters are trained; the others are held fixed (FedRep's phases).
+
+Hooks may close over tensors shared by every client (the broadcast). Anything specific to one client (its
+state, its control variate, a personal anchor) must come in through ``aux``, a tree the caller passes to
+``local_sgd``: a vectorized engine slices ``aux`` per client, while a closure would see the whole pack.
 
 Batches follow PyTorch's DataLoader(shuffle=True, drop_last=False): every epoch a fresh permutation drawn from
 the client's generator, the last batch possibly smaller; its loss is the mean over its own samples.
@@ -15,16 +20,17 @@ the client's generator, the last batch possibly smaller; its loss is the mean ov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from fedloom.algorithms.tree import Params
 from fedloom.errors import TrainingError
 
-ExtraLoss = Callable[[Params], torch.Tensor]
-BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
-GradCorrection = Callable[[Params, Params], Params]
+ExtraLoss = Callable[[Params, Any], torch.Tensor]
+BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any], torch.Tensor]
+GradCorrection = Callable[[Params, Params, Any], Params]
+TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -44,34 +50,37 @@ def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Gener
 
 @dataclass
 class LocalSGD:
-    """Runs SGD for one client. ``loss_fn(params, x, y)`` is the task loss of a batch under the model."""
+    """Runs SGD for one client. ``loss_fn(params, x, y)`` is the mean task loss of a batch under the model."""
 
-    loss_fn: BatchLoss
+    loss_fn: TaskLoss
     x: torch.Tensor
     y: torch.Tensor
     describe: str  # "client 3, round 7" for error messages
 
     def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
             extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
-            grad_correction: Optional[GradCorrection] = None,
-            trainable: Optional[Callable[[str], bool]] = None) -> tuple[Params, dict[str, float]]:
+            grad_correction: Optional[GradCorrection] = None, trainable: Optional[Callable[[str], bool]] = None,
+            aux: Any = None) -> tuple[Params, dict[str, float]]:
         work = {name: p.detach().clone() for name, p in params.items()}
         names = [name for name in work if trainable is None or trainable(name)]
         for name in names:
             work[name].requires_grad_(True)
         tensors = [work[name] for name in names]
         velocity = [torch.zeros_like(t) for t in tensors] if cfg.momentum else None
-        loss_fn = batch_loss or self.loss_fn
+        if batch_loss is None:
+            loss_fn = self.loss_fn
+        else:
+            loss_fn = lambda w, xb, yb: batch_loss(w, xb, yb, aux).mean()  # noqa: E731
         total, steps, samples = torch.zeros(()), 0, 0
         for epoch in range(cfg.epochs):
             for batch in epoch_batches(indices, cfg.batch_size, generator):
                 xb, yb = self.x[batch], self.y[batch]
                 loss = loss_fn(work, xb, yb)
                 if extra_loss is not None:
-                    loss = loss + extra_loss(work)
+                    loss = loss + extra_loss(work, aux)
                 grads = torch.autograd.grad(loss, tensors)
                 if grad_correction is not None:
-                    corrected = grad_correction(work, dict(zip(names, grads)))
+                    corrected = grad_correction(work, dict(zip(names, grads)), aux)
                     grads = tuple(corrected[name] for name in names)
                 self._step(tensors, grads, cfg, velocity)
                 total += loss.detach() * xb.shape[0]
