@@ -18,7 +18,7 @@ import torch
 
 from fedloom.algorithms import ALGORITHMS, Algorithm
 from fedloom.algorithms.base import ServerResult
-from fedloom.algorithms.tree import tree_allfinite, tree_bytes, tree_clone
+from fedloom.algorithms.tree import tree_allfinite
 from fedloom.config import RunConfig, check_option_namespaces, component_options, to_toml, validate_numbers
 from fedloom.data.base import DATASETS, PartitionSpec
 from fedloom.data.federated import FederatedData, build_federated_data
@@ -176,7 +176,7 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
     cfg, algo = exp.config, exp.algorithm
     t0 = time.perf_counter()
     cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
-    bytes_down = tree_bytes({"p": server.broadcast.params, "e": server.broadcast.extra}) * len(cohort)
+    bytes_down = sum(server.broadcast.nbytes(c) for c in cohort)
     result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
     server = algo.server_update(server.state, result.uploads)
     if not tree_allfinite(server.state.params):

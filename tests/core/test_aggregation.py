@@ -56,3 +56,14 @@ def test_fedavg_server_step_applies_weighted_mean_delta() -> None:
     # sample-weighted average of client models: (30*[3,1] + 10*[0,5]) / 40 = [2.25, 2.0]
     assert torch.allclose(result.broadcast.params["w"], torch.tensor([2.25, 2.0]))
     assert result.state.round == 1
+
+
+def test_personal_broadcast_reaches_only_its_client_and_counts_its_bytes() -> None:
+    from fedloom.algorithms.base import Broadcast
+
+    shared = {"w": torch.zeros(4)}  # 16 bytes
+    b = Broadcast(params=shared, personal={0: {"m": torch.zeros(2)}, 1: {"m": torch.ones(3)}})
+    assert torch.equal(b.for_client(1).personal["m"], torch.ones(3))
+    assert b.for_client(5).personal is None
+    assert b.nbytes(0) == 16 + 8 and b.nbytes(1) == 16 + 12 and b.nbytes(7) == 16
+    assert Broadcast(params=shared).nbytes(3) == 16

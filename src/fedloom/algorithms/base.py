@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from fedloom.algorithms.tree import Params, Tree, tree_clone
+from fedloom.algorithms.tree import Params, Tree, tree_bytes, tree_clone
 from fedloom.registry import Registry
 
 if TYPE_CHECKING:
@@ -30,10 +30,26 @@ ALGORITHMS: Registry[type] = Registry("algorithm")
 
 @dataclass
 class Broadcast:
-    """What the server sends to every sampled client: model parameters plus algorithm-specific tensors."""
+    """What the server sends: ``params`` and ``extra`` go to every sampled client; ``personal`` maps a client id
+    to a tree sent only to that client (FedFomo/FedAMP/APPLE-style personalized downloads).
+
+    Engines hand each client ``broadcast.for_client(cid)``, in which ``personal`` is that client's own tree (or
+    None), and count its bytes as that client's download.
+    """
 
     params: Params
     extra: dict[str, Tree] = field(default_factory=dict)
+    personal: Optional[dict[int, Tree]] = None
+
+    def for_client(self, client_id: int) -> "Broadcast":
+        if self.personal is None:
+            return self
+        return Broadcast(self.params, self.extra, self.personal.get(client_id))
+
+    def nbytes(self, client_id: int) -> int:
+        """Bytes client ``client_id`` downloads: the shared part plus its own personal tree."""
+        own = None if self.personal is None else self.personal.get(client_id)
+        return tree_bytes(self.params) + tree_bytes(self.extra) + tree_bytes(own)
 
 
 @dataclass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 from fedloom.algorithms.base import Algorithm, Broadcast
+from fedloom.algorithms.tree import Tree
 from fedloom.algorithms.uploads import Uploads
 from fedloom.engines.context import Runtime
 from fedloom.registry import Registry
@@ -33,3 +35,14 @@ class Engine(ABC):
     def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,
                  split: str = "test") -> dict[int, dict[str, float]]:
         """Per-client additive evaluation sums with each client's ``eval_params``."""
+
+    def client_states(self) -> Iterator[tuple[int, Tree]]:
+        """Every saved client state (for checkpoints), in client-id order."""
+        store = self.runtime.store
+        for client_id in store.client_ids():
+            yield client_id, store.load(client_id)
+
+    def restore_client_states(self, states: Iterable[tuple[int, Tree]]) -> None:
+        """Replace the saved client states (when resuming from a checkpoint)."""
+        for client_id, state in states:
+            self.runtime.store.save(client_id, state)

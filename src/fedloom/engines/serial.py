@@ -26,7 +26,8 @@ class SerialEngine(Engine):
         bytes_up = 0
         for client_id in cohort:
             ctx = self.runtime.client_context(client_id, round_)
-            result = algorithm.client_update(ctx, broadcast, self._load_state(algorithm, client_id))
+            result = algorithm.client_update(ctx, broadcast.for_client(client_id),
+                                             self._load_state(algorithm, client_id))
             self.runtime.store.save(client_id, result.state)
             accumulator.add(client_id, result.upload, result.weight)
             bytes_up += tree_bytes(result.upload)
@@ -38,6 +39,7 @@ class SerialEngine(Engine):
         results: dict[int, dict[str, float]] = {}
         for client_id in clients:
             ctx = self.runtime.client_context(client_id, round_)
-            params = algorithm.eval_params(ctx, broadcast, self._load_state(algorithm, client_id))
+            params = algorithm.eval_params(ctx, broadcast.for_client(client_id),
+                                           self._load_state(algorithm, client_id))
             results[client_id] = ctx.evaluate(params, split)
         return results
