@@ -74,6 +74,13 @@ class ClientContext:
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         return self.runtime.apply(params, x, part)
 
+    def per_client(self, fn: Callable[..., Any], *trees: Any) -> Any:
+        """Apply ``fn`` to this client's trees. Use it for any reduction over parameters outside the local-SGD
+        hooks (norms, distances, similarities): under the serial engine it is just ``fn(*trees)``; a vectorized
+        engine, whose trees carry a leading client axis, maps ``fn`` over that axis instead of letting it
+        reduce across clients."""
+        return fn(*trees)
+
     def task_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-sample task loss of model outputs (for ``batch_loss`` hooks that add terms to it)."""
         return self.runtime.task.per_sample_loss(outputs, targets)
