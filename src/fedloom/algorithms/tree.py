@@ -76,3 +76,16 @@ def tree_allfinite(tree: Tree) -> bool:
 def _device_of(tree: Tree) -> torch.device:
     leaves = tree_leaves(tree)
     return leaves[0].device if leaves else torch.device("cpu")
+
+
+def tree_stack(trees: list[Tree]) -> Tree:
+    """Stack same-shaped trees along a new leading (client) axis."""
+    first = trees[0]
+    if isinstance(first, Mapping):
+        return {k: tree_stack([t[k] for t in trees]) for k in first}
+    return torch.stack(trees)
+
+
+def tree_index(tree: Tree, position: int) -> Tree:
+    """The slice of a stacked tree at ``position``, as an independent copy (no view of the whole stack)."""
+    return tree_map(lambda leaf: leaf[position].clone(), tree)

@@ -57,6 +57,22 @@ class UploadAccumulator:
         if self.keep_all:
             self.items.append((client_id, upload, float(weight)))
 
+    def add_stacked(self, client_ids: list[int], uploads: Optional[Tree], weights: torch.Tensor) -> None:
+        """Add uploads stacked along a leading client axis (from a vectorized pack) in one reduction."""
+        if uploads is None:
+            return
+        w = weights.detach().to(torch.float64)
+        contribution = tree_map(lambda u: torch.tensordot(w.to(u.device), u.detach().to(torch.float64), dims=1),
+                                uploads)
+        self.weighted_sum = contribution if self.weighted_sum is None else tree_map(
+            torch.add, self.weighted_sum, contribution)
+        self.total_weight += float(w.sum())
+        self.count += len(client_ids)
+        if self.keep_all:
+            for position, client_id in enumerate(client_ids):
+                self.items.append((client_id, tree_map(lambda u: u[position].clone(), uploads),
+                                   float(w[position])))
+
     def merge(self, other: "UploadAccumulator") -> None:
         """Fold in a partial accumulator (from another pack or worker)."""
         if other.weighted_sum is not None:

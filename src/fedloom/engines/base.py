@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
 from fedloom.algorithms.tree import Tree
@@ -22,9 +22,29 @@ class CohortResult:
     bytes_up: int = 0
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Knobs of the faster engines (ignored by the serial engine).
+
+    slots: clients trained in lockstep by the vectorized engine; pack_clients: clients per vectorized
+    client_update call (bounds the memory of stacked parameters); min_clients: below this cohort size the
+    vectorized engine loops, which is faster; workers / worker_engine: the processes engine.
+    """
+
+    slots: int = 32
+    pack_clients: int = 256
+    min_clients: int = 4
+    workers: int = 2
+    worker_engine: str = "serial"
+
+
 class Engine(ABC):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, options: Optional[EngineOptions] = None) -> None:
         self.runtime = runtime
+        self.options = options or EngineOptions()
+
+    def close(self) -> None:
+        """Release workers or files (engines that hold none need not override)."""
 
     @abstractmethod
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],

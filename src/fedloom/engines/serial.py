@@ -3,12 +3,13 @@ tested against."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
-from fedloom.algorithms.tree import Tree, tree_bytes
+from fedloom.algorithms.tree import Params, Tree, tree_bytes
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.engines.base import ENGINES, CohortResult, Engine
+from fedloom.engines.evaluation import evaluate_stream
 
 
 @ENGINES.register("serial")
@@ -36,10 +37,10 @@ class SerialEngine(Engine):
 
     def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,
                  split: str = "test") -> dict[int, dict[str, float]]:
-        results: dict[int, dict[str, float]] = {}
-        for client_id in clients:
-            ctx = self.runtime.client_context(client_id, round_)
-            params = algorithm.eval_params(ctx, broadcast.for_client(client_id),
-                                           self._load_state(algorithm, client_id))
-            results[client_id] = ctx.evaluate(params, split)
-        return results
+        def eval_params() -> Iterator[tuple[int, Params]]:
+            for client_id in clients:
+                ctx = self.runtime.client_context(client_id, round_)
+                yield client_id, algorithm.eval_params(ctx, broadcast.for_client(client_id),
+                                                       self._load_state(algorithm, client_id))
+
+        return evaluate_stream(self.runtime, eval_params(), broadcast.params, split)

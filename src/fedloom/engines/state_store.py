@@ -7,10 +7,18 @@ dict; a disk-backed store implements the same four methods.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Iterator, Optional
 
-from fedloom.algorithms.tree import Tree, tree_clone
+import torch
+
+from fedloom.algorithms.tree import Tree, tree_clone, tree_map
+from fedloom.errors import DataError
+
+STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ClientStateStore(ABC):
@@ -49,3 +57,79 @@ class InMemoryStore(ClientStateStore):
 
     def __contains__(self, client_id: int) -> bool:
         return client_id in self._states
+
+
+class DiskStore(ClientStateStore):
+    """One ``torch.save`` file per client under ``root``; floating tensors stored as ``dtype``.
+
+    Writes go to a temporary file in the same folder and are renamed into place, so a crash never leaves a
+    half-written state. Loading casts floating tensors back to float32 on ``device``.
+    """
+
+    def __init__(self, root: Path, dtype: str = "float32", device: torch.device | str = "cpu") -> None:
+        self.root = Path(root)  # created on the first save, so an unused store leaves no folder behind
+        self.dtype = STORAGE_DTYPES[dtype]
+        self.device = torch.device(device)
+        self._ids = {int(p.stem) for p in self.root.glob("*/*.pt")}
+
+    def path(self, client_id: int) -> Path:
+        return self.root / f"{client_id // 1000:05d}" / f"{client_id}.pt"
+
+    def load(self, client_id: int) -> Optional[Tree]:
+        if client_id not in self._ids:
+            return None
+        try:
+            stored = torch.load(self.path(client_id), map_location=self.device, weights_only=True)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise DataError(f"cannot read the state of client {client_id} from {self.path(client_id)}: {exc}") \
+                from None
+        return tree_map(lambda t: t.float() if t.is_floating_point() else t, stored)
+
+    def save(self, client_id: int, state: Optional[Tree]) -> None:
+        path = self.path(client_id)
+        if state is None:
+            path.unlink(missing_ok=True)
+            self._ids.discard(client_id)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored = tree_map(lambda t: t.detach().to("cpu", self.dtype if t.is_floating_point() else t.dtype)
+                          .contiguous(), state)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(stored, handle)
+        os.replace(tmp, path)
+        self._ids.add(client_id)
+
+    def client_ids(self) -> Iterator[int]:
+        return iter(sorted(self._ids))
+
+    def __contains__(self, client_id: int) -> bool:
+        return client_id in self._ids
+
+
+class ReducedPrecisionMemoryStore(InMemoryStore):
+    """In memory, with floating tensors kept as ``dtype`` (e.g. bfloat16 halves the memory)."""
+
+    def __init__(self, dtype: str) -> None:
+        super().__init__()
+        self.dtype = STORAGE_DTYPES[dtype]
+
+    def load(self, client_id: int) -> Optional[Tree]:
+        state = super().load(client_id)
+        return None if state is None else tree_map(lambda t: t.float() if t.is_floating_point() else t, state)
+
+    def save(self, client_id: int, state: Optional[Tree]) -> None:
+        if state is not None:
+            state = tree_map(lambda t: t.detach().to(self.dtype) if t.is_floating_point() else t, state)
+        super().save(client_id, state)
+
+
+def make_store(kind: str, dtype: str, root: Path, device: torch.device | str, state_bytes: int,
+               num_clients: int, memory_budget: int) -> ClientStateStore:
+    """``kind`` memory | disk | auto: auto uses disk when every client keeping a state of ``state_bytes``
+    would exceed ``memory_budget`` bytes."""
+    if kind == "auto":
+        kind = "disk" if state_bytes * num_clients > memory_budget else "memory"
+    if kind == "disk":
+        return DiskStore(root, dtype, device)
+    return InMemoryStore() if dtype == "float32" else ReducedPrecisionMemoryStore(dtype)

@@ -1,0 +1,121 @@
+"""PackContext: the ClientContext of a vectorized engine, standing for n clients at once.
+
+An algorithm's ``client_update``/``eval_params`` run unchanged: per-client values (the state, personal
+broadcasts, ``local_sgd`` results, ``num_train_samples``) carry a leading client axis, shared values (the
+broadcast) do not, and elementwise tree maths broadcasts between them. ``local_sgd`` trains the whole pack in
+lockstep (PackSGD); ``per_client`` vmaps reductions. What cannot be batched this way (a client id, an explicit
+index array, a raw generator) raises NotVectorizable, and the engine runs the algorithm serially instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Optional
+
+import torch
+from torch.func import vmap
+
+from fedloom.algorithms.tree import Params, Tree
+from fedloom.engines.context import Runtime
+from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
+from fedloom.engines.pack_sgd import PackHooks, PackJob, PackSGD, client_batches
+from fedloom.seeding import torch_generator
+
+
+class NotVectorizable(Exception):
+    """Raised inside a pack when an algorithm uses something only the serial engine supports."""
+
+
+class PackContext:
+    def __init__(self, runtime: Runtime, client_ids: list[int], round_: int, slots: int) -> None:
+        self.runtime, self.client_ids, self.round, self.slots = runtime, client_ids, round_, slots
+        self.n = len(client_ids)
+
+    # ------------------------------------------------------------------ what differs from ClientContext
+    @property
+    def client_id(self) -> int:
+        raise NotVectorizable("ctx.client_id")
+
+    @property
+    def train_indices(self) -> torch.Tensor:
+        raise NotVectorizable("ctx.train_indices")
+
+    @property
+    def test_indices(self) -> torch.Tensor:
+        raise NotVectorizable("ctx.test_indices")
+
+    def generator(self, purpose: str) -> torch.Generator:
+        raise NotVectorizable(f"ctx.generator({purpose!r})")
+
+    @property
+    def num_train_samples(self) -> torch.Tensor:
+        return torch.tensor([float(self.runtime.data.train_idx[c].shape[0]) for c in self.client_ids])
+
+    # ------------------------------------------------------------------ shared with ClientContext
+    @property
+    def sgd(self) -> SGDConfig:
+        return self.runtime.sgd
+
+    def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
+        return self.runtime.apply(params, x, part)
+
+    def task_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.runtime.task.per_sample_loss(outputs, targets)
+
+    def per_client(self, fn: Callable[..., Any], *trees: Any) -> Any:
+        return vmap(fn)(*trees)
+
+    def local_sgd(self, params: Params, *, epochs: Optional[int] = None, lr: Optional[float] = None,
+                  purpose: str = "train", indices: Optional[torch.Tensor] = None,
+                  extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
+                  grad_correction: Optional[GradCorrection] = None,
+                  trainable: Optional[Callable[[str], bool]] = None,
+                  aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
+        if indices is not None:
+            raise NotVectorizable("local_sgd(indices=...)")
+        cfg = self.sgd
+        if epochs is not None or lr is not None:
+            cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, lr=cfg.lr if lr is None else lr)
+        stacked = self.stacked_names(params)
+        jobs = [PackJob(pos, cid, client_batches(self.runtime.data.train_idx[cid], cfg,
+                                                 torch_generator(self.runtime.seed, self.round, cid, purpose)))
+                for pos, cid in enumerate(self.client_ids)]
+        runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
+                         self.slots)
+        hooks = PackHooks(extra_loss, batch_loss, grad_correction, trainable)
+        return runner.run(params, stacked, jobs, self.n, cfg, hooks, aux)
+
+    def evaluate(self, params: Params, split: str = "test") -> dict[str, torch.Tensor]:
+        raise NotVectorizable("ctx.evaluate inside a vectorized pack")
+
+    # ------------------------------------------------------------------ helpers for the engine
+    def stacked_names(self, params: Params) -> set[str]:
+        """Which entries of a model-parameter dict carry the client axis (judged against the model)."""
+        reference = self.runtime.init_params
+        stacked = set()
+        for name, value in params.items():
+            if name not in reference:
+                raise NotVectorizable(f"local_sgd over a non-model parameter '{name}'")
+            if value.dim() == reference[name].dim() + 1:
+                stacked.add(name)
+        return stacked
+
+    def ensure_stacked(self, tree: Optional[Tree]) -> Optional[Tree]:
+        """Give every leaf of an upload/state the client axis (expanding leaves shared by all clients)."""
+        if tree is None:
+            return None
+        if isinstance(tree, dict):
+            return {k: self._leaf_or_tree(k, v) for k, v in tree.items()}
+        return self._expand(tree, None)
+
+    def _leaf_or_tree(self, name: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return self.ensure_stacked(value)
+        return self._expand(value, self.runtime.init_params.get(name))
+
+    def _expand(self, leaf: torch.Tensor, reference: Optional[torch.Tensor]) -> torch.Tensor:
+        if reference is not None:
+            shared = leaf.dim() == reference.dim()
+        else:
+            shared = leaf.dim() == 0 or leaf.shape[0] != self.n
+        return leaf.expand(self.n, *leaf.shape) if shared else leaf

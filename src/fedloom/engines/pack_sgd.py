@@ -1,0 +1,194 @@
+"""Local SGD for a pack of clients in lockstep, with slot refill.
+
+S slots train S clients at once: each step gathers one minibatch per slot into a [S, B, ...] tensor and
+computes every slot's gradient with ``torch.func.vmap(torch.func.grad(...))`` over parameters stacked along a
+leading slot axis. Clients are taken longest first; when a client has run all its batches its slot is
+refilled with the next client at once, so slots stay busy (no masking every client to the longest one).
+
+Exactness: each client sees exactly the batches the serial engine would give it (same (seed, round, client,
+purpose) stream, same DataLoader-like order). A partial batch is padded to B with per-sample weight 0 and its
+real samples weighted 1/len(batch), so its loss is the mean over its own samples, as under serial. Slots with
+no client left are masked out of the update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+from torch.func import grad, vmap
+
+from fedloom.algorithms.tree import Params, tree_map
+from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig, epoch_batches
+from fedloom.errors import TrainingError
+
+PerSampleLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PackJob:
+    """One client's work: its batches (index tensors) for all epochs, and its position in the pack."""
+
+    position: int
+    client_id: int
+    batches: list[torch.Tensor]
+
+
+def client_batches(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator) -> list[torch.Tensor]:
+    """All epochs' batches, drawn exactly as LocalSGD.run draws them."""
+    return [b for _ in range(cfg.epochs) for b in epoch_batches(indices, cfg.batch_size, generator)]
+
+
+@dataclass
+class PackHooks:
+    extra_loss: Optional[ExtraLoss] = None
+    batch_loss: Optional[BatchLoss] = None
+    grad_correction: Optional[GradCorrection] = None
+    trainable: Optional[Callable[[str], bool]] = None
+
+
+class PackSGD:
+    """Trains ``jobs`` with ``slots`` lockstep slots. Parameters come as (name -> tensor) where a tensor is
+    either shared (the model's shape) or stacked per pack position ([n, *shape]); see ``run``."""
+
+    def __init__(self, per_sample_loss: PerSampleLoss, x: torch.Tensor, y: torch.Tensor, slots: int) -> None:
+        self.per_sample_loss, self.x, self.y, self.slots = per_sample_loss, x, y, slots
+
+    def run(self, params: Params, stacked: set[str], jobs: list[PackJob], n: int, cfg: SGDConfig,
+            hooks: PackHooks, aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
+        names = [k for k in params if hooks.trainable is None or hooks.trainable(k)]
+        state = _SlotState(params, stacked, names, min(self.slots, len(jobs)), n, cfg, aux)
+        queue = sorted(jobs, key=lambda job: -len(job.batches))  # longest first
+        for slot in range(state.width):
+            state.load(slot, queue.pop(0))
+        step_fn = self._step_function(hooks, aux is not None)
+        while state.any_active():
+            idx, weights, counts = state.next_batches()
+            xb = self.x[idx.reshape(-1)].reshape(*idx.shape, *self.x.shape[1:])
+            yb = self.y[idx.reshape(-1)].reshape(idx.shape)
+            grads, losses = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device), state.aux_slots)
+            state.update(grads, losses.detach().double().cpu() * counts)
+            for slot in state.finished_slots():
+                state.store(slot)
+                state.load(slot, queue.pop(0) if queue else None)
+        return state.outputs(), state.metrics()
+
+    def _step_function(self, hooks: PackHooks, has_aux: bool) -> Callable:
+        per_sample = hooks.batch_loss
+
+        def slot_loss(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
+                      aux: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            full = {**frozen, **train}
+            losses = per_sample(full, xb, yb, aux) if per_sample else self.per_sample_loss(full, xb, yb)
+            loss = (losses * wb).sum()
+            if hooks.extra_loss is not None:
+                loss = loss + hooks.extra_loss(full, aux)
+            return loss, loss.detach()
+
+        def slot_step(train, frozen, xb, yb, wb, aux):
+            grads, loss = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux)
+            if hooks.grad_correction is not None:
+                grads = hooks.grad_correction({**frozen, **train}, grads, aux)
+            return grads, loss
+
+        return vmap(slot_step, in_dims=(0, 0, 0, 0, 0, 0 if has_aux else None), randomness="error")
+
+
+class _SlotState:
+    """Per-slot parameters, velocities, schedules and per-client accumulators of one PackSGD.run."""
+
+    def __init__(self, params: Params, stacked: set[str], names: list[str], width: int, n: int,
+                 cfg: SGDConfig, aux: Any) -> None:
+        self.params, self.stacked, self.cfg, self.width, self.n, self.aux = params, stacked, cfg, width, n, aux
+        self.names = names
+        self.train = {k: _slot_buffer(params[k], k in stacked, width) for k in names}
+        self.frozen = {k: _slot_buffer(v, k in stacked, width) for k, v in params.items() if k not in names}
+        self.velocity = {k: torch.zeros_like(v) for k, v in self.train.items()} if cfg.momentum else None
+        self.out = {k: (v.clone() if k in stacked else v.expand(n, *v.shape).clone()) for k, v in params.items()}
+        self.aux_slots = None if aux is None else tree_map(lambda a: a[:width].clone(), aux)
+        self.jobs: list[Optional[PackJob]] = [None] * width
+        self.cursor = [0] * width
+        self.loss_sum = torch.zeros(n, dtype=torch.float64)
+        self.samples = torch.zeros(n, dtype=torch.float64)
+        self.steps = torch.zeros(n, dtype=torch.float64)
+
+    def load(self, slot: int, job: Optional[PackJob]) -> None:
+        self.jobs[slot], self.cursor[slot] = job, 0
+        if job is None:
+            return
+        with torch.no_grad():
+            for k, buf in {**self.train, **self.frozen}.items():
+                src = self.params[k]
+                buf[slot].copy_(src[job.position] if k in self.stacked else src)
+            if self.velocity is not None:
+                for v in self.velocity.values():
+                    v[slot].zero_()
+            if self.aux_slots is not None:
+                tree_map(lambda dst, src: dst[slot].copy_(src[job.position]), self.aux_slots, self.aux)
+
+    def any_active(self) -> bool:
+        return any(job is not None for job in self.jobs)
+
+    def next_batches(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Index [S, B], per-sample weights [S, B] and real sample counts [S] of every slot's next batch."""
+        size = self.cfg.batch_size
+        idx = torch.zeros(self.width, size, dtype=torch.long)
+        weights = torch.zeros(self.width, size)
+        counts = torch.zeros(self.width, dtype=torch.float64)
+        for slot, job in enumerate(self.jobs):
+            if job is None:
+                continue
+            batch = job.batches[self.cursor[slot]]
+            idx[slot, : batch.shape[0]] = batch
+            weights[slot, : batch.shape[0]] = 1.0 / batch.shape[0]
+            counts[slot] = batch.shape[0]
+        return idx, weights, counts
+
+    @torch.no_grad()
+    def update(self, grads: Params, weighted_losses: torch.Tensor) -> None:
+        active_list = [job is not None for job in self.jobs]
+        active = torch.tensor(active_list)
+        cfg = self.cfg
+        for k, g in grads.items():
+            p = self.train[k]
+            if cfg.weight_decay:
+                g = g + cfg.weight_decay * p
+            if self.velocity is not None:
+                self.velocity[k].mul_(cfg.momentum).add_(g)
+                g = self.velocity[k]
+            scale = (active.to(p.device, p.dtype) * cfg.lr).view(-1, *([1] * (p.dim() - 1)))
+            p.sub_(scale * g)
+        slots = [s for s, on in enumerate(active_list) if on]
+        positions = torch.tensor([self.jobs[s].position for s in slots])
+        sizes = torch.tensor([float(self.jobs[s].batches[self.cursor[s]].shape[0]) for s in slots],
+                             dtype=torch.float64)
+        self.loss_sum.index_add_(0, positions, weighted_losses[slots])
+        self.samples.index_add_(0, positions, sizes)
+        self.steps.index_add_(0, positions, torch.ones_like(sizes))
+        for s in slots:
+            self.cursor[s] += 1
+
+    def finished_slots(self) -> list[int]:
+        return [s for s, job in enumerate(self.jobs) if job is not None and self.cursor[s] >= len(job.batches)]
+
+    def store(self, slot: int) -> None:
+        job = self.jobs[slot]
+        if not torch.isfinite(self.loss_sum[job.position]):
+            raise TrainingError(f"non-finite training loss for client {job.client_id}; the run diverged: "
+                                f"lower --lr (now {self.cfg.lr}) or check the data")
+        with torch.no_grad():
+            for k, buf in self.train.items():
+                self.out[k][job.position].copy_(buf[slot])
+
+    def outputs(self) -> Params:
+        return self.out
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"train_loss": self.loss_sum / self.samples.clamp_min(1), "steps": self.steps,
+                "samples": self.samples}
+
+
+def _slot_buffer(value: torch.Tensor, is_stacked: bool, width: int) -> torch.Tensor:
+    shape = value.shape[1:] if is_stacked else value.shape
+    return torch.empty(width, *shape, dtype=value.dtype, device=value.device)

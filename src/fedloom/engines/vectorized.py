@@ -1,0 +1,122 @@
+"""The vectorized engine: a cohort's client updates run as packs of clients in lockstep (torch.func).
+
+The same algorithm file runs unchanged: ``client_update`` and ``eval_params`` receive a PackContext and
+client-stacked state instead of one client's. Results equal the serial engine's up to float32 rounding (each
+client sees the same batches from the same streams). Algorithms declaring ``vectorizable = False``, or using
+something a pack cannot batch (NotVectorizable), run serially with a one-line warning; so do cohorts smaller
+than ``min_clients``, where a plain loop is faster.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Optional
+
+import torch
+
+from fedloom.algorithms.base import Algorithm, Broadcast, ClientResult
+from fedloom.algorithms.tree import Params, Tree, tree_bytes, tree_index, tree_stack
+from fedloom.algorithms.uploads import UploadAccumulator
+from fedloom.engines.base import ENGINES, CohortResult, EngineOptions
+from fedloom.engines.context import Runtime
+from fedloom.engines.evaluation import evaluate_stream
+from fedloom.engines.pack_context import NotVectorizable, PackContext
+from fedloom.engines.serial import SerialEngine
+
+log = logging.getLogger(__name__)
+
+
+@ENGINES.register("vectorized")
+class VectorizedEngine(SerialEngine):
+    def __init__(self, runtime: Runtime, options: Optional[EngineOptions] = None) -> None:
+        super().__init__(runtime, options)
+        self.serial_reason: Optional[str] = None
+
+    # ------------------------------------------------------------------ training
+    def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],
+                     round_: int) -> CohortResult:
+        if not self._vectorize(algorithm, cohort):
+            return super().train_cohort(algorithm, broadcast, cohort, round_)
+        try:
+            packs = [self._train_pack(algorithm, broadcast, pack, round_) for pack in self._packs(cohort)]
+        except NotVectorizable as exc:
+            self._fall_back(algorithm, str(exc))
+            return super().train_cohort(algorithm, broadcast, cohort, round_)
+        accumulator = UploadAccumulator(keep_all=algorithm.aggregation == "all")
+        metrics: dict[int, dict[str, float]] = {}
+        bytes_up = 0
+        for pack, ctx, result in packs:  # commit only after every pack succeeded (no partial side effects)
+            upload = ctx.ensure_stacked(result.upload)
+            state = ctx.ensure_stacked(result.state)
+            weights = torch.as_tensor(result.weight, dtype=torch.float64).expand(len(pack))
+            accumulator.add_stacked(pack, upload, weights)
+            for position, client_id in enumerate(pack):
+                self.runtime.store.save(client_id, None if state is None else tree_index(state, position))
+                metrics[client_id] = {k: float(torch.as_tensor(v).reshape(-1)[position] if torch.as_tensor(
+                    v).numel() > 1 else v) for k, v in result.metrics.items()}
+            if upload is not None:
+                bytes_up += len(pack) * tree_bytes(tree_index(upload, 0))
+        return CohortResult(accumulator.finish(), metrics, bytes_up)
+
+    def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
+                    round_: int) -> tuple[list[int], PackContext, ClientResult]:
+        ctx = PackContext(self.runtime, pack, round_, self.options.slots)
+        result = algorithm.client_update(ctx, self._pack_broadcast(broadcast, pack), self._pack_state(algorithm, pack))
+        return pack, ctx, result
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,
+                 split: str = "test") -> dict[int, dict[str, float]]:
+        if not self._vectorize(algorithm, clients):
+            return super().evaluate(algorithm, broadcast, clients, round_, split)
+        try:
+            return evaluate_stream(self.runtime, self._eval_items(algorithm, broadcast, clients, round_),
+                                   broadcast.params, split)
+        except NotVectorizable as exc:
+            self._fall_back(algorithm, str(exc))
+            return super().evaluate(algorithm, broadcast, clients, round_, split)
+
+    def _eval_items(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int],
+                    round_: int) -> Iterator[tuple[int, Params]]:
+        for pack in self._packs(clients):
+            ctx = PackContext(self.runtime, pack, round_, self.options.slots)
+            params = algorithm.eval_params(ctx, self._pack_broadcast(broadcast, pack),
+                                           self._pack_state(algorithm, pack))
+            if params is broadcast.params:
+                yield from ((client_id, params) for client_id in pack)
+            else:
+                stacked = ctx.ensure_stacked(params)
+                yield from ((client_id, tree_index(stacked, i)) for i, client_id in enumerate(pack))
+
+    # ------------------------------------------------------------------ helpers
+    def _vectorize(self, algorithm: Algorithm, clients: list[int]) -> bool:
+        if not algorithm.vectorizable:
+            self._fall_back(algorithm, "the algorithm declares vectorizable = False")
+        return self.serial_reason is None and len(clients) >= self.options.min_clients
+
+    def _fall_back(self, algorithm: Algorithm, reason: str) -> None:
+        if self.serial_reason is None:
+            self.serial_reason = reason
+            log.warning("vectorized engine: running %s serially (%s)", type(algorithm).__name__, reason)
+
+    def _packs(self, clients: list[int]) -> Iterator[list[int]]:
+        size = self.options.pack_clients
+        for start in range(0, len(clients), size):
+            yield clients[start:start + size]
+
+    def _pack_state(self, algorithm: Algorithm, pack: list[int]) -> Optional[Tree]:
+        states = [self._load_state(algorithm, client_id) for client_id in pack]
+        if all(state is None for state in states):
+            return None
+        if any(state is None for state in states):
+            raise NotVectorizable("some clients of a pack have no state")
+        return tree_stack(states)
+
+    @staticmethod
+    def _pack_broadcast(broadcast: Broadcast, pack: list[int]) -> Broadcast:
+        if broadcast.personal is None:
+            return broadcast
+        personal = [broadcast.personal.get(client_id) for client_id in pack]
+        if any(p is None for p in personal):
+            raise NotVectorizable("personal broadcast missing for some clients of a pack")
+        return Broadcast(broadcast.params, broadcast.extra, tree_stack(personal))
