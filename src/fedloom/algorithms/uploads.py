@@ -85,3 +85,12 @@ class UploadAccumulator:
     def finish(self) -> Uploads:
         items = sorted(self.items, key=lambda item: item[0]) if self.keep_all else None
         return Uploads(self.weighted_sum, self.total_weight, self.count, items)
+
+
+def merge_uploads(parts: list[Uploads], keep_all: bool = False) -> Uploads:
+    """Combine partial Uploads (e.g. one per worker) into one, as if one accumulator had seen every client."""
+    total = UploadAccumulator(keep_all=keep_all)
+    for part in parts:
+        total.merge(UploadAccumulator(keep_all, part.weighted_sum, part.total_weight, part.count,
+                                      list(part.items or [])))
+    return total.finish()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
 from fedloom.algorithms.tree import Tree
@@ -36,6 +36,7 @@ class EngineOptions:
     min_clients: int = 4
     workers: int = 2
     worker_engine: str = "serial"
+    run_config: Any = None  # the resolved RunConfig, from which process workers rebuild their runtime
 
 
 class Engine(ABC):

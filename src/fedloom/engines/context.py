@@ -9,13 +9,18 @@ from typing import Any, Callable, Optional
 import torch
 from torch.func import functional_call
 
-from fedloom.algorithms.tree import Params
+from fedloom.algorithms.base import Predictor
+from fedloom.algorithms.tree import Params, tree_map
 from fedloom.data.federated import FederatedData
-from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig
+from fedloom.engines.local_sgd import AfterBatch, BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig
 from fedloom.engines.state_store import ClientStateStore
 from fedloom.models.base import SplitModel
 from fedloom.seeding import torch_generator
 from fedloom.tasks.base import Task
+
+
+#: ``(params, x, y, aux, carry) -> (per-sample losses [B], new carry)`` (see ClientContext.local_sgd_carry)
+CarryLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any, Any], tuple[torch.Tensor, Any]]
 
 
 @dataclass
@@ -29,8 +34,13 @@ class Runtime:
     store: ClientStateStore
     init_params: Params
     eval_batch_size: int = 1000
+    total_rounds: Optional[int] = None  # the run's --rounds (schedules over the run, final fine-tuning)
 
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
+        if isinstance(params, Predictor):  # an eval_params that predicts with more than the model
+            if part != "all":
+                raise ValueError("a Predictor only gives whole-model outputs (part='all')")
+            return params(self.apply, x)
         return functional_call(self.model, params, (x,), {"part": part}, strict=False)
 
     def batch_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,9 +77,51 @@ class ClientContext:
     def num_train_samples(self) -> int:
         return int(self.train_indices.shape[0])
 
-    def generator(self, purpose: str) -> torch.Generator:
-        """A generator unique to (root seed, round, client, purpose)."""
-        return torch_generator(self.runtime.seed, self.round, self.client_id, purpose)
+    @property
+    def total_rounds(self) -> int:
+        """The number of rounds of this run (``ctx.round == ctx.total_rounds`` in the last one)."""
+        if self.runtime.total_rounds is None:
+            raise RuntimeError("this runtime was built without total_rounds")
+        return self.runtime.total_rounds
+
+    def train_label_counts(self) -> torch.Tensor:
+        """How many training samples of each class this client holds (float, one entry per class)."""
+        labels = self.runtime.data.dataset.y[self.train_indices]
+        return torch.bincount(labels, minlength=self.runtime.data.num_classes).to(torch.float32)
+
+    @torch.no_grad()
+    def mean_loss(self, params: Params, indices: torch.Tensor) -> torch.Tensor:
+        """Mean task loss of ``params`` over some of this client's samples (a validation slice), as a tensor."""
+        x, y = self.runtime.data.dataset.x, self.runtime.data.dataset.y
+        return self.runtime.task.mean_loss(self.apply(params, x[indices]), y[indices])
+
+    def generator(self, purpose: str, round_: Optional[int] = None) -> torch.Generator:
+        """A generator unique to (root seed, round, client, purpose). ``round_`` names another round's stream:
+        a step that follows server step r (FedALA's ALA, FedAPEN's λ) is run once by eval_params in round r and
+        again by client_update in round r + 1, and must draw the same numbers both times."""
+        return torch_generator(self.runtime.seed, self.round if round_ is None else round_, self.client_id,
+                               purpose)
+
+    def data(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of some of this client's samples, for an algorithm's own small loop over data
+        that is not local SGD on the model (FedALA's weight learning, FedAPEN's ensemble weight)."""
+        return self.runtime.data.dataset.x[indices], self.runtime.data.dataset.y[indices]
+
+    def local_sgd_carry(self, params: Params, carry: Any, batch_loss: CarryLoss,
+                        **options: Any) -> tuple[Params, Any, dict[str, float]]:
+        """``local_sgd`` whose batch loss threads a per-client running statistic from batch to batch (FedDBE's
+        running feature mean): ``batch_loss(params, x, y, aux, carry) -> (per-sample losses, new carry)``. The
+        carry is detached after every batch, so gradients only flow through the current batch; ``options`` are
+        local_sgd's. Returns (params, final carry, metrics)."""
+        held = {"carry": carry}
+
+        def threaded(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
+            losses, new = batch_loss(w, x, y, aux, held["carry"])
+            held["carry"] = tree_map(lambda t: t.detach(), new)  # the context owns the carry, not a hook
+            return losses
+
+        trained, metrics = self.local_sgd(params, batch_loss=threaded, **options)
+        return trained, held["carry"], metrics
 
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         return self.runtime.apply(params, x, part)
@@ -90,17 +142,20 @@ class ClientContext:
                   extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
                   grad_correction: Optional[GradCorrection] = None,
                   trainable: Optional[Callable[[str], bool]] = None,
-                  aux: Any = None) -> tuple[Params, dict[str, float]]:
+                  aux: Any = None, batch_size: Optional[int] = None, steps_per_batch: int = 1,
+                  after_batch: Optional[AfterBatch] = None) -> tuple[Params, dict[str, float]]:
         """Local SGD from ``params`` on this client's training data (or ``indices``); see LocalSGD for the
-        hooks. Per-client tensors the hooks need go in ``aux`` (never in a closure)."""
+        hooks. Per-client tensors the hooks need go in ``aux`` (never in a closure). ``epochs``, ``lr`` and
+        ``batch_size`` override the run's values for this call."""
         cfg = self.sgd
-        if epochs is not None or lr is not None:
-            cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, lr=cfg.lr if lr is None else lr)
+        overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+        cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         runner = LocalSGD(self.runtime.batch_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                           describe=f"client {self.client_id}, round {self.round}")
         return runner.run(params, self.train_indices if indices is None else indices, cfg,
                           self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
-                          grad_correction=grad_correction, trainable=trainable, aux=aux)
+                          grad_correction=grad_correction, trainable=trainable, aux=aux,
+                          steps_per_batch=steps_per_batch, after_batch=after_batch)
 
     @torch.no_grad()
     def evaluate(self, params: Params, split: str = "test") -> dict[str, float]:

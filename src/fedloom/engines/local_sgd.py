@@ -8,6 +8,9 @@ algorithms change the objective or the step without rewriting the loop:
   features); the loop averages it over the batch (a vectorized engine weights it, to mask padding).
 * ``grad_correction(params, grads, aux) -> grads``: edits the gradient before the step (SCAFFOLD's c − c_i...).
 * ``trainable(name) -> bool``: which parameters are trained; the others are held fixed (FedRep's phases).
+* ``steps_per_batch``: how many steps are taken on each batch (pFedMe's K inner steps); default 1.
+* ``after_batch(params, aux) -> dict``: after the step(s) on each batch, replaces the returned entries
+  (a projection such as APFL's α ∈ [0, 1], or a closed-form update such as pFedMe's local model w).
 
 Hooks may close over tensors shared by every client (the broadcast). Anything specific to one client (its
 state, its control variate, a personal anchor) must come in through ``aux``, a tree the caller passes to
@@ -30,6 +33,7 @@ from fedloom.errors import TrainingError
 ExtraLoss = Callable[[Params, Any], torch.Tensor]
 BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 GradCorrection = Callable[[Params, Params, Any], Params]
+AfterBatch = Callable[[Params, Any], Params]
 TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -60,7 +64,8 @@ class LocalSGD:
     def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
             extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
             grad_correction: Optional[GradCorrection] = None, trainable: Optional[Callable[[str], bool]] = None,
-            aux: Any = None) -> tuple[Params, dict[str, float]]:
+            aux: Any = None, steps_per_batch: int = 1,
+            after_batch: Optional[AfterBatch] = None) -> tuple[Params, dict[str, float]]:
         work = {name: p.detach().clone() for name, p in params.items()}
         names = [name for name in work if trainable is None or trainable(name)]
         for name in names:
@@ -75,16 +80,19 @@ class LocalSGD:
         for epoch in range(cfg.epochs):
             for batch in epoch_batches(indices, cfg.batch_size, generator):
                 xb, yb = self.x[batch], self.y[batch]
-                loss = loss_fn(work, xb, yb)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(work, aux)
-                grads = torch.autograd.grad(loss, tensors)
-                if grad_correction is not None:
-                    corrected = grad_correction(work, dict(zip(names, grads)), aux)
-                    grads = tuple(corrected[name] for name in names)
-                self._step(tensors, grads, cfg, velocity)
-                total += loss.detach() * xb.shape[0]
-                steps += 1
+                for _ in range(steps_per_batch):
+                    loss = loss_fn(work, xb, yb)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(work, aux)
+                    grads = torch.autograd.grad(loss, tensors)
+                    if grad_correction is not None:
+                        corrected = grad_correction(work, dict(zip(names, grads)), aux)
+                        grads = tuple(corrected[name] for name in names)
+                    self._step(tensors, grads, cfg, velocity)
+                    steps += 1
+                if after_batch is not None:
+                    self._replace(work, after_batch(work, aux))
+                total += loss.detach() * xb.shape[0]  # the last step's loss on this batch
                 samples += xb.shape[0]
             if not torch.isfinite(total):
                 raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
@@ -92,6 +100,13 @@ class LocalSGD:
         out = {name: t.detach() for name, t in work.items()}
         return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
                      "samples": float(samples)}
+
+    @staticmethod
+    @torch.no_grad()
+    def _replace(work: Params, updates: Params) -> None:
+        # in place, so trained tensors keep their identity (the step list and momentum refer to them)
+        for name, value in updates.items():
+            work[name].copy_(value.detach())
 
     @staticmethod
     @torch.no_grad()
