@@ -62,7 +62,9 @@ class UploadAccumulator:
         if uploads is None:
             return
         w = weights.detach().to(torch.float64)
-        contribution = tree_map(lambda u: torch.tensordot(w.to(u.device), u.detach().to(torch.float64), dims=1),
+        # a float32 matrix-vector product (then float64 for the running sum): converting the whole stack to
+        # float64 first would cost more than the training step of a small model
+        contribution = tree_map(lambda u: torch.tensordot(w.to(u.device, u.dtype), u.detach(), dims=1).double(),
                                 uploads)
         self.weighted_sum = contribution if self.weighted_sum is None else tree_map(
             torch.add, self.weighted_sum, contribution)

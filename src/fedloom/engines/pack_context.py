@@ -18,7 +18,7 @@ from torch.func import vmap
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.engines.context import Runtime
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
-from fedloom.engines.pack_sgd import PackHooks, PackJob, PackSGD, client_batches
+from fedloom.engines.pack_sgd import PackHooks, PackJob, PackSGD, SlotUsage, client_batches
 from fedloom.seeding import torch_generator
 
 
@@ -27,8 +27,10 @@ class NotVectorizable(Exception):
 
 
 class PackContext:
-    def __init__(self, runtime: Runtime, client_ids: list[int], round_: int, slots: int) -> None:
+    def __init__(self, runtime: Runtime, client_ids: list[int], round_: int, slots: int,
+                 usage: Optional[SlotUsage] = None) -> None:
         self.runtime, self.client_ids, self.round, self.slots = runtime, client_ids, round_, slots
+        self.usage = usage
         self.n = len(client_ids)
 
     # ------------------------------------------------------------------ what differs from ClientContext
@@ -81,7 +83,7 @@ class PackContext:
                                                  torch_generator(self.runtime.seed, self.round, cid, purpose)))
                 for pos, cid in enumerate(self.client_ids)]
         runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
-                         self.slots)
+                         self.slots, self.usage)
         hooks = PackHooks(extra_loss, batch_loss, grad_correction, trainable)
         return runner.run(params, stacked, jobs, self.n, cfg, hooks, aux)
 

@@ -41,6 +41,22 @@ def client_batches(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Gener
 
 
 @dataclass
+class SlotUsage:
+    """How busy the slots were: utilization = active slot-steps / slot-steps (1.0 = no idle slot)."""
+
+    slot_steps: int = 0
+    active_slot_steps: int = 0
+
+    def record(self, width: int, active: int) -> None:
+        self.slot_steps += width
+        self.active_slot_steps += active
+
+    @property
+    def utilization(self) -> float:
+        return self.active_slot_steps / self.slot_steps if self.slot_steps else 1.0
+
+
+@dataclass
 class PackHooks:
     extra_loss: Optional[ExtraLoss] = None
     batch_loss: Optional[BatchLoss] = None
@@ -52,8 +68,10 @@ class PackSGD:
     """Trains ``jobs`` with ``slots`` lockstep slots. Parameters come as (name -> tensor) where a tensor is
     either shared (the model's shape) or stacked per pack position ([n, *shape]); see ``run``."""
 
-    def __init__(self, per_sample_loss: PerSampleLoss, x: torch.Tensor, y: torch.Tensor, slots: int) -> None:
+    def __init__(self, per_sample_loss: PerSampleLoss, x: torch.Tensor, y: torch.Tensor, slots: int,
+                 usage: Optional["SlotUsage"] = None) -> None:
         self.per_sample_loss, self.x, self.y, self.slots = per_sample_loss, x, y, slots
+        self.usage = usage if usage is not None else SlotUsage()
 
     def run(self, params: Params, stacked: set[str], jobs: list[PackJob], n: int, cfg: SGDConfig,
             hooks: PackHooks, aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
@@ -65,6 +83,7 @@ class PackSGD:
         step_fn = self._step_function(hooks, aux is not None)
         while state.any_active():
             idx, weights, counts = state.next_batches()
+            self.usage.record(state.width, int((counts > 0).sum()))
             xb = self.x[idx.reshape(-1)].reshape(*idx.shape, *self.x.shape[1:])
             yb = self.y[idx.reshape(-1)].reshape(idx.shape)
             grads, losses = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device), state.aux_slots)

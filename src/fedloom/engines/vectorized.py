@@ -21,6 +21,7 @@ from fedloom.engines.base import ENGINES, CohortResult, EngineOptions
 from fedloom.engines.context import Runtime
 from fedloom.engines.evaluation import evaluate_stream
 from fedloom.engines.pack_context import NotVectorizable, PackContext
+from fedloom.engines.pack_sgd import SlotUsage
 from fedloom.engines.serial import SerialEngine
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class VectorizedEngine(SerialEngine):
     def __init__(self, runtime: Runtime, options: Optional[EngineOptions] = None) -> None:
         super().__init__(runtime, options)
         self.serial_reason: Optional[str] = None
+        self.usage = SlotUsage()
 
     # ------------------------------------------------------------------ training
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],
@@ -60,7 +62,7 @@ class VectorizedEngine(SerialEngine):
 
     def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
                     round_: int) -> tuple[list[int], PackContext, ClientResult]:
-        ctx = PackContext(self.runtime, pack, round_, self.options.slots)
+        ctx = PackContext(self.runtime, pack, round_, self.options.slots, self.usage)
         result = algorithm.client_update(ctx, self._pack_broadcast(broadcast, pack), self._pack_state(algorithm, pack))
         return pack, ctx, result
 
@@ -79,7 +81,7 @@ class VectorizedEngine(SerialEngine):
     def _eval_items(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int],
                     round_: int) -> Iterator[tuple[int, Params]]:
         for pack in self._packs(clients):
-            ctx = PackContext(self.runtime, pack, round_, self.options.slots)
+            ctx = PackContext(self.runtime, pack, round_, self.options.slots, self.usage)
             params = algorithm.eval_params(ctx, self._pack_broadcast(broadcast, pack),
                                            self._pack_state(algorithm, pack))
             if params is broadcast.params:

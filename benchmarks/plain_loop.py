@@ -1,0 +1,64 @@
+"""A plain, hand-written PyTorch FedAvg loop: the baseline every fedloom engine is timed against.
+
+One ``nn.Module`` reused for every client, ``torch.optim.SGD``, ``loss.backward()``, state-dict averaging
+weighted by client train size, and evaluation of every client's test split with the global model. It uses
+fedloom only for the partition (so both see the same clients) and, optionally, for each client's batch order.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedloom.run import sample_cohort
+from fedloom.seeding import torch_generator
+
+
+class PlainFedAvg:
+    def __init__(self, model: nn.Module, data, lr: float, batch: int, epochs: int, seed: int,
+                 join_ratio: float = 1.0, same_batches: bool = True) -> None:
+        self.model, self.data = model, data
+        self.x, self.y = data.dataset.x, data.dataset.y
+        self.global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.lr, self.batch, self.epochs, self.seed = lr, batch, epochs, seed
+        self.join_ratio, self.same_batches = join_ratio, same_batches
+        torch.manual_seed(seed)
+
+    def order(self, round_: int, client: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randperm(n, generator=generator) if self.same_batches else torch.randperm(n)
+
+    def train_client(self, round_: int, client: int) -> dict[str, torch.Tensor]:
+        idx = self.data.train_idx[client]
+        self.model.load_state_dict(self.global_state)
+        self.model.train()
+        opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
+        generator = torch_generator(self.seed, round_, client, "train")
+        for _ in range(self.epochs):
+            for batch in idx[self.order(round_, client, len(idx), generator)].split(self.batch):
+                opt.zero_grad()
+                F.cross_entropy(self.model(self.x[batch]), self.y[batch]).backward()
+                opt.step()
+        return self.model.state_dict()
+
+    def round(self, round_: int) -> float:
+        cohort = sample_cohort(self.data.num_clients, self.join_ratio, self.seed, round_)
+        total = sum(len(self.data.train_idx[c]) for c in cohort)
+        new_state = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
+        for client in cohort:
+            share = len(self.data.train_idx[client]) / total
+            for k, v in self.train_client(round_, client).items():
+                new_state[k] += v * share
+        self.global_state = new_state
+        return self.evaluate()
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.load_state_dict(self.global_state)
+        self.model.eval()
+        correct = count = 0
+        for idx in self.data.test_idx:
+            for chunk in idx.split(1000):
+                correct += int((self.model(self.x[chunk]).argmax(1) == self.y[chunk]).sum())
+                count += len(chunk)
+        return correct / count
