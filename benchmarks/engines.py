@@ -145,7 +145,7 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
     base_s = statistics.median(base["seconds"]) if "seconds" in base else None
     lines = [f"\n{workload}: " + json.dumps(WORKLOADS[workload]),
              f"{'engine':<22}{'s/round':>9}{'CPU-s/round':>12}{'speedup':>9}{'peak RSS MB':>12}"
-             f"{'slots used':>11}  accuracy per round"]
+             f"{'slots used':>11}{'setup s':>9}  seconds per round | accuracy per round"]
     for mode, r in results.items():
         if "error" in r:
             lines.append(f"{mode:<22}failed: {r['error']}")
@@ -154,8 +154,9 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
         speed = f"{base_s / s:.2f}x" if base_s else "-"
         util = f"{r['utilization']:.3f}" if r.get("utilization") is not None else "-"
         acc = " ".join(f"{a:.4f}" for a in r["accuracy"])
+        per_round = " ".join(f"{x:.2f}" for x in r["seconds"])
         lines.append(f"{mode:<22}{s:>9.2f}{statistics.median(r['cpu_seconds']):>12.2f}{speed:>9}"
-                     f"{r['peak_rss_mb']:>12.0f}{util:>11}  {acc}")
+                     f"{r['peak_rss_mb']:>12.0f}{util:>11}{r['setup_seconds']:>9.1f}  {per_round} | {acc}")
     return lines
 
 
