@@ -16,9 +16,12 @@ from typing import Any, Optional, Sequence
 from fedloom.config import (RUN_FIELDS, RunConfig, build_config, component_fields, load_toml, parse_set,
                             set_value)
 from fedloom.errors import FedloomError
+from fedloom.bench.cli import add_bench_parsers, cmd_bench, cmd_report, resume_raw
 
 PARTITION_FIELDS = ("dataset", "partition", "alpha", "classes_per_client", "balanced", "min_samples", "clients",
-                    "train_ratio", "data_seed", "data_dir", "cache_dir", "batch_size")
+                    "train_ratio", "data_seed", "data_dir", "cache_dir", "batch_size", "test_split",
+                    "shards_per_client", "quantity_dist", "size_alpha", "sigma", "base_partition", "feature_shift",
+                    "domains", "shift_strength")
 OPTION_PREFIX = "opt:"
 
 
@@ -61,6 +64,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="TOML config file (top-level run keys, [name] option tables)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set rounds=100 --set fedprox.mu=0.1")
+    run.add_argument("--resume", metavar="RUN_DIR", default=None,
+                     help="continue an interrupted run folder from its checkpoint (see --checkpoint-every)")
     _add_run_flags(run, list(RUN_FIELDS))
     _add_option_flags(run)
     part = sub.add_parser("partition", help="make, summarize and plot a partition")
@@ -72,6 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
                 part.add_argument(f"--{name}.{fname.replace('_', '-')}", dest=f"{OPTION_PREFIX}{name}.{fname}",
                                   default=argparse.SUPPRESS, metavar="V")
     sub.add_parser("list", help="list algorithms, datasets, models, partitioners and engines")
+    add_bench_parsers(sub)
     return parser
 
 
@@ -90,10 +96,10 @@ def raw_from_args(args: argparse.Namespace, with_file: bool = True) -> dict[str,
 def cmd_run(args: argparse.Namespace) -> int:
     from fedloom.run import run_experiment
 
-    cfg = build_config(raw_from_args(args))
+    cfg = build_config(resume_raw(args) if args.resume else raw_from_args(args))
     bar = None if cfg.quiet else _progress_bar(cfg.rounds)
     try:
-        outcome = run_experiment(cfg, progress=bar.update_round if bar else None)
+        outcome = run_experiment(cfg, progress=bar.update_round if bar else None, resume=bool(args.resume))
     finally:
         if bar:
             bar.close()
@@ -134,7 +140,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_partition_report(data, out)
-        print(f"wrote partition.json, label_counts.csv, partition.png to {out}")
+        print(f"wrote partition.json, label_counts.csv, partition.png, label_distribution.png to {out}")
     return 0
 
 
@@ -153,7 +159,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench": cmd_bench, "report": cmd_report}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

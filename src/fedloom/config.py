@@ -50,6 +50,12 @@ class RunConfig:
     model: Optional[str] = _f(None, "model; default cnn for >=28x28 images, mlp for small images, logreg else")
     engine: str = _f("serial", "execution engine")
     device: str = _f("auto", "cpu | cuda | auto (cuda when available)")
+    pack_size: int = _f(32, "vectorized engine: clients trained in lockstep (slots)")
+    workers: Optional[int] = _f(None, "processes engine: worker processes (default: number of cores)")
+    worker_engine: str = _f("serial", "processes engine: engine inside each worker (serial | vectorized)")
+    store: str = _f("auto", "client-state store: memory | disk | auto (disk when states would not fit in RAM)")
+    store_dtype: str = _f("float32", "storage dtype of floating client states: float32 | bfloat16 | float16")
+    store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states")
     seed: int = _f(1, "root seed for model init, sampling and batches")
     data_seed: int = _f(0, "seed of the partition and of generated data (kept fixed across training seeds)")
     train_ratio: float = _f(0.75, "per-client train fraction; the rest is the client's test split")
@@ -61,6 +67,23 @@ class RunConfig:
     out: Optional[str] = _f(None, "run folder; default runs/<algorithm>-<dataset>-<time>")
     overwrite: bool = _f(False, "replace an existing run folder")
     quiet: bool = _f(False, "no progress bar, only the final line (for logs)")
+    checkpoint_every: int = _f(0, "write RUN_DIR/checkpoint.pt every N rounds for --resume (0: never)")
+    trackers: Optional[str] = _f(None, "comma-separated mirrors of the metrics: tensorboard, mlflow (optional extras)")
+    test_split: str = _f("per-client", "per-client: split each client's samples by --train-ratio (PFLlib); global: "
+                                       "hold out a stratified (1-train_ratio) of all samples as one test set "
+                                       "shared by every client, and partition the rest")
+    shards_per_client: int = _f(2, "shard partition: label-sorted shards per client (McMahan et al. 2017)")
+    quantity_dist: Optional[str] = _f(None, "client sizes of quantity/inner-dirichlet: equal | power-law | lognormal "
+                                            "| dirichlet (default: power-law for quantity, equal for inner-dirichlet)")
+    size_alpha: float = _f(1.0, "quantity skew: Pareto tail index (power-law) or Dirichlet concentration over "
+                                "client sizes (dirichlet); smaller = more size skew")
+    sigma: float = _f(1.0, "quantity skew: log-normal sigma of client sizes (lognormal); larger = more size skew")
+    base_partition: str = _f("iid", "feature-shift: the partitioner that assigns samples (e.g. dirichlet for "
+                                    "label skew + feature shift)")
+    feature_shift: str = _f("rotate", "feature-shift: comma-separated transforms: rotate, contrast, color, noise")
+    domains: int = _f(4, "feature-shift: number of domains; client k is in domain k mod domains (0 = unchanged)")
+    shift_strength: float = _f(1.0, "feature-shift: transform strength (0 = none; 1: rotations 360*d/domains "
+                                    "degrees, contrast down to 1/4, noise up to the data's std)")
     options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "namespaced options"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,6 +217,12 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(0 < cfg.train_ratio < 1, f"--train-ratio must be in (0, 1), got {cfg.train_ratio}")
     _check(cfg.eval_every >= 1, f"--eval-every must be >= 1, got {cfg.eval_every}")
     _check(cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}")
+    _check(cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
+    _check(cfg.pack_size >= 1, f"--pack-size must be >= 1, got {cfg.pack_size}")
+    _check(cfg.workers is None or cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
+    _check(cfg.store in ("memory", "disk", "auto"), f"--store must be memory, disk or auto, got {cfg.store!r}")
+    _check(cfg.store_dtype in ("float32", "bfloat16", "float16"),
+           f"--store-dtype must be float32, bfloat16 or float16, got {cfg.store_dtype!r}")
     _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
            f"--device must be cpu, cuda or auto, got {cfg.device!r}")
 

@@ -7,6 +7,7 @@ client on its own test split with the algorithm's ``eval_params`` → append to 
 from __future__ import annotations
 
 import dataclasses
+import os
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -17,23 +18,26 @@ import numpy as np
 import torch
 
 from fedloom.algorithms import ALGORITHMS, Algorithm
-from fedloom.algorithms.base import ServerResult
-from fedloom.algorithms.tree import tree_allfinite
+from fedloom.algorithms.base import Federation, ServerResult
+from fedloom.algorithms.tree import tree_allfinite, tree_bytes
+from fedloom.checkpoint import RunProgress, open_for_resume, remove_checkpoint, save_checkpoint
 from fedloom.config import RunConfig, check_option_namespaces, component_options, to_toml, validate_numbers
 from fedloom.data.base import DATASETS, PartitionSpec
 from fedloom.data.federated import FederatedData, build_federated_data
 from fedloom.data.summary import write_partition_report
-from fedloom.engines import ENGINES, Engine
+from fedloom.engines import ENGINES, Engine, EngineOptions
 from fedloom.engines.context import Runtime
 from fedloom.engines.local_sgd import SGDConfig
-from fedloom.engines.state_store import InMemoryStore
+from fedloom.engines.state_store import ClientStateStore, make_store
 from fedloom.errors import ConfigError, TrainingError
 from fedloom.models import MODELS, build_model, default_model_for
+from fedloom.models.base import InitParams
 from fedloom.plots import accuracy_curve
 from fedloom.registry import canonical
 from fedloom.seeding import numpy_generator
 from fedloom.tasks import TASKS
 from fedloom.tracking import RunFolder
+from fedloom.trackers import TrackerGroup, make_trackers
 
 import fedloom.data.datasets  # noqa: F401  (registration)
 import fedloom.data.partitioners  # noqa: F401  (registration)
@@ -83,33 +87,56 @@ def partition_spec(cfg: RunConfig) -> PartitionSpec:
     return PartitionSpec(name=cfg.partition, num_clients=cfg.clients, alpha=cfg.alpha,
                          classes_per_client=cfg.classes_per_client, balanced=cfg.balanced,
                          min_samples=cfg.min_samples, seed=cfg.data_seed,
-                         extra={"batch_size": cfg.batch_size} if cfg.min_samples is None else {})
+                         extra={"batch_size": cfg.batch_size} if cfg.min_samples is None else {},
+                         shards_per_client=cfg.shards_per_client, quantity_dist=cfg.quantity_dist,
+                         size_alpha=cfg.size_alpha, sigma=cfg.sigma, base_partition=cfg.base_partition,
+                         feature_shift=cfg.feature_shift, domains=cfg.domains, shift_strength=cfg.shift_strength)
 
 
 def load_data(cfg: RunConfig, device: torch.device) -> FederatedData:
     data = build_federated_data(
         cfg.dataset, cfg.options.get(cfg.dataset, {}), partition_spec(cfg), train_ratio=cfg.train_ratio,
         data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
-        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, data_seed=cfg.data_seed)
+        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, data_seed=cfg.data_seed,
+        test_split=cfg.test_split)
     return data.to(device)
 
 
 def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) -> Experiment:
-    model_name = cfg.model or default_model_for(data.input_shape)
+    vocab = data.dataset.vocab_size  # token datasets: the text models size their embedding from it
+    model_name = cfg.model or default_model_for(data.input_shape, vocab, data.num_classes)
     cfg = dataclasses.replace(cfg, model=model_name)
     model_options = dataclasses.asdict(component_options(MODELS, model_name, cfg))
     cfg = dataclasses.replace(cfg, options={**cfg.options, model_name: model_options})
-    model = build_model(model_name, model_options, data.input_shape, data.num_classes, cfg.seed).to(device)
+    model = build_model(model_name, model_options, data.input_shape, data.num_classes, cfg.seed,
+                        vocab_size=vocab).to(device)
     model.requires_grad_(False)  # the template's own tensors are never trained
-    init_params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    init_params = InitParams({name: p.detach().clone() for name, p in model.named_parameters()}, cfg.seed,
+                             model)  # knows its seed: algorithms draw extra modules from it
     task = TASKS.get(getattr(DATASETS.get(cfg.dataset), "task", "classification"))()
     sgd = SGDConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.local_epochs, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
-    runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
-                      store=InMemoryStore(), init_params=init_params)
     algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
-    engine = ENGINES.get(cfg.engine)(runtime)
+    store = client_store(cfg, algorithm, init_params, data.num_clients, device)
+    runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
+                      store=store, init_params=init_params, total_rounds=cfg.rounds)
+    engine = ENGINES.get(cfg.engine)(runtime, engine_options(cfg))
     return Experiment(cfg, data, algorithm, engine, runtime)
+
+
+def engine_options(cfg: RunConfig) -> EngineOptions:
+    return EngineOptions(slots=cfg.pack_size, workers=cfg.workers or os.cpu_count() or 1,
+                         worker_engine=cfg.worker_engine, run_config=cfg)
+
+
+def client_store(cfg: RunConfig, algorithm: Algorithm, init_params: dict, num_clients: int,
+                 device: torch.device) -> ClientStateStore:
+    """The configured store; ``auto`` measures one client's initial state and goes to disk when every client
+    keeping one would take more than a quarter of physical memory."""
+    state_bytes = tree_bytes(algorithm.init_client_state(init_params))
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    root = Path(cfg.store_dir) if cfg.store_dir else Path(cfg.out or ".") / "client_states"
+    return make_store(cfg.store, cfg.store_dtype, root, device, state_bytes, num_clients, budget)
 
 
 # ------------------------------------------------------------------------------------------------ one round
@@ -196,34 +223,52 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
                        time.perf_counter() - t0 - t_train)
 
 
+def federation_of(data: FederatedData) -> Federation:
+    """Client count and training-set sizes, for servers that keep per-client memory."""
+    return Federation(data.num_clients, tuple(int(idx.numel()) for idx in data.train_idx))
+
+
 def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:
     """Server initialisation and the round-0 evaluation of the initial model."""
-    server = exp.algorithm.init_server(exp.runtime.init_params)
+    server = exp.algorithm.init_server_for(exp.runtime.init_params, federation_of(exp.data))
     record, per_client = evaluate(exp, server.broadcast, 0)
     return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0}), per_client
 
 
-def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]]) -> RunOutcome:
-    cfg, task = exp.config, exp.runtime.task
+def start_progress(exp: Experiment, folder: RunFolder) -> RunProgress:
+    """A fresh run: server initialisation and the round-0 evaluation, written to metrics.jsonl."""
     server, record, per_client = initial_round(exp)
-    records = [record]
     folder.append_jsonl("metrics.jsonl", record)
-    started, totals = time.perf_counter(), {"up": 0, "down": 0}
-    last_train: dict[int, dict[str, float]] = {}
-    for round_ in range(1, cfg.rounds + 1):
-        out = step_round(exp, server, round_, totals)
-        server = out.server
-        last_train.update(out.client_metrics)
+    return RunProgress(server, 0, [record], per_client, {}, {"up": 0, "down": 0})
+
+
+def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]],
+               start: Optional[RunProgress] = None) -> RunOutcome:
+    """Rounds ``start.round + 1 .. cfg.rounds`` (all of them for a fresh run), checkpointing every
+    ``cfg.checkpoint_every`` rounds, then clients.csv, the plot and the summary."""
+    cfg, task = exp.config, exp.runtime.task
+    state = start or start_progress(exp, folder)
+    if start is None and progress:
+        progress(0, state.records[0])  # the initial model's evaluation (trackers plot it as step 0)
+    started = time.perf_counter()
+    for round_ in range(state.round + 1, cfg.rounds + 1):
+        out = step_round(exp, state.server, round_, state.totals)
+        state.server, state.round = out.server, round_
+        state.last_train.update(out.client_metrics)
         folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(out.train_seconds, 4),
                                               "eval_seconds": round(out.eval_seconds, 4)})
-        if out.record is None:
-            continue
-        records.append(out.record)
-        per_client = out.per_client
-        folder.append_jsonl("metrics.jsonl", out.record)
-        if progress:
-            progress(round_, out.record)
-    wall = time.perf_counter() - started
+        if out.record is not None:
+            state.records.append(out.record)
+            state.per_client = out.per_client
+            folder.append_jsonl("metrics.jsonl", out.record)
+            if progress:
+                progress(round_, out.record)
+        if cfg.checkpoint_every and round_ % cfg.checkpoint_every == 0 and round_ < cfg.rounds:
+            elapsed = state.wall_seconds + time.perf_counter() - started
+            save_checkpoint(folder.path, cfg, dataclasses.replace(state, wall_seconds=elapsed),
+                            exp.engine.client_states())
+    wall = state.wall_seconds + time.perf_counter() - started
+    records, per_client, last_train, totals = state.records, state.per_client, state.last_train, state.totals
     write_client_table(exp, folder, per_client, last_train)
     primary = task.primary_metric
     accuracy_curve(records, folder.path / "accuracy.png",
@@ -250,21 +295,34 @@ def write_client_table(exp: Experiment, folder: RunFolder, per_client: dict[int,
                                      "last_local_train_loss"], rows)
 
 
-def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None]] = None) -> RunOutcome:
+def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None]] = None,
+                   resume: bool = False) -> RunOutcome:
     """Run one experiment end to end and return its summary. Bad input raises FedloomError before any
-    run folder exists; a failure during training leaves a FAILED marker and no summary.json."""
+    run folder exists; a failure during training leaves a FAILED marker and no summary.json. ``resume``
+    continues the existing run folder ``cfg.out`` from its checkpoint (or from round 0 if it has none)."""
     cfg = resolve_config(cfg)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     data = load_data(cfg, device)
     exp = build_experiment(cfg, data, device)
-    folder = RunFolder.create(Path(exp.config.out), exp.config.overwrite)
+    trackers = TrackerGroup(make_trackers(cfg.trackers))
+    if resume:
+        folder, start = open_for_resume(exp.config, exp.engine, device)
+    else:
+        folder, start = RunFolder.create(Path(exp.config.out), exp.config.overwrite), None
     try:
-        folder.write_text("config.toml", to_toml(exp.config))
-        write_partition_report(data, folder.path)
-        outcome = run_rounds(exp, folder, progress)
+        if start is None:
+            folder.write_text("config.toml", to_toml(exp.config))
+            write_partition_report(data, folder.path)
+        trackers.start(folder.path, exp.config.to_dict())
+        outcome = run_rounds(exp, folder, trackers.wrap(progress), start)
         folder.finish(outcome.summary)
+        remove_checkpoint(folder.path)
+        trackers.finish(outcome.summary)
         return outcome
     except BaseException as exc:
         folder.mark_failed(exc)
+        trackers.finish(None, quiet=True)
         raise
+    finally:
+        exp.engine.close()  # stops worker processes, if the engine has any

@@ -63,7 +63,8 @@ def test_config_file_with_set_overrides_and_resolved_config(tmp_path: Path, caps
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--algorithm", "fedavgg"], "unknown algorithm 'fedavgg'. Valid choices: fedavg, fedavg-ft"),
+    (["--algorithm", "fedavgg"], "unknown algorithm 'fedavgg'. Valid choices: "),
+    (["--algorithm", "fedavgg"], "Did you mean 'fedavg'?"),
     (["--dataset", "cifar"], "unknown dataset 'cifar'"),
     (["--partition", "dir"], "unknown partitioner 'dir'"),
     (["--model", "resnet"], "unknown model 'resnet'"),

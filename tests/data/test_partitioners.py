@@ -15,7 +15,16 @@ SPECS = [
     PartitionSpec("dirichlet", 10, alpha=0.3),
     PartitionSpec("pathological", 10, classes_per_client=2),
     PartitionSpec("pathological", 10, classes_per_client=3, balanced=True),
+    PartitionSpec("extended-dirichlet", 10, alpha=0.3, classes_per_client=3, min_samples=10),
+    PartitionSpec("shard", 10, shards_per_client=2),
+    PartitionSpec("quantity", 10, min_samples=10),
+    PartitionSpec("quantity", 10, quantity_dist="lognormal", sigma=1.0),
+    PartitionSpec("quantity", 10, quantity_dist="dirichlet", size_alpha=0.5),
+    PartitionSpec("inner-dirichlet", 10, alpha=0.3),
+    PartitionSpec("inner-dirichlet", 10, alpha=0.3, quantity_dist="lognormal"),
+    PartitionSpec("feature-shift", 10, base_partition="dirichlet", alpha=0.3),
 ]
+SPEC_IDS = [f"{s.name}-{s.balanced}-{s.quantity_dist}" for s in SPECS]
 
 
 def run(labels: np.ndarray, spec: PartitionSpec, seed: int = 0, ids: np.ndarray | None = None) -> list[np.ndarray]:
@@ -32,7 +41,7 @@ def assert_valid_cover(parts: list[np.ndarray], n: int) -> None:
     assert len(flat) == n and np.array_equal(np.sort(flat), np.arange(n))
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-{s.balanced}")
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_disjoint_cover_and_counts(digit_labels: np.ndarray, spec: PartitionSpec) -> None:
     parts = run(digit_labels, spec)
     assert len(parts) == spec.num_clients
@@ -46,7 +55,7 @@ def test_natural_cover() -> None:
     assert [p.tolist() for p in parts] == [[1, 4, 5], [3, 6], [0, 2, 7]]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}-{s.balanced}")
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_determinism(digit_labels: np.ndarray, spec: PartitionSpec) -> None:
     a, b, c = run(digit_labels, spec, 1), run(digit_labels, spec, 1), run(digit_labels, spec, 2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -86,7 +95,8 @@ def test_min_samples_respected_or_clear_error(digit_labels: np.ndarray) -> None:
         run(digit_labels, PartitionSpec("pathological", 4, classes_per_client=1, balanced=True, min_samples=400))
 
 
-@pytest.mark.parametrize("name", ["iid", "dirichlet", "pathological"])
+@pytest.mark.parametrize("name", ["iid", "dirichlet", "pathological", "extended-dirichlet", "shard", "quantity",
+                                  "inner-dirichlet", "feature-shift"])
 def test_client_count_validation(name: str) -> None:
     labels = np.arange(5) % 2
     with pytest.raises(ConfigError, match="more clients than samples"):

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from fedloom.algorithms.tree import Params, Tree, tree_bytes, tree_clone
 from fedloom.registry import Registry
 
 if TYPE_CHECKING:
+    import torch
+
     from fedloom.algorithms.uploads import Uploads
     from fedloom.engines.context import ClientContext
 
@@ -50,6 +52,38 @@ class Broadcast:
         """Bytes client ``client_id`` downloads: the shared part plus its own personal tree."""
         own = None if self.personal is None else self.personal.get(client_id)
         return tree_bytes(self.params) + tree_bytes(self.extra) + tree_bytes(own)
+
+
+#: ``apply(params, x, part)``: the model template run with an explicit parameter dict (Runtime.apply).
+ApplyFn = Callable[..., "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """What ``eval_params`` returns when a client's predictions are more than the model's forward pass (FedCP's
+    policy-split heads, GPFL's conditional valve, FedDBE's representation bias, FedAPEN's ensemble).
+
+    ``fn(apply, tree, x)`` computes the outputs for inputs ``x`` from the tensors in ``tree``, running the model
+    (or one of its parts) through ``apply``. Evaluation passes a Predictor wherever it would pass parameters:
+    ``Runtime.apply(predictor, x)`` calls it. ``fn`` should be a module-level function or a method of the
+    (frozen, stateless) algorithm: everything client-specific belongs in ``tree``.
+    """
+
+    tree: Tree
+    fn: Callable[[ApplyFn, Tree, "torch.Tensor"], "torch.Tensor"]
+
+    def __call__(self, apply: ApplyFn, x: "torch.Tensor") -> "torch.Tensor":
+        return self.fn(apply, self.tree, x)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """What a server knows before round 1: clients are numbered 0..num_clients-1 and hold ``train_sizes[i]``
+    training samples (a real server learns both when clients register; PFLlib's servers read them at start).
+    Servers that keep per-client memory (FedFomo, FedAMP, APPLE) size it with this."""
+
+    num_clients: int
+    train_sizes: tuple[int, ...]
 
 
 @dataclass
@@ -101,6 +135,11 @@ class Algorithm:
         state = ServerState(params=tree_clone(init_params))
         return ServerResult(state=state, broadcast=Broadcast(params=state.params))
 
+    def init_server_for(self, init_params: Params, federation: Federation) -> ServerResult:
+        """``init_server`` for algorithms whose server must know the federation (the round loop calls this).
+        Default: ``init_server(init_params)``."""
+        return self.init_server(init_params)
+
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         """State of a client that has never trained (called lazily by the engine). Default: none."""
         return None
@@ -112,7 +151,8 @@ class Algorithm:
         raise NotImplementedError
 
     def eval_params(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> Params:
-        """Parameters client ``ctx.client_id`` is evaluated with. Default: the broadcast (global) model."""
+        """Parameters client ``ctx.client_id`` is evaluated with (or a Predictor, when its predictions are more
+        than the model's forward pass). Default: the broadcast (global) model."""
         return broadcast.params
 
 

@@ -18,7 +18,8 @@ from fedloom.registry import Registry
 
 @dataclass
 class PooledDataset:
-    """All samples of a dataset in memory. ``x`` is float32 [N, *input_shape], ``y`` int64 [N]."""
+    """All samples of a dataset in memory. ``x`` is float32 [N, *input_shape] (int64 token ids [N, L] for text),
+    ``y`` int64 [N]."""
 
     name: str
     x: torch.Tensor
@@ -27,6 +28,7 @@ class PooledDataset:
     natural_ids: Optional[np.ndarray] = None  # per-sample client id for datasets with a natural partition
     class_names: Optional[list[str]] = None
     source: str = ""  # where the data came from (a path, "generated", "scikit-learn"), for the run folder
+    vocab_size: Optional[int] = None  # token datasets: ids in x are < vocab_size (embedding rows a model needs)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -66,6 +68,10 @@ class PartitionSpec:
     alpha: Dirichlet concentration (smaller = more skew). classes_per_client / balanced: pathological split.
     min_samples: every client must receive at least this many samples (before its train/test split); None means
         PFLlib's rule min(batch_size / (1 - train_ratio), N / clients / 2), with batch_size from extra (default 10).
+    shards_per_client: shard partition (McMahan et al. 2017).
+    quantity_dist / size_alpha / sigma: client sizes of quantity and inner-dirichlet (partitioners/sizes.py);
+        None means the partitioner's default (quantity: power-law, inner-dirichlet: equal).
+    base_partition / feature_shift / domains / shift_strength: feature-shift (partitioners/feature_shift.py).
     """
 
     name: str
@@ -76,6 +82,14 @@ class PartitionSpec:
     min_samples: Optional[int] = 0
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    shards_per_client: int = 2
+    quantity_dist: Optional[str] = None
+    size_alpha: float = 1.0
+    sigma: float = 1.0
+    base_partition: str = "iid"
+    feature_shift: str = "rotate"
+    domains: int = 4
+    shift_strength: float = 1.0
 
 
 # partitioner(labels, spec, rng, natural_ids) -> list of int64 index arrays, one per client

@@ -2,13 +2,16 @@
 
 Pipeline (as in PFLlib): load the pooled dataset, partition its labels over clients, then split each client's
 samples into train/test like sklearn's train_test_split(train_size=train_ratio, shuffle=True):
-n_test = ceil((1 - train_ratio) * n), n_train = n - n_test. Partitions are cached on disk (see cache.py).
+n_test = ceil((1 - train_ratio) * n), n_train = n - n_test. With test_split="global" a stratified test set is
+held out before partitioning and shared by every client instead (splits.py). Partitions are cached on disk
+(cache.py). A partitioner with a ``transform_inputs`` attribute (feature-shift) then transforms each client's
+inputs in a copy of the pooled tensor.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -18,8 +21,15 @@ import torch
 
 import fedloom.data.partitioners  # noqa: F401  (registers the partitioners)
 from fedloom.data.base import PARTITIONERS, LoadContext, PartitionSpec, PooledDataset
-from fedloom.data.cache import content_hash, default_cache_dir, load_partition, save_partition
+from fedloom.data.cache import canonical_json, content_hash, default_cache_dir, load_partition, save_partition
 from fedloom.data.options import make_dataset_spec
+from fedloom.data.splits import (  # noqa: F401  (split_sizes, min_client_size: re-exported for callers)
+    check_test_split,
+    global_holdout,
+    min_client_size,
+    split_sizes,
+    split_train_test,
+)
 from fedloom.errors import ConfigError, DataError
 from fedloom.registry import canonical
 from fedloom.seeding import numpy_generator
@@ -37,6 +47,7 @@ class FederatedData:
     partition: PartitionSpec
     train_ratio: float
     partition_hash: str
+    test_split: str = "per-client"  # or "global": every client's test_idx is the same held-out set
 
     @property
     def num_clients(self) -> int:
@@ -68,6 +79,11 @@ class FederatedData:
                     counts[i] += np.bincount(y[idx.cpu().numpy()], minlength=self.num_classes)
         return counts
 
+    def client_label_counts(self) -> np.ndarray:
+        """[clients, classes] counts of the samples each client owns: train + test, or train only when the
+        test set is global (shared, so it says nothing about the partition)."""
+        return self.label_counts("train" if self.test_split == "global" else "all")
+
     def to(self, device: Union[str, torch.device]) -> "FederatedData":
         """A copy with x, y and the index tensors on ``device``."""
         ds = dataclasses.replace(self.dataset, x=self.dataset.x.to(device), y=self.dataset.y.to(device))
@@ -85,35 +101,60 @@ def build_federated_data(
     data_dir: Optional[Path] = None,
     cache_dir: Optional[Path] = None,
     data_seed: int = 0,
+    test_split: str = "per-client",
 ) -> FederatedData:
-    """Load ``dataset``, partition it with ``partition`` and split each client into train/test (cached).
+    """Load ``dataset``, partition it with ``partition`` and split it into train/test (cached).
 
     An empty partition.name means the dataset's default partition. The partition's min_samples is raised, if
     needed, to the smallest client size that yields >= 1 train and >= 1 test sample at this train_ratio.
+    ``test_split``: "per-client" (each client's samples split by train_ratio) or "global" (see splits.py).
     """
     if not (isinstance(train_ratio, (int, float)) and 0 < train_ratio < 1):
         raise ConfigError(f"train_ratio must be strictly between 0 and 1 (got {train_ratio})")
+    test_split = check_test_split(test_split)
     spec = make_dataset_spec(dataset, dataset_options)
     partition = _resolve_partition(partition, spec.default_partition)
+    transform = getattr(PARTITIONERS.get(partition.name), "transform_inputs", None)
+    if transform is not None and test_split == "global":
+        raise ConfigError(f"the {partition.name} partition transforms each client's inputs, so a global test set "
+                          "(shared by all clients) is not possible; use test_split=per-client")
     pooled = spec.load(LoadContext(data_dir, data_seed, partition.num_clients))
     if partition.name == "natural" and pooled.natural_ids is None:
         raise DataError(
             f"dataset '{pooled.name}' has no natural partition; choose iid, dirichlet or pathological"
         )
-    params = cache_params(spec, pooled, partition, train_ratio, data_seed)
+    params = cache_params(spec, pooled, partition, train_ratio, data_seed, test_split)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     split = load_partition(root, params)
     if split is None:
-        split = split_train_test(partition_indices(pooled, partition, train_ratio), train_ratio, partition.seed)
+        split = make_split(pooled, partition, train_ratio, test_split)
         save_partition(root, params, *split)
+    phash = content_hash(*split)
+    if transform is not None:
+        owned = [np.concatenate([tr, te]) for tr, te in zip(*split)]
+        pooled = dataclasses.replace(pooled, x=transform(pooled.x, owned, partition))
+        # same indices, different inputs: the hash must also cover the transform's parameters
+        phash = hashlib.sha256((phash + canonical_json(dataclasses.asdict(partition))).encode()).hexdigest()
     return FederatedData(
         dataset=pooled,
         train_idx=[torch.from_numpy(a.astype(np.int64)) for a in split[0]],
         test_idx=[torch.from_numpy(a.astype(np.int64)) for a in split[1]],
         partition=partition,
         train_ratio=float(train_ratio),
-        partition_hash=content_hash(*split),
+        partition_hash=phash,
+        test_split=test_split,
     )
+
+
+def make_split(
+    pooled: PooledDataset, partition: PartitionSpec, train_ratio: float, test_split: str
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Partition, then split train/test per client, or hold out the global test set first."""
+    if test_split == "per-client":
+        return split_train_test(partition_indices(pooled, partition, train_ratio), train_ratio, partition.seed)
+    test, pool = global_holdout(pooled.y.cpu().numpy(), train_ratio, partition.seed)
+    train = partition_indices(pooled, partition, train_ratio, pool=pool)
+    return train, [test.copy() for _ in train]
 
 
 def _resolve_partition(partition: PartitionSpec, default: str) -> PartitionSpec:
@@ -123,11 +164,11 @@ def _resolve_partition(partition: PartitionSpec, default: str) -> PartitionSpec:
 
 
 def cache_params(
-    spec: Any, pooled: PooledDataset, partition: PartitionSpec, train_ratio: float, data_seed: int
+    spec: Any, pooled: PooledDataset, partition: PartitionSpec, train_ratio: float, data_seed: int,
+    test_split: str = "per-client",
 ) -> dict[str, Any]:
-    """Everything the cached partition depends on (hashed into the cache key)."""
-    import hashlib
-
+    """Everything the cached partition depends on (hashed into the cache key): every PartitionSpec field,
+    including the parameters of newer partitioners and of feature-shift's transforms, and the test split."""
     labels = np.ascontiguousarray(pooled.y.cpu().numpy(), dtype="<i8")
     ids = pooled.natural_ids
     return {
@@ -139,16 +180,9 @@ def cache_params(
         "natural_ids_sha256": None if ids is None else hashlib.sha256(np.asarray(ids).tobytes()).hexdigest(),
         "partition": dataclasses.asdict(partition),
         "train_ratio": float(train_ratio),
+        "test_split": test_split,
         "data_seed": int(data_seed),
     }
-
-
-def min_client_size(train_ratio: float) -> int:
-    """Smallest n whose ceil-rule split has >= 1 train and >= 1 test sample."""
-    n = max(1, int(1 / train_ratio) - 2)
-    while min(split_sizes(n, train_ratio)) < 1:
-        n += 1
-    return n
 
 
 def pfllib_min_samples(num_samples: int, num_clients: int, batch_size: int, train_ratio: float) -> int:
@@ -156,48 +190,30 @@ def pfllib_min_samples(num_samples: int, num_clients: int, batch_size: int, trai
     return int(min(batch_size / (1 - train_ratio), num_samples / max(num_clients, 1) / 2))
 
 
-def split_sizes(n: int, train_ratio: float) -> tuple[int, int]:
-    """(n_train, n_test) with n_test = ceil((1 - train_ratio) * n), rounded to 9 decimals against float noise."""
-    n_test = math.ceil(round((1.0 - train_ratio) * n, 9))
-    return n - n_test, n_test
-
-
-def partition_indices(pooled: PooledDataset, partition: PartitionSpec, train_ratio: float) -> list[np.ndarray]:
-    """Run the partitioner with rng numpy_generator(seed, -1, -1, 'partition')."""
-    need = min_client_size(train_ratio)
+def partition_indices(
+    pooled: PooledDataset, partition: PartitionSpec, train_ratio: float, pool: Optional[np.ndarray] = None
+) -> list[np.ndarray]:
+    """Run the partitioner with rng numpy_generator(seed, -1, -1, 'partition') on all samples, or only on the
+    sorted indices ``pool`` (global test split); returns indices into the pooled dataset."""
+    labels, ids = pooled.y.cpu().numpy(), pooled.natural_ids
+    if pool is not None:
+        labels, ids = labels[pool], (None if ids is None else np.asarray(ids)[pool])
+    # per-client split: >= 1 train and >= 1 test sample; global test set: >= 1 train sample
+    need = min_client_size(train_ratio) if pool is None else 1
     requested = partition.min_samples
     if requested is None:
-        requested = pfllib_min_samples(len(pooled), partition.num_clients, partition.extra.get("batch_size", 10),
+        requested = pfllib_min_samples(len(labels), partition.num_clients, partition.extra.get("batch_size", 10),
                                        train_ratio)
     partition = dataclasses.replace(partition, min_samples=requested)
     effective = dataclasses.replace(partition, min_samples=max(requested, need))
     rng = numpy_generator(partition.seed, -1, -1, "partition")
-    labels = pooled.y.cpu().numpy()
     try:
-        return PARTITIONERS.get(partition.name)(labels, effective, rng, pooled.natural_ids)
+        parts = PARTITIONERS.get(partition.name)(labels, effective, rng, ids)
     except DataError as exc:
         if effective.min_samples == partition.min_samples:
             raise
         raise DataError(
-            f"{exc} (min_samples was raised to {need} so that every client gets at least one train and one "
-            f"test sample with train_ratio={train_ratio})"
+            f"{exc} (min_samples was raised to {need} so that every client gets at least one train"
+            f"{' and one test' if pool is None else ''} sample with train_ratio={train_ratio})"
         ) from None
-
-
-def split_train_test(
-    parts: list[np.ndarray], train_ratio: float, seed: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Shuffle each client's indices and cut them by the ceil rule; both halves are returned sorted."""
-    train, test = [], []
-    for client, idx in enumerate(parts):
-        n_train, n_test = split_sizes(len(idx), train_ratio)
-        if n_train < 1 or n_test < 1:
-            raise DataError(
-                f"client {client} has {len(idx)} samples: too few for a train/test split with "
-                f"train_ratio={train_ratio}; raise min_samples, use fewer clients or a larger alpha"
-            )
-        perm = numpy_generator(seed, -1, client, "train-test-split").permutation(len(idx))
-        shuffled = np.asarray(idx, dtype=np.int64)[perm]
-        train.append(np.sort(shuffled[:n_train]))
-        test.append(np.sort(shuffled[n_train:]))
-    return train, test
+    return parts if pool is None else [pool[p] for p in parts]

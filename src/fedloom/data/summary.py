@@ -1,9 +1,12 @@
-"""Summaries and reports of a partition: statistics, a text table, and a run-folder report (JSON, CSV, PNG).
+"""Summaries and reports of a partition: statistics, a text table, and a run-folder report (JSON, CSV, PNGs).
 
-Heterogeneity is measured by the total variation distance between each client's label distribution p_i and the
-global label distribution p of all partitioned samples: TV_i = 0.5 * sum_c |p_i[c] - p[c]|, in [0, 1]. Over
-unordered labels with the 0-1 ground metric this equals the earth mover's distance. We report the unweighted
-mean over clients (0 = every client has the global mix, near 1 = clients hold disjoint classes).
+Label heterogeneity is the earth mover's distance (EMD) between each client's label distribution p_i and the
+global label distribution p of all partitioned samples, under the 0-1 ground metric between labels (classes are
+unordered), which equals the total variation distance: EMD_i = 0.5 * sum_c |p_i[c] - p[c]|, in [0, 1]
+(0 = the client has the global mix; 1 - p[c] for a client holding only class c). Reported per client
+(``label_emd``) and as the unweighted mean over clients (``mean_label_emd``). Other statistics: client size
+mean/std/min/max and the mean number of classes per client. With a global test set, the statistics describe
+the clients' own (train) samples, since the shared test set is not part of the partition.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from fedloom.data.base import PARTITIONERS
 from fedloom.data.federated import FederatedData
 
-
-
-def label_tv_distances(counts: np.ndarray) -> np.ndarray:
-    """Per-client total variation distance of label distributions (rows of ``counts``) to the pooled one."""
+def label_emd(counts: np.ndarray) -> np.ndarray:
+    """Per-client EMD (0-1 metric, = total variation) of label distributions (rows of ``counts``) to the pooled
+    one; see the module docstring."""
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum()
     if total == 0:
@@ -32,16 +35,23 @@ def label_tv_distances(counts: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(local - glob).sum(axis=1)
 
 
+label_tv_distances = label_emd  # the same statistic under its other name
+
+
 def partition_summary(fd: FederatedData) -> dict[str, Any]:
     """Sizes, label counts and heterogeneity statistics of a partition (JSON-serializable)."""
-    counts = fd.label_counts("all")
+    counts = fd.client_label_counts()
     sizes = counts.sum(axis=1)
+    emd = label_emd(counts)
+    glob = fd.test_split == "global"
     return {
         "dataset": fd.dataset.name,
         "num_clients": fd.num_clients,
         "num_classes": fd.num_classes,
         "dataset_size": len(fd.dataset),
-        "total_samples": int(sizes.sum()),
+        "test_split": fd.test_split,
+        "global_test_size": int(len(fd.test_idx[0])) if glob and fd.num_clients else 0,
+        "total_samples": int(sizes.sum()) + (int(len(fd.test_idx[0])) if glob and fd.num_clients else 0),
         "train_sizes": fd.train_sizes().tolist(),
         "test_sizes": fd.test_sizes().tolist(),
         "label_counts": counts.tolist(),
@@ -50,7 +60,8 @@ def partition_summary(fd: FederatedData) -> dict[str, Any]:
         "client_size_min": int(sizes.min()),
         "client_size_max": int(sizes.max()),
         "mean_classes_per_client": float((counts > 0).sum(axis=1).mean()),
-        "mean_label_tv_distance": float(label_tv_distances(counts).mean()),
+        "mean_label_emd": float(emd.mean()),
+        "label_emd": [round(float(v), 6) for v in emd],
     }
 
 
@@ -60,22 +71,26 @@ def class_labels(fd: FederatedData) -> list[str]:
 
 
 def format_table(fd: FederatedData) -> str:
-    """A per-client table (client, train, test, label counts per class) with a header and a summary line."""
-    counts = fd.label_counts("all")
-    rows = [[str(i), str(tr), str(te)] + [str(v) for v in row]
-            for i, (tr, te, row) in enumerate(zip(fd.train_sizes(), fd.test_sizes(), counts))]  # fmt: skip
-    total = [["total", str(fd.train_sizes().sum()), str(fd.test_sizes().sum())] + [str(v) for v in counts.sum(0)]]
-    header = ["client", "train", "test"] + [str(c) for c in range(fd.num_classes)]
+    """A per-client table (client, train, test, label counts per class, EMD to the global label mix) with a
+    header, a total row and a summary line."""
+    counts = fd.client_label_counts()
+    emd = label_emd(counts)
+    rows = [[str(i), str(tr), str(te)] + [str(v) for v in row] + [f"{e:.3f}"]
+            for i, (tr, te, row, e) in enumerate(zip(fd.train_sizes(), fd.test_sizes(), counts, emd))]  # fmt: skip
+    test_total = len(fd.test_idx[0]) if fd.test_split == "global" and fd.num_clients else fd.test_sizes().sum()
+    total = [["total", str(fd.train_sizes().sum()), str(test_total)] + [str(v) for v in counts.sum(0)] + [""]]
+    header = ["client", "train", "test"] + [str(c) for c in range(fd.num_classes)] + ["EMD"]
     widths = [max(len(r[j]) for r in [header] + rows + total) for j in range(len(header))]
     line = lambda r: "  ".join(v.rjust(w) for v, w in zip(r, widths))  # noqa: E731
     s = partition_summary(fd)
     out = [
-        f"{fd.dataset.name}: {fd.num_clients} clients, partition {_describe(fd)}, train_ratio {fd.train_ratio}",
+        f"{fd.dataset.name}: {fd.num_clients} clients, partition {describe(fd)}, train_ratio {fd.train_ratio}, "
+        f"test split {_test_note(fd)}",
         *_legend(fd),
         line(header), *[line(r) for r in rows], line(total[0]),
         f"client size {s['client_size_mean']:.1f} ± {s['client_size_std']:.1f} "
         f"(min {s['client_size_min']}, max {s['client_size_max']}); classes/client "
-        f"{s['mean_classes_per_client']:.2f}; mean label TV distance {s['mean_label_tv_distance']:.3f}; "
+        f"{s['mean_classes_per_client']:.2f}; mean label EMD to the global mix {s['mean_label_emd']:.3f}; "
         f"hash {fd.partition_hash[:12]}",
     ]  # fmt: skip
     return "\n".join(out)
@@ -88,15 +103,28 @@ def _legend(fd: FederatedData) -> list[str]:
     return ["classes: " + ", ".join(f"{c}={n}" for c, n in enumerate(names))]
 
 
-def _describe(fd: FederatedData) -> str:
+def _test_note(fd: FederatedData) -> str:
+    if fd.test_split == "global":
+        return f"global ({len(fd.test_idx[0]) if fd.num_clients else 0} shared test samples)"
+    return "per-client"
+
+
+def describe(fd: FederatedData) -> str:
+    """'name(param=value, ..., seed=s)' with the parameters the partitioner declares in its ``params``."""
     p = fd.partition
-    detail = {"dirichlet": f"alpha={p.alpha}", "pathological": f"classes_per_client={p.classes_per_client}, "
-              f"balanced={p.balanced}"}.get(p.name, "")  # fmt: skip
-    return f"{p.name}({detail}, seed={p.seed})" if detail else f"{p.name}(seed={p.seed})"
+    names = list(getattr(PARTITIONERS.get(p.name), "params", ()))
+    if p.name == "feature-shift":  # show the base partitioner's parameters too
+        names += [n for n in getattr(PARTITIONERS.get(p.base_partition), "params", ()) if n not in names]
+    detail = ", ".join(f"{n}={getattr(p, n)}" for n in names) + (", " if names else "")
+    return f"{p.name}({detail}seed={p.seed})"
+
+
+REPORT_FILES = ("partition.json", "label_counts.csv", "partition.png", "label_distribution.png")
 
 
 def write_partition_report(fd: FederatedData, out_dir: Path) -> None:
-    """Write partition.json (spec, hash, summary), label_counts.csv and partition.png into ``out_dir``."""
+    """Write partition.json (spec, hash, summary), label_counts.csv, partition.png (heatmap + sizes) and
+    label_distribution.png (stacked bars of counts and percentages) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {
@@ -104,21 +132,26 @@ def write_partition_report(fd: FederatedData, out_dir: Path) -> None:
         "dataset_source": fd.dataset.source,
         "class_names": class_labels(fd),
         "partition": dataclasses.asdict(fd.partition),
+        "partition_description": describe(fd),
         "train_ratio": fd.train_ratio,
+        "test_split": fd.test_split,
         "partition_hash": fd.partition_hash,
         "summary": partition_summary(fd),
     }
     (out_dir / "partition.json").write_text(json.dumps(report, indent=1, default=str))
     _write_csv(fd, out_dir / "label_counts.csv")
-    from fedloom.data.plot import plot_partition
+    from fedloom.data.plot import plot_label_distribution, plot_partition
 
     plot_partition(fd, out_dir / "partition.png")
+    plot_label_distribution(fd, out_dir / "label_distribution.png")
 
 
 def _write_csv(fd: FederatedData, path: Path) -> None:
-    """One row per client: client, train, test, then the label counts (train + test) per class."""
+    """One row per client: client, train, test, the label counts per class of the client's own samples (train +
+    test; train only with a global test set), then label_emd."""
+    counts = fd.client_label_counts()
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["client", "train", "test"] + class_labels(fd))
-        for i, (tr, te, row) in enumerate(zip(fd.train_sizes(), fd.test_sizes(), fd.label_counts("all"))):
-            writer.writerow([i, int(tr), int(te)] + [int(v) for v in row])
+        writer.writerow(["client", "train", "test"] + class_labels(fd) + ["label_emd"])
+        for i, (tr, te, row, e) in enumerate(zip(fd.train_sizes(), fd.test_sizes(), counts, label_emd(counts))):
+            writer.writerow([i, int(tr), int(te)] + [int(v) for v in row] + [f"{e:.6f}"])

@@ -1,8 +1,19 @@
-"""Partitioners: labels -> per-client index arrays. Importing this package registers them in PARTITIONERS."""
+"""Partitioners: labels -> per-client index arrays, registered by name in PARTITIONERS.
 
-from fedloom.data.partitioners.dirichlet import dirichlet_partition
-from fedloom.data.partitioners.iid import iid_partition
-from fedloom.data.partitioners.natural import natural_partition
-from fedloom.data.partitioners.pathological import pathological_partition
+Every module of this package is imported here, so adding a partitioner is adding one file with a function
+``f(labels, spec, rng, natural_ids) -> list[np.ndarray]`` under ``@PARTITIONERS.register("name")``. Optional
+attributes of the function: ``params`` (the PartitionSpec fields it reads, shown in summaries) and
+``transform_inputs(x, parts, spec) -> x`` (feature-shift: a per-client input transform applied when the
+federated data are built).
+"""
 
-__all__ = ["dirichlet_partition", "iid_partition", "natural_partition", "pathological_partition"]
+import importlib
+import pkgutil
+
+from fedloom.data.base import PARTITIONERS
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["PARTITIONERS"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -64,3 +64,64 @@ def class_indices(labels: np.ndarray) -> list[np.ndarray]:
     order = np.argsort(labels, kind="stable")
     _, starts = np.unique(labels[order], return_index=True)
     return np.split(order, starts[1:])
+
+
+def check_positive(value: float, name: str, partition: str) -> None:
+    """ConfigError unless ``value`` is a finite number > 0 (Dirichlet concentrations, tail indices)."""
+    if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        raise ConfigError(f"{partition}: {name} must be a positive number (got {value})")
+
+
+def largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum exactly to ``total`` (Hamilton's largest-remainder rule)."""
+    share = total * np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    base = np.floor(share).astype(np.int64)
+    left = int(total - base.sum())
+    # ties broken by position so that the result depends only on the weights
+    base[np.argsort(-(share - base), kind="stable")[:left]] += 1
+    return base
+
+
+def repair_min_size(
+    owner: np.ndarray, labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator,
+    allowed: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Move samples to clients below spec.min_samples from the largest clients that can spare them.
+
+    Each step takes from the largest eligible donor (more than min_samples samples, and holding a class the
+    receiver may hold) the class the receiver already holds most of (ties: the donor's majority class), so
+    label skew is mostly kept. ``allowed`` [clients, classes] restricts which classes a client may receive
+    (extended Dirichlet keeps its C classes per client). Owners of -1 (unassigned samples) are never touched.
+    Raises DataError when no donor can spare a sample.
+    """
+    owner = owner.copy()
+    k, m = spec.num_clients, spec.min_samples
+    classes, pos = np.unique(labels, return_inverse=True)
+    mask = owner >= 0
+    counts = np.bincount(owner[mask] * len(classes) + pos[mask], minlength=k * len(classes)).reshape(k, -1)
+    ok = np.ones_like(counts, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
+    sizes = counts.sum(axis=1)
+    for r in np.flatnonzero(sizes < m):
+        while sizes[r] < m:
+            d = _donor(counts, sizes, ok[r], m)
+            if d < 0:
+                raise DataError(f"{spec.name} partition: cannot give client {r} min_samples={m} samples (it has "
+                                f"{sizes[r]}); use fewer clients or a smaller min_samples")
+            score = np.where((counts[d] > 0) & ok[r], counts[r] * (len(labels) + 1) + counts[d], -1)
+            c = int(score.argmax())
+            take = int(min(m - sizes[r], sizes[d] - m, counts[d, c]))
+            cand = np.flatnonzero((owner == d) & (pos == c))
+            owner[rng.choice(cand, size=take, replace=False)] = r
+            counts[d, c] -= take
+            counts[r, c] += take
+            sizes[d] -= take
+            sizes[r] += take
+    return owner
+
+
+def _donor(counts: np.ndarray, sizes: np.ndarray, ok_r: np.ndarray, m: int) -> int:
+    """The largest client with more than m samples of which some are in classes the receiver may take; -1 if none."""
+    eligible = (sizes > m) & (counts[:, ok_r].sum(axis=1) > 0)
+    if not eligible.any():
+        return -1
+    return int(np.where(eligible, sizes, -1).argmax())

@@ -20,8 +20,14 @@ from typing import Optional
 import numpy as np
 
 from fedloom.data.base import PARTITIONERS, PartitionSpec
-from fedloom.data.partitioners.common import as_labels, check_clients, class_indices, parts_from_owner
-from fedloom.errors import ConfigError
+from fedloom.data.partitioners.common import (
+    as_labels,
+    check_clients,
+    check_positive,
+    class_indices,
+    parts_from_owner,
+    repair_min_size,
+)
 
 MAX_RESAMPLES = 50
 log = logging.getLogger(__name__)
@@ -33,8 +39,7 @@ def dirichlet_partition(
 ) -> list[np.ndarray]:
     """Label-skewed split with per-class Dir(alpha) proportions; see the module docstring."""
     labels = as_labels(labels)
-    if not (spec.alpha > 0 and np.isfinite(spec.alpha)):
-        raise ConfigError(f"dirichlet alpha must be a positive number (got {spec.alpha})")
+    check_positive(spec.alpha, "alpha", "dirichlet")
     check_clients(len(labels), spec)
     by_class = class_indices(labels)
     best: Optional[np.ndarray] = None
@@ -48,7 +53,7 @@ def dirichlet_partition(
             best, best_min = owner, smallest
     assert best is not None
     log.info("dirichlet: no draw gave every client >= %d samples; repairing the best draw", spec.min_samples)
-    return parts_from_owner(repair(best, labels, spec, rng), spec.num_clients)
+    return parts_from_owner(repair_min_size(best, labels, spec, rng), spec.num_clients)
 
 
 def draw_owner(by_class: list[np.ndarray], n: int, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:
@@ -59,14 +64,14 @@ def draw_owner(by_class: list[np.ndarray], n: int, spec: PartitionSpec, rng: np.
     for idx in by_class:
         idx = rng.permutation(idx)
         p = rng.dirichlet(np.full(k, float(spec.alpha)))
-        p = _balance(p, sizes < n / k)
+        p = balance(p, sizes < n / k)
         counts = np.diff(np.concatenate(([0], (np.cumsum(p) * len(idx)).astype(np.int64)[:-1], [len(idx)])))
         owner[idx] = np.repeat(np.arange(k), counts)
         sizes += counts
     return owner
 
 
-def _balance(p: np.ndarray, open_: np.ndarray) -> np.ndarray:
+def balance(p: np.ndarray, open_: np.ndarray) -> np.ndarray:
     """Zero the share of clients that are full and renormalize; falls back to uniform over open clients."""
     q = np.where(open_, np.nan_to_num(p), 0.0)
     if q.sum() <= 0:
@@ -74,23 +79,4 @@ def _balance(p: np.ndarray, open_: np.ndarray) -> np.ndarray:
     return q / q.sum()
 
 
-def repair(owner: np.ndarray, labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:
-    """Move samples from the largest clients to clients below min_samples (see the module docstring)."""
-    owner = owner.copy()
-    k, m = spec.num_clients, spec.min_samples
-    classes, pos = np.unique(labels, return_inverse=True)
-    counts = np.bincount(owner * len(classes) + pos, minlength=k * len(classes)).reshape(k, len(classes))
-    sizes = counts.sum(axis=1)
-    for r in np.flatnonzero(sizes < m):
-        while sizes[r] < m:
-            d = int(sizes.argmax())  # has > m samples, since the total is >= k * m
-            score = np.where(counts[d] > 0, counts[r] * (len(labels) + 1) + counts[d], -1)
-            c = int(score.argmax())
-            take = min(m - sizes[r], sizes[d] - m, counts[d, c])
-            cand = np.flatnonzero((owner == d) & (pos == c))
-            owner[rng.choice(cand, size=take, replace=False)] = r
-            counts[d, c] -= take
-            counts[r, c] += take
-            sizes[d] -= take
-            sizes[r] += take
-    return owner
+dirichlet_partition.params = ("alpha",)  # type: ignore[attr-defined]

@@ -94,3 +94,6 @@ def _random_shares(n: int, clients: list[int], spec: PartitionSpec, rng: np.rand
     extra = n - k
     cuts = (np.cumsum(s / s.sum()) * extra).astype(np.int64)[:-1]
     return np.diff(np.concatenate(([0], cuts, [extra]))) + 1
+
+
+pathological_partition.params = ("classes_per_client", "balanced")  # type: ignore[attr-defined]

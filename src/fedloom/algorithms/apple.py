@@ -1,0 +1,136 @@
+"""APPLE (Luo, Wu, "Adapt to Adaptation: Learning Personalization for Cross-Silo Federated Learning",
+IJCAI 2022).
+
+Every client i owns a core model c_i (uploaded) and a directed-relationship vector p_i ∈ ℝ^N (local, starts at
+1/N). The server keeps every client's latest core and sends all N of them to everyone (N·|M| bytes down).
+Client i's personalized model is w_i = Σ_j p_ij c_j, with its own core c_i the one being trained. Each batch,
+with g = ∇_w CE(w_i):
+    c_i  ← c_i − η p_ii g                                       (the chain rule through w_i)
+    p_ij ← p_ij − η_p (⟨g, c_j⟩ + λ_t μ (p_ij − p0_j))           (p0 = the clients' sample fractions)
+where λ_t = (1 + cos(π (t − 1) / (L·R))) / 2 for the first L·R rounds, then 0. Upload c_i; the server stores
+it. Scored with Σ_j p_ij c_j over the cores just downloaded. PFLlib trains all N clients every round: run
+APPLE with --join-ratio 1 (the default) for that; with partial participation the others' cores stay as last
+uploaded.
+
+Defaults: ``dr_lr`` (η_p) = 0.01, ``mu`` = 0.1, ``L`` = 1.0. PFLlib's argparse has η_p = 0 and μ = 0, which
+turns the method off, so these are ours, to tune. ``pfllib_compat = True`` reproduces PFLlib's client: the
+core lr is multiplied by N; the p-gradient is the per-layer *mean* of g ⊙ c_j averaged over layers instead of
+the inner product; and after the round the client's core is replaced by its personalized model Σ_j p_ij c_j.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from fedloom.algorithms._naming import model_part
+from fedloom.algorithms._stacks import repeated, row, weighted_rows, with_rows
+from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
+                                     ServerState)
+from fedloom.algorithms.tree import Params, Tree
+from fedloom.algorithms.uploads import Uploads
+from fedloom.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedloom.engines.context import ClientContext
+
+DR = "apple/p"
+
+
+@ALGORITHMS.register("apple")
+@dataclass(frozen=True)
+class APPLE(Algorithm):
+    aggregation = "all"
+    personalized = True
+    dr_lr: float = 0.01
+    mu: float = 0.1
+    L: float = 1.0
+    pfllib_compat: bool = False
+
+    def validate(self) -> None:
+        if not self.dr_lr >= 0:
+            raise ConfigError(f"apple.dr_lr must be >= 0, got {self.dr_lr}")
+        if not self.mu >= 0:
+            raise ConfigError(f"apple.mu must be >= 0, got {self.mu}")
+        if not self.L >= 0:
+            raise ConfigError(f"apple.L must be >= 0, got {self.L}")
+
+    # ------------------------------------------------------------------ server
+    def init_server(self, init_params: Params) -> ServerResult:
+        raise RuntimeError("apple's server keeps one core per client: start it with init_server_for")
+
+    def init_server_for(self, init_params: Params, federation: Federation) -> ServerResult:
+        sizes = torch.tensor(federation.train_sizes, dtype=torch.float32)
+        extra = {"cores": repeated(init_params, federation.num_clients), "p0": sizes / sizes.sum()}
+        return ServerResult(ServerState(params={}, extra=extra), Broadcast(params={}, extra=extra))
+
+    def server_update(self, server: ServerState, uploads: Uploads) -> ServerResult:
+        cores = with_rows(server.extra["cores"], {cid: upload for cid, upload, _ in uploads.all()})
+        extra = {"cores": cores, "p0": server.extra["p0"]}
+        return ServerResult(server.replace(round=server.round + 1, extra=extra), Broadcast(params={}, extra=extra))
+
+    # ------------------------------------------------------------------ client
+    def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
+        cores, p0 = broadcast.extra["cores"], broadcast.extra["p0"]
+        n = p0.shape[0]
+        core_lr = ctx.sgd.lr * (n if self.pfllib_compat else 1)
+        own = F.one_hot(torch.tensor(ctx.client_id), n).to(p0.dtype)
+        start = {**row(cores, ctx.client_id), DR: self.dr_vector(state, n)}
+        trained, metrics = ctx.local_sgd(
+            start, lr=core_lr, aux={"own": own}, batch_loss=self.personal_loss(ctx, cores),
+            extra_loss=self.dr_penalty(ctx, p0), grad_correction=self.dr_rate(core_lr))
+        core, p = model_part(trained), trained[DR]
+        if self.pfllib_compat:
+            core = weighted_rows(p, with_own_core(cores, core, own))
+        return ClientResult(upload=core, state={"p": p}, weight=ctx.num_train_samples, metrics=metrics)
+
+    @staticmethod
+    def dr_vector(state: Optional[Tree], n: int) -> torch.Tensor:
+        return torch.full((n,), 1.0 / n) if state is None else state["p"]
+
+    def personal_loss(self, ctx: ClientContext, cores: Params):
+        # PFLlib's p-gradient averages g ⊙ c_j per layer, then over layers; the paper's is the inner product
+        scale = ({name: 1.0 / (len(cores) * value[0].numel()) for name, value in cores.items()}
+                 if self.pfllib_compat else {name: 1.0 for name in cores})
+
+        def loss(params: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
+            p = params[DR]
+            stacked = with_own_core(cores, model_part(params), aux["own"])
+            fixed_p, moving_p = p.detach(), p - p.detach()  # value Σ p c; p's gradient scaled per layer
+            personal = {name: torch.tensordot(fixed_p, value, dims=1)
+                        + torch.tensordot(moving_p, value.detach(), dims=1) * scale[name]
+                        for name, value in stacked.items()}
+            return ctx.task_loss(ctx.apply(personal, x), y)
+
+        return loss
+
+    def dr_penalty(self, ctx: ClientContext, p0: torch.Tensor):
+        strength = self.mu * self.anneal(ctx)  # shared by every client
+        return lambda params, aux: 0.5 * strength * (params[DR] - p0).pow(2).sum()
+
+    def anneal(self, ctx: ClientContext) -> float:
+        horizon = int(self.L * ctx.total_rounds)
+        elapsed = ctx.round - 1
+        return (math.cos(math.pi * elapsed / horizon) + 1) / 2 if elapsed < horizon else 0.0
+
+    def dr_rate(self, core_lr: float):
+        ratio = self.dr_lr / core_lr  # p steps with η_p although the loop steps with the core's lr
+
+        def correct(params: Params, grads: Params, aux: Any) -> Params:
+            return {**grads, DR: grads[DR] * ratio}
+
+        return correct
+
+    def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
+        cores = broadcast.extra["cores"]
+        return weighted_rows(self.dr_vector(state, broadcast.extra["p0"].shape[0]), cores)
+
+
+def with_own_core(cores: Params, core: Params, own: torch.Tensor) -> Params:
+    """The stack of cores with row ``own`` (a one-hot vector) replaced by this client's current core."""
+    return {name: value + own.view(-1, *([1] * core[name].dim())) * (core[name] - value)
+            for name, value in cores.items()}

@@ -1,0 +1,78 @@
+"""The ``bench`` and ``report`` subcommands and ``run --resume`` config handling (kept out of fedloom.cli so
+that the main CLI stays a thin dispatcher). Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fedloom.errors import ConfigError
+
+
+def add_bench_parsers(sub: Any) -> None:
+    """Register ``fedloom bench`` and ``fedloom report`` on the main parser's subcommands."""
+    bench = sub.add_parser("bench", help="run a grid of experiments (base config x axes x seeds)",
+                           description="Run every run of a grid file in parallel worker processes. Completed "
+                           "runs are skipped, interrupted ones resume, so re-running continues. See docs/bench.md.")
+    bench.add_argument("grid", help="grid file (TOML: [grid], [base], [axes])")
+    bench.add_argument("--workers", type=int, default=None, help="parallel runs (default: grid file, else cores)")
+    bench.add_argument("--out", default=None, help="root of the run folders (default: the grid's out)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key of the base config, e.g. --set rounds=5 (changes the run hashes)")
+    bench.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
+    report = sub.add_parser("report", help="leaderboard, curves and plots from run folders",
+                            description="Aggregate the completed run folders under RUNS_DIR into report.md, "
+                            "report.html (self-contained) and leaderboard.csv.")
+    report.add_argument("runs_dir", help="folder searched recursively for run folders")
+    report.add_argument("--out", default=None, help="report folder (default: RUNS_DIR/report)")
+    report.add_argument("--reference", default=None, metavar="CSV",
+                        help="published numbers (dataset,partition,model,algorithm,accuracy,...) for the "
+                             "'published' and 'Δ' columns, e.g. benchmarks/reference/pfllib-leaderboard.csv")
+    report.add_argument("--target", type=float, default=None, metavar="ACC",
+                        help="accuracy (fraction) for rounds-to-target; default 90%% of the group's top best")
+    report.add_argument("--title", default=None, help="report title")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fedloom.bench.grid import load_grid, plan
+    from fedloom.bench.runner import print_plan, run_grid
+
+    spec = load_grid(Path(args.grid), args.overrides, out=args.out, workers=args.workers)
+    runs = plan(spec)
+    if args.dry_run:
+        print_plan(spec, runs)
+        return 0
+    result = run_grid(spec, runs)
+    return 0 if not result.failed else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedloom.bench.report import write_report
+
+    root = Path(args.runs_dir)
+    out = Path(args.out) if args.out else root / "report"
+    if args.target is not None and not 0 < args.target <= 1:
+        raise ConfigError(f"--target must be an accuracy in (0, 1], got {args.target}")
+    summary = write_report(root, out, reference=Path(args.reference) if args.reference else None,
+                           target=args.target, title=args.title)
+    print(summary)
+    return 0
+
+
+def resume_raw(args: argparse.Namespace) -> dict[str, Any]:
+    """``run --resume RUN_DIR``: the folder's config.toml, then any flags/--set given with it (a change that
+    alters the results is refused later, by the checkpoint's config check)."""
+    from fedloom.checkpoint import resume_config_raw
+    from fedloom.cli import raw_from_args
+
+    if getattr(args, "config", None):
+        raise ConfigError("--resume takes its config from RUN_DIR/config.toml; do not also give a config file")
+    run_dir = Path(args.resume)
+    raw = resume_config_raw(run_dir)
+    extra = raw_from_args(args, with_file=False)
+    for namespace, opts in extra.pop("options", {}).items():
+        raw.setdefault("options", {}).setdefault(namespace, {}).update(opts)
+    raw.update(extra)
+    raw["out"] = str(run_dir)  # the folder may have moved since config.toml was written
+    return raw

@@ -1,0 +1,156 @@
+"""Leaderboard rows: mean ± std over seeds, rounds to a target accuracy, bytes, wall time, published numbers.
+
+Accuracies are shown in percent. std is the population standard deviation over seeds (numpy's default, as
+PFLlib reports it). Rounds-to-target is the first evaluated round whose accuracy reaches the target, averaged
+over the seeds that reach it.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from fedloom.bench.collect import Group, Variant
+from fedloom.errors import ConfigError
+from fedloom.registry import canonical
+
+REFERENCE_COLUMNS = ("dataset", "partition", "algorithm", "accuracy")
+#: dataset spellings used by other libraries' tables → one key
+DATASET_ALIASES = {"fmnist": "fashionmnist", "tiny": "tinyimagenet", "tinyimagenet200": "tinyimagenet",
+                   "cifar-100": "cifar100"}
+
+
+@dataclass
+class Row:
+    label: str
+    algorithm: str
+    model: str
+    seeds: list[int]
+    best: tuple[float, float]  # mean, std (percent)
+    final: tuple[float, float]
+    rounds_to_target: Optional[float]
+    reached: int
+    total_bytes: float
+    wall_seconds: float
+    published: Optional[float] = None
+    source: str = ""
+
+    @property
+    def delta(self) -> Optional[float]:
+        return None if self.published is None else self.best[0] - self.published
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float) * 100
+    return float(array.mean()), float(array.std())
+
+
+def first_round_at(records: list[dict], target: float) -> Optional[int]:
+    return next((r["round"] for r in records if r.get("accuracy", -1) >= target), None)
+
+
+def group_target(group: Group, target: Optional[float]) -> float:
+    """The given target, else 90% of the group's highest mean best accuracy (so every group gets one)."""
+    if target is not None:
+        return target
+    return 0.9 * max(np.mean([r.summary["best_accuracy"] for r in v.runs]) for v in group.variants)
+
+
+def make_row(variant: Variant, target: float) -> Row:
+    runs = variant.runs
+    hits = [h for h in (first_round_at(r.records, target) for r in runs) if h is not None]
+    return Row(label=variant.label, algorithm=variant.algorithm, model=str(variant.config.model),
+               seeds=[r.config.seed for r in runs], best=_mean_std([r.summary["best_accuracy"] for r in runs]),
+               final=_mean_std([r.summary["final_accuracy"] for r in runs]),
+               rounds_to_target=float(np.mean(hits)) if hits else None, reached=len(hits),
+               total_bytes=float(np.mean([r.summary.get("total_bytes_up", 0) + r.summary.get("total_bytes_down", 0)
+                                          for r in runs])),
+               wall_seconds=float(np.mean([r.summary.get("wall_seconds", 0.0) for r in runs])))
+
+
+def leaderboard(group: Group, target: float) -> list[Row]:
+    """Rows sorted by mean best accuracy, best first."""
+    return sorted((make_row(v, target) for v in group.variants), key=lambda r: -r.best[0])
+
+
+# ------------------------------------------------------------------------------------------------ reference
+def dataset_key(name: str) -> str:
+    key = canonical(name)
+    key = DATASET_ALIASES.get(key, key).replace("-", "")
+    return DATASET_ALIASES.get(key, key)
+
+
+def load_reference(path: Path) -> list[dict[str, str]]:
+    """Rows of a published-numbers CSV (accuracy in percent; model, std, source optional)."""
+    if not path.is_file():
+        raise ConfigError(f"reference file not found: {path}")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(row for row in handle if not row.startswith("#")))
+    missing = [c for c in REFERENCE_COLUMNS if rows and c not in rows[0]] or ([] if rows else ["(empty file)"])
+    if missing:
+        raise ConfigError(f"reference file {path} lacks column(s) {missing}; needs {', '.join(REFERENCE_COLUMNS)}")
+    for row in rows:
+        try:
+            float(row["accuracy"])
+        except ValueError:
+            raise ConfigError(f"reference file {path}: accuracy {row['accuracy']!r} is not a number") from None
+    return rows
+
+
+def attach_reference(rows: list[Row], group: Group, reference: list[dict[str, str]]) -> None:
+    """Fill ``published``/``source`` from the first reference row with the same dataset, partition and
+    algorithm (and model, when the reference names one)."""
+    for row in rows:
+        for ref in reference:
+            if dataset_key(ref["dataset"]) != dataset_key(group.dataset) or \
+                    ref["partition"].strip() != group.partition or canonical(ref["algorithm"]) != row.algorithm:
+                continue
+            if (ref.get("model") or "").strip() and canonical(ref["model"]) != row.model:
+                continue
+            row.published, row.source = float(ref["accuracy"]), (ref.get("source") or "").strip()
+            break
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def fmt_pm(pair: tuple[float, float]) -> str:
+    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+
+def fmt_bytes(value: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def fmt_rounds(row: Row) -> str:
+    if row.rounds_to_target is None:
+        return f"— (0/{len(row.seeds)})"
+    mean = f"{row.rounds_to_target:.1f}".rstrip("0").rstrip(".")
+    return mean if row.reached == len(row.seeds) else f"{mean} ({row.reached}/{len(row.seeds)})"
+
+
+def fmt_wall(seconds: float) -> str:
+    from fedloom.bench.progress import format_seconds
+
+    return f"{seconds:.1f}s" if seconds < 60 else format_seconds(seconds)
+
+
+def table(rows: list[Row], target: float, with_reference: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the Markdown, HTML and CSV outputs."""
+    header = ["algorithm", "seeds", "best acc. (%)", "final acc. (%)", f"rounds to {100 * target:.1f}%",
+              "total bytes", "wall time"]
+    if with_reference:
+        header += ["published (%)", "Δ best − published"]
+    cells = []
+    for row in rows:
+        line = [row.label, str(len(row.seeds)), fmt_pm(row.best), fmt_pm(row.final), fmt_rounds(row),
+                fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
+        if with_reference:
+            line += ["—", "—"] if row.published is None else [f"{row.published:.2f}", f"{row.delta:+.2f}"]
+        cells.append(line)
+    return header, cells

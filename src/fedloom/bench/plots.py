@@ -1,0 +1,67 @@
+"""Report figures as PNG bytes: learning curves (mean ± std band over seeds) and per-client accuracy boxes."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from fedloom.bench.collect import Group, Variant
+from fedloom.plots import plt  # Agg backend, set once for all of fedloom
+
+
+def _png(fig: "plt.Figure") -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _horizontal() -> dict[str, object]:
+    # matplotlib 3.10 renamed vert=False to orientation="horizontal" (and deprecated the old spelling)
+    major, minor = (int(p) for p in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
+
+
+def mean_curve(variant: Variant) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounds evaluated by every seed, and the mean and std of accuracy (percent) across seeds there."""
+    per_seed = [{r["round"]: r["accuracy"] for r in run.records if "accuracy" in r} for run in variant.runs]
+    rounds = sorted(set.intersection(*(set(s) for s in per_seed)))
+    values = np.array([[s[r] for r in rounds] for s in per_seed]) * 100
+    return np.array(rounds), values.mean(axis=0), values.std(axis=0)
+
+
+def learning_curves(group: Group, order: list[str]) -> bytes:
+    """One line per variant (in leaderboard order) with its std band."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    variants = {v.label: v for v in group.variants}
+    for label in order:
+        rounds, mean, std = mean_curve(variants[label])
+        line, = ax.plot(rounds, mean, label=f"{label} (n={len(variants[label].runs)})", linewidth=1.5)
+        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{group.title}: accuracy, mean ± std over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2 if len(order) > 8 else 1)
+    return _png(fig)
+
+
+def client_distributions(group: Group, order: list[str]) -> bytes:
+    """A box per variant of the final per-client test accuracies (clients.csv), all seeds pooled."""
+    variants = {v.label: v for v in group.variants}
+    data = [np.array([a for run in variants[label].runs for a in run.client_accuracy]) * 100 for label in order]
+    fig, ax = plt.subplots(figsize=(5.8, 1.2 + 0.32 * max(3, len(order))))
+    ax.boxplot([d if d.size else np.array([np.nan]) for d in data], showmeans=True, flierprops={"markersize": 3},
+               **_horizontal())
+    ax.set_yticks(range(1, len(order) + 1), order)
+    ax.invert_yaxis()  # leaderboard order top to bottom
+    ax.set_xlabel("final per-client test accuracy (%)")
+    ax.set_title(f"{group.title}: per-client accuracy (every client of every seed)", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)

@@ -1,0 +1,134 @@
+"""``fedloom report RUNS_DIR --out REPORT_DIR``: leaderboard per (dataset, partition) as report.md (with PNG
+files in plots/), a self-contained report.html (every figure embedded as base64 PNG, CSS inline, no external
+asset) and leaderboard.csv. Only completed run folders (with summary.json) are read; run folders are never
+modified.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from fedloom.bench.collect import Group, find_runs, group_runs
+from fedloom.bench.html import render_html
+from fedloom.bench.leaderboard import Row, attach_reference, group_target, leaderboard, load_reference, table
+from fedloom.bench.plots import client_distributions, learning_curves
+from fedloom.errors import ConfigError
+
+SETTING_FIELDS = ("model", "clients", "rounds", "join_ratio", "local_epochs", "batch_size", "lr", "train_ratio")
+
+
+@dataclass
+class GroupReport:
+    """Everything rendered for one (dataset, partition) group."""
+
+    group: Group
+    target: float
+    rows: list[Row]
+    header: list[str]
+    cells: list[list[str]]
+    settings: str
+    figures: dict[str, bytes] = field(default_factory=dict)  # file stem -> PNG
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", f"{self.group.dataset}-{self.group.partition}".lower()).strip("-")
+
+
+def common_settings(group: Group) -> str:
+    """The settings every run of the group shares (those that vary appear in the row labels instead)."""
+    configs = [run.config for variant in group.variants for run in variant.runs]
+    parts = []
+    for name in SETTING_FIELDS:
+        values = {getattr(c, name) for c in configs}
+        if len(values) == 1:
+            parts.append(f"{name.replace('_', ' ')} {values.pop()}")
+    return ", ".join(parts)
+
+
+def partition_figures(group: Group) -> dict[str, bytes]:
+    """partition.png of each distinct partition in the group (normally one: it does not depend on the seed)."""
+    figures: dict[str, bytes] = {}
+    for variant in group.variants:
+        for run in variant.runs:
+            digest = str(run.summary.get("partition_hash", ""))[:8] or run.folder.name
+            path = run.folder / "partition.png"
+            if path.is_file() and f"partition-{digest}" not in figures and len(figures) < 3:
+                figures[f"partition-{digest}"] = path.read_bytes()
+    return figures
+
+
+def build_group(group: Group, target: Optional[float], reference: list[dict[str, str]]) -> GroupReport:
+    goal = group_target(group, target)
+    rows = leaderboard(group, goal)
+    if reference:
+        attach_reference(rows, group, reference)
+    header, cells = table(rows, goal, bool(reference))
+    order = [r.label for r in rows]
+    figures = {"curves": learning_curves(group, order), "clients": client_distributions(group, order),
+               **partition_figures(group)}
+    return GroupReport(group, goal, rows, header, cells, common_settings(group), figures)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def markdown(reports: list[GroupReport], title: str, meta: list[str]) -> str:
+    lines = [f"# {title}", "", *[f"- {m}" for m in meta], ""]
+    for rep in reports:
+        lines += [f"## {rep.group.title}", "", f"Settings: {rep.settings}.", "",
+                  "| " + " | ".join(rep.header) + " |", "|" + "---|" * len(rep.header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rep.cells]
+        lines.append("")
+        lines += [f"![{stem}](plots/{rep.slug}-{stem}.png)" for stem in rep.figures]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, reports: list[GroupReport]) -> None:
+    header = ["dataset", "partition", "label", "algorithm", "model", "seeds", "best_mean", "best_std",
+              "final_mean", "final_std", "target", "rounds_to_target", "seeds_reaching_target", "total_bytes",
+              "wall_seconds", "published", "delta"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for rep in reports:
+            for r in rep.rows:
+                writer.writerow([rep.group.dataset, rep.group.partition, r.label, r.algorithm, r.model,
+                                 " ".join(map(str, r.seeds)), f"{r.best[0]:.4f}", f"{r.best[1]:.4f}",
+                                 f"{r.final[0]:.4f}", f"{r.final[1]:.4f}", f"{rep.target:.6f}",
+                                 "" if r.rounds_to_target is None else f"{r.rounds_to_target:.2f}", r.reached,
+                                 f"{r.total_bytes:.0f}", f"{r.wall_seconds:.3f}",
+                                 "" if r.published is None else r.published,
+                                 "" if r.delta is None else f"{r.delta:.4f}"])
+
+
+def write_report(root: Path, out: Path, reference: Optional[Path] = None, target: Optional[float] = None,
+                 title: Optional[str] = None) -> str:
+    """Write report.md, report.html, leaderboard.csv and plots/ into ``out``; return a one-line summary."""
+    if not root.is_dir():
+        raise ConfigError(f"runs folder not found: {root}")
+    runs, incomplete = find_runs(root)
+    if not runs:
+        raise ConfigError(f"no completed run folders (with summary.json) under {root}")
+    ref_rows = load_reference(reference) if reference else []
+    reports = [build_group(g, target, ref_rows) for g in group_runs(runs)]
+    title = title or f"fedloom report: {root}"
+    meta = [f"generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(runs)} completed runs under "
+            f"`{root}`" + (f" ({incomplete} incomplete run folders not included)" if incomplete else ""),
+            "accuracy: Σcorrect/Σsamples over every client's own test split, in %; mean ± std (population) "
+            "over seeds; best = the best evaluated round of each run, final = the last round"]
+    if reference:
+        meta.append(f"published numbers: `{reference}`; Δ = our mean best − published (points)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    for rep in reports:
+        for stem, png in rep.figures.items():
+            (out / "plots" / f"{rep.slug}-{stem}.png").write_bytes(png)
+    (out / "report.md").write_text(markdown(reports, title, meta))
+    (out / "report.html").write_text(render_html(reports, title, meta))
+    write_csv(out / "leaderboard.csv", reports)
+    return (f"report: {len(runs)} runs in {len(reports)} group(s) -> {out / 'report.html'}, "
+            f"{out / 'report.md'}, {out / 'leaderboard.csv'}")

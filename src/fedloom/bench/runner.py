@@ -1,0 +1,162 @@
+"""Executing a planned grid: each run in its own ``fedloom run --resume RUN_DIR`` subprocess.
+
+A subprocess per run (not a pool of long-lived workers) isolates crashes: a run that dies, even by a signal
+or an out-of-memory kill, only fails itself. Run folders are prepared with their resolved config.toml before
+launch, so the same command continues any run: from its checkpoint if it has one, else from round 0.
+A folder with summary.json is complete and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Optional, TextIO
+
+from fedloom.bench.grid import GridSpec, PlannedRun
+from fedloom.bench.progress import GridProgress, format_seconds
+from fedloom.tracking import COMPLETE_MARKER, FAILED_MARKER, atomic_write_text
+
+POLL_SECONDS = 0.2
+LOG_NAME = "run.log"
+
+
+@dataclass
+class GridResult:
+    done: list[PlannedRun] = field(default_factory=list)
+    skipped: list[PlannedRun] = field(default_factory=list)
+    failed: list[tuple[PlannedRun, str]] = field(default_factory=list)
+
+
+@dataclass
+class Active:
+    run: PlannedRun
+    proc: subprocess.Popen
+    log: IO[str]
+    started: float
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).is_file()
+
+
+def prepare(run: PlannedRun) -> None:
+    """Create the run folder with its resolved config (kept if a previous attempt already wrote one)."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    if not (run.folder / "config.toml").is_file():
+        atomic_write_text(run.folder / "config.toml", run.config_toml())
+
+
+def launch(run: PlannedRun, threads: int) -> Active:
+    prepare(run)
+    cmd = [sys.executable, "-m", "fedloom.cli", "run", "--resume", str(run.folder), "--quiet",
+           "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = open(run.folder / LOG_NAME, "a")
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    return Active(run, proc, log, time.monotonic())
+
+
+def failure_message(folder: Path, returncode: int) -> str:
+    """One line: the FAILED marker, else the CLI's error line in the log, else how the process ended."""
+    marker = folder / FAILED_MARKER
+    if marker.is_file() and marker.read_text().strip():
+        return marker.read_text().strip().splitlines()[0]
+    log = folder / LOG_NAME
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()] if log.is_file() else []
+    errors = [line for line in lines if line.startswith("fedloom: error:")]
+    if errors:
+        return errors[-1]
+    if returncode < 0:
+        return f"killed by signal {-returncode}" + (" (out of memory?)" if returncode == -9 else "")
+    tail = [line for line in lines if line and not line.startswith("$ ")]
+    return tail[-1] if tail else f"exit status {returncode}"
+
+
+def success_message(folder: Path) -> str:
+    summary = json.loads((folder / COMPLETE_MARKER).read_text())
+    return f"best {summary['best_accuracy']:.4f}, final {summary['final_accuracy']:.4f}"
+
+
+def _finish(active: Active, result: GridResult, progress: GridProgress) -> None:
+    active.log.close()
+    seconds = time.monotonic() - active.started
+    progress.running -= 1
+    progress.durations.append(seconds)
+    rc = active.proc.returncode
+    if rc == 0 and is_complete(active.run.folder):
+        progress.done += 1
+        result.done.append(active.run)
+        progress.event(f"done   {active.run.label}: {success_message(active.run.folder)} "
+                       f"({format_seconds(seconds)})")
+    else:
+        message = failure_message(active.run.folder, rc)
+        progress.failed += 1
+        result.failed.append((active.run, message))
+        progress.event(f"FAILED {active.run.label}: {message}")
+
+
+def _stop(active: list[Active]) -> None:
+    """Ctrl-C: stop the runs started here (their checkpoints stay, so the next invocation resumes)."""
+    for item in active:
+        item.proc.terminate()
+    for item in active:
+        try:
+            item.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            item.proc.kill()
+        item.log.close()
+
+
+def run_grid(spec: GridSpec, runs: list[PlannedRun], stream: Optional[TextIO] = None) -> GridResult:
+    """Run every incomplete run with at most ``spec.workers`` at a time; failures are collected, not raised."""
+    result = GridResult(skipped=[r for r in runs if is_complete(r.folder)])
+    queue = deque(r for r in runs if not is_complete(r.folder))
+    progress = GridProgress(total=len(runs), workers=spec.workers, skipped=len(result.skipped),
+                            stream=stream or sys.stderr)
+    progress.event(f"grid {spec.name}: {len(runs)} runs, {len(result.skipped)} already complete, "
+                   f"{spec.workers} workers -> {spec.out}")
+    active: list[Active] = []
+    try:
+        while queue or active:
+            while queue and len(active) < spec.workers:
+                active.append(launch(queue.popleft(), spec.threads))
+                progress.running += 1
+            time.sleep(POLL_SECONDS)
+            for item in [a for a in active if a.proc.poll() is not None]:
+                active.remove(item)
+                _finish(item, result, progress)
+            progress.redraw()
+    except KeyboardInterrupt:
+        _stop(active)
+        raise
+    progress.close()
+    print_result(spec, result, stream or sys.stderr)
+    return result
+
+
+def print_result(spec: GridSpec, result: GridResult, stream: TextIO) -> None:
+    print(f"grid {spec.name}: {len(result.done)} ran, {len(result.skipped)} skipped (complete), "
+          f"{len(result.failed)} failed", file=stream)
+    for run, message in result.failed:
+        print(f"  failed: {run.folder}: {message} (log: {run.folder / LOG_NAME})", file=stream)
+    if result.failed:
+        print("  re-run the same command to retry the failed runs (completed ones are skipped)", file=stream)
+    print(f"report: fedloom report {spec.out} --out {spec.out / 'report'}", file=stream)
+
+
+def print_plan(spec: GridSpec, runs: list[PlannedRun]) -> None:
+    """``--dry-run``: every run with its status, nothing executed."""
+    for run in runs:
+        status = "complete" if is_complete(run.folder) else (
+            "resumable" if (run.folder / "checkpoint.pt").is_file() else
+            "failed" if (run.folder / FAILED_MARKER).is_file() else "pending")
+        print(f"{status:<10} {run.folder}")
+    print(f"grid {spec.name}: {len(runs)} runs valid, {spec.workers} workers, {spec.threads} thread(s) each")

@@ -1,0 +1,86 @@
+"""FedFomo, FedAMP, APPLE: the server remembers every client and sends each its own mix."""
+
+import torch
+
+from fedloom.algorithms._stacks import row, weighted_rows
+from fedloom.algorithms.apple import APPLE
+from fedloom.algorithms.base import Broadcast
+from fedloom.algorithms.fedamp import FedAMP
+from fedloom.algorithms.fedfomo import FedFomo, combine
+
+from pfl_helpers import distance, eval_params, experiment, same, start, train_round
+
+
+def noisy(params, scale, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return {k: v + scale * torch.randn(v.shape, generator=generator) for k, v in params.items()}
+
+
+def test_fedfomo_weights_favour_models_that_lower_the_clients_validation_loss() -> None:
+    exp = experiment("fedfomo")
+    algorithm = FedFomo()
+    ctx = exp.runtime.client_context(0, 1)
+    train, val = algorithm.split(ctx)
+    init = dict(exp.runtime.init_params)
+    helpful, _ = ctx.local_sgd(init, indices=train, epochs=5)
+    candidates = {k: torch.stack([helpful[k], noisy(init, 0.5, 1)[k]]) for k in init}
+    weights = algorithm.model_weights(ctx, init, candidates, val)
+    assert weights[0] > 0 > weights[1]
+    assert same(combine(weights, candidates, init), helpful)  # only the helpful model survives clipping
+    assert same(combine(-weights.abs(), candidates, init), init)  # nobody helps: keep the current model
+    server = start(exp)
+    assert server.broadcast.personal is None  # round 1: nothing uploaded yet, nothing sent
+    _, server = train_round(exp, server, 1)
+    result, server = train_round(exp, server, 2)
+    affinity = server.state.extra["affinity"]
+    for cid, upload, _ in result.uploads.all():
+        sent = server.state.extra["sent"][cid]
+        assert torch.equal(sent, torch.sort(affinity[cid], descending=True, stable=True).indices[:sent.numel()])
+    assert not torch.equal(affinity, torch.eye(affinity.shape[0]))
+
+
+def test_fedamp_attention_favours_similar_clients_and_the_client_is_pulled_to_its_cloud_model() -> None:
+    exp = experiment("fedamp", sigma=2.0)
+    algorithm = FedAMP(sigma=2.0)
+    init = dict(exp.runtime.init_params)
+    models = {k: torch.stack([init[k], noisy(init, 0.001, 1)[k], noisy(init, 0.05, 2)[k], init[k]]) for k in init}
+    weights = algorithm.attention(models, senders=[0, 1, 2])
+    assert weights[0, 1] > weights[0, 2] > 0 and weights[0, 3] == 0  # client 3 did not upload this round
+    assert torch.allclose(weights.sum(dim=1), torch.ones(4))
+    assert weights[3, 0] > 0 and torch.isclose(weights[0, 0], 1 - weights[0, 1] - weights[0, 2])
+    ctx = exp.runtime.client_context(0, 1)
+    far = noisy(init, 0.05, 3)
+    loose = FedAMP(lamda=0.0).client_update(ctx, Broadcast({}, personal={"anchor": far}), {"model": init})
+    tight = FedAMP(lamda=10.0).client_update(ctx, Broadcast({}, personal={"anchor": far}), {"model": init})
+    assert distance(tight.upload, far) < distance(loose.upload, far)
+    compat = FedAMP(lamda=10.0, pfllib_compat=True).client_update(ctx, Broadcast({}, personal={"anchor": far}),
+                                                                  {"model": init})
+    assert same(compat.upload, loose.upload)  # PFLlib's term has no gradient: plain local training
+    server = start(exp)
+    _, after = train_round(exp, server, 1)
+    assert set(after.broadcast.personal) == set(range(exp.data.num_clients))
+    assert same(eval_params(exp, after, 2, 1), exp.runtime.store.load(2)["model"])
+
+
+def test_apple_scores_the_dr_weighted_cores_and_learns_to_weight_a_useful_core() -> None:
+    exp = experiment("apple", dr_lr=0.05, mu=0.0)
+    server = start(exp)
+    cores, p0 = server.broadcast.extra["cores"], server.broadcast.extra["p0"]
+    n = p0.shape[0]
+    assert torch.allclose(p0.sum(), torch.tensor(1.0)) and next(iter(cores.values())).shape[0] == n
+    ctx = exp.runtime.client_context(0, 1)
+    init = dict(exp.runtime.init_params)
+    useful, _ = ctx.local_sgd(init, epochs=5)
+    stacked = {k: torch.stack([init[k], useful[k]] + [torch.zeros_like(init[k])] * (n - 2)) for k in init}
+    broadcast = Broadcast({}, extra={"cores": stacked, "p0": p0})
+    result = APPLE(dr_lr=0.05, mu=0.0).client_update(ctx, broadcast, None)
+    p = result.state["p"]
+    assert p[1] - 1 / n > p[2] - 1 / n  # the useful core gains weight over a useless one
+    assert set(result.upload) == set(init)  # only the client's own core travels
+    scored = APPLE().eval_params(ctx, broadcast, result.state)
+    assert same(scored, weighted_rows(p, stacked))
+    assert APPLE().anneal(exp.runtime.client_context(0, 1)) == 1.0
+    assert APPLE(L=0.5).anneal(exp.runtime.client_context(0, 2)) == 0.0  # past L·R = 1 round
+    result, after = train_round(exp, server, 1)
+    for cid, upload, _ in result.uploads.all():  # the server stores each uploaded core in its row
+        assert same(row(after.state.extra["cores"], cid), upload)
