@@ -153,10 +153,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     for registry in (algorithms, datasets, models, PARTITIONERS, ENGINES):
         print(f"{registry.kind}s:")
         for name, obj in registry.items():
-            doc = (obj.__doc__ or "").strip().splitlines()
+            doc = _summary_line(obj)
             options = ", ".join(f"{name}.{f}" for f in component_fields(obj)) if isinstance(obj, type) else ""
-            print(f"  {name:<16} {doc[0][:70] if doc else ''}" + (f"  [{options}]" if options else ""))
+            print(f"  {name:<16} {doc[:70]}" + (f"  [{options}]" if options else ""))
     return 0
+
+
+def _summary_line(obj: Any) -> str:
+    """First line of the object's docstring, or of its module's when the docstring is dataclass-generated."""
+    doc = (obj.__doc__ or "").strip()
+    if not doc or doc.startswith(f"{getattr(obj, '__name__', '')}("):
+        doc = (sys.modules[obj.__module__].__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench": cmd_bench, "report": cmd_report}
