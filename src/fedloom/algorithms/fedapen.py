@@ -16,8 +16,8 @@ starts at 0.5 and carries over between rounds. Inference: λp + (1 − λ)s with
 Schedule (official main.py): train with the λ learned last round → aggregate → learn λ against the new shared
 model → evaluate. In fedloom the λ step runs in ``eval_params`` after server step r and again, identically (same
 stream of round r), at the start of the client's next update, which trains with it. The first round trains with
-λ = 0.5. Run-level settings of the official code (5 local epochs, batch 64, lr 0.01 decayed 0.99 per round, 10
-clients) are the run's flags, not this algorithm's. The private model has its own initialisation, drawn from
+λ = 0.5. Run-level settings of the official code (5 local epochs, batch 64, lr 0.01, 10 clients) are the run's
+flags, not this algorithm's; its per-round lr decay (0.99) has no fedloom counterpart yet. The private model has its own initialisation, drawn from
 the run seed (stream "fedapen-private"; one draw shared by all clients, the official code draws one per client).
 """
 

@@ -53,6 +53,21 @@ class PackContext:
     def num_train_samples(self) -> torch.Tensor:
         return torch.tensor([float(self.runtime.data.train_idx[c].shape[0]) for c in self.client_ids])
 
+    def train_label_counts(self) -> torch.Tensor:
+        """[n, classes]: each client's training label counts (ClientContext.train_label_counts, stacked)."""
+        y, classes = self.runtime.data.dataset.y, self.runtime.data.num_classes
+        return torch.stack([torch.bincount(y[self.runtime.data.train_idx[c]], minlength=classes)
+                            for c in self.client_ids]).to(torch.float32)
+
+    def mean_loss(self, params: Params, indices: torch.Tensor) -> torch.Tensor:
+        raise NotVectorizable("ctx.mean_loss")
+
+    @property
+    def total_rounds(self) -> int:
+        if self.runtime.total_rounds is None:
+            raise RuntimeError("this runtime was built without total_rounds")
+        return self.runtime.total_rounds
+
     # ------------------------------------------------------------------ shared with ClientContext
     @property
     def sgd(self) -> SGDConfig:
