@@ -6,7 +6,7 @@ from fedloom.algorithms._naming import tagged
 from fedloom.algorithms.fedphp import FedPHP, mmd_rbf
 from fedloom.algorithms.fedrod import PERSONAL_HEAD, FedRoD
 from fedloom.algorithms.tree import tree_add, tree_scale, tree_select
-from fedloom.models.base import is_body, is_head
+from fedloom.models.base import is_head
 
 from pfl_helpers import distance, eval_params, experiment, same, start, train_round
 

@@ -1,7 +1,5 @@
 """FedPer, FedRep, FedBABU: the head stays local, only the body travels."""
 
-import torch
-
 from fedloom.algorithms.tree import tree_select, tree_sub
 from fedloom.models.base import is_body, is_head
 

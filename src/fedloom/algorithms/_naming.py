@@ -7,6 +7,8 @@ them back out. Model parameters keep their names, so ``ctx.apply`` sees exactly 
 
 from __future__ import annotations
 
+import torch
+
 from fedloom.algorithms.tree import Params
 
 
@@ -25,3 +27,8 @@ def is_model_name(name: str) -> bool:
 
 def model_part(params: Params) -> Params:
     return {name: value for name, value in params.items() if is_model_name(name)}
+
+
+def sq_dist(a: Params, b: Params) -> torch.Tensor:
+    """Σ_name ‖a[name] − b[name]‖², matched by name (states and broadcasts may list names in other orders)."""
+    return sum(((a[name] - b[name]) ** 2).sum() for name in a)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Optional
 
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.fedavg import FedAvg
-from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sq_dist, tree_sub
+from fedloom.algorithms._naming import sq_dist
+from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sub
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class Ditto(FedAvg):
         personal = state["personal"]
         if self.personal_epochs:
             personal, _ = ctx.local_sgd(personal, epochs=self.personal_epochs, purpose="personal",
-                                        extra_loss=lambda v, aux: 0.5 * self.mu * tree_sq_dist(v, anchor))
+                                        extra_loss=lambda v, aux: 0.5 * self.mu * sq_dist(v, anchor))
         trained, metrics = ctx.local_sgd(broadcast.params)
         return ClientResult(upload=tree_sub(trained, broadcast.params), state={"personal": personal},
                             weight=ctx.num_train_samples, metrics=metrics)

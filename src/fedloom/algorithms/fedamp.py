@@ -24,7 +24,8 @@ import torch
 from fedloom.algorithms._stacks import flattened, repeated, weighted_rows, with_rows
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
-from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sq_dist
+from fedloom.algorithms._naming import sq_dist
+from fedloom.algorithms.tree import Params, Tree, tree_clone
 from fedloom.algorithms.uploads import Uploads
 from fedloom.errors import ConfigError
 
@@ -93,8 +94,8 @@ class FedAMP(Algorithm):
     def attraction(self, params: Params, aux: Any) -> torch.Tensor:
         if self.pfllib_compat:
             frozen = {name: value.detach() for name, value in params.items()}
-            return 0.5 * self.lamda / self.alpha_k * tree_sq_dist(frozen, aux["anchor"]).sqrt()
-        return 0.5 * self.lamda / self.alpha_k * tree_sq_dist(params, aux["anchor"])
+            return 0.5 * self.lamda / self.alpha_k * sq_dist(frozen, aux["anchor"]).sqrt()
+        return 0.5 * self.lamda / self.alpha_k * sq_dist(params, aux["anchor"])
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
         return state["model"]

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from fedloom.algorithms._naming import sq_dist
 from fedloom.algorithms._stacks import repeated, row, weighted_rows, with_rows
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
-from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sq_dist
+from fedloom.algorithms.tree import Params, Tree, tree_clone
 from fedloom.algorithms.uploads import Uploads
 from fedloom.errors import ConfigError
 
@@ -109,7 +110,7 @@ class FedFomo(Algorithm):
         weights = []
         for k in range(count):
             candidate = row(models, k)
-            distance = ctx.per_client(lambda a, b: tree_sq_dist(a, b).sqrt(), candidate, reference)
+            distance = ctx.per_client(lambda a, b: sq_dist(a, b).sqrt(), candidate, reference)
             weights.append((base - ctx.mean_loss(candidate, val)) / (distance + DISTANCE_EPS))
         return torch.stack(weights)
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-from fedloom.algorithms._naming import is_model_name, model_part, tagged, untagged
+from fedloom.algorithms._naming import is_model_name, model_part, sq_dist, tagged, untagged
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult, ServerResult, ServerState
 from fedloom.algorithms.fedavg import FedAvg
-from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_scale, tree_sq_dist, tree_sq_norm, tree_sub
+from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_scale, tree_sq_norm, tree_sub
 from fedloom.algorithms.uploads import Uploads
 from fedloom.errors import ConfigError
 
@@ -75,7 +75,7 @@ class PFedMe(FedAvg):
     def inner_penalty(self, params: Params, aux: Any) -> torch.Tensor:
         """λ/2‖θ_i − w‖² (+ μ/2‖θ_i‖² in compat mode); w is frozen during the K steps (not trainable)."""
         theta = model_part(params)
-        penalty = 0.5 * self.lamda * tree_sq_dist(theta, untagged(LOCAL, params))
+        penalty = 0.5 * self.lamda * sq_dist(theta, untagged(LOCAL, params))
         if self.pfllib_compat:
             penalty = penalty + 0.5 * PFLLIB_INNER_WEIGHT_DECAY * tree_sq_norm(theta)
         return penalty
