@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fedloom.config import RunConfig
 from fedloom.run import build_experiment, initial_round, load_data, resolve_config, step_round
-from fedloom.seeding import torch_generator
+
+sys.path.insert(0, str(Path(__file__).parent))
+from plain_loop import PlainFedAvg  # noqa: E402  (a sibling script, not a package)
 
 
 def w1_config(rounds: int, seed: int, threads: int, data_dir: str | None) -> RunConfig:
@@ -60,53 +61,6 @@ def copy_from_fedloom(plain: PlainCNN, params: dict[str, torch.Tensor]) -> None:
     plain.load_state_dict(state)
 
 
-class PlainLoop:
-    """A hand-written FedAvg round: load global weights, SGD over shuffled batches, average state dicts."""
-
-    def __init__(self, data, init_params: dict[str, torch.Tensor], lr: float, batch: int, seed: int,
-                 same_batches: bool) -> None:
-        self.x, self.y = data.dataset.x, data.dataset.y
-        self.train_idx, self.test_idx = data.train_idx, data.test_idx
-        self.model = PlainCNN(data.num_classes)
-        copy_from_fedloom(self.model, init_params)
-        self.global_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.lr, self.batch, self.seed, self.same_batches = lr, batch, seed, same_batches
-        torch.manual_seed(seed)
-
-    def order(self, round_: int, client: int, n: int) -> torch.Tensor:
-        """Same batches as fedloom (its (seed, round, client) stream) or the global torch RNG's own."""
-        if self.same_batches:
-            return torch.randperm(n, generator=torch_generator(self.seed, round_, client, "train"))
-        return torch.randperm(n)
-
-    def round(self, round_: int) -> float:
-        total = sum(len(i) for i in self.train_idx)
-        new_state = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
-        for client, idx in enumerate(self.train_idx):
-            self.model.load_state_dict(self.global_state)
-            opt = torch.optim.SGD(self.model.parameters(), lr=self.lr)
-            self.model.train()
-            for batch in idx[self.order(round_, client, len(idx))].split(self.batch):
-                opt.zero_grad()
-                F.cross_entropy(self.model(self.x[batch]), self.y[batch]).backward()
-                opt.step()
-            for k, v in self.model.state_dict().items():
-                new_state[k] += v * (len(idx) / total)
-        self.global_state = new_state
-        return self.evaluate()
-
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        self.model.load_state_dict(self.global_state)
-        self.model.eval()
-        correct = count = 0
-        for idx in self.test_idx:
-            for chunk in idx.split(1000):
-                correct += int((self.model(self.x[chunk]).argmax(1) == self.y[chunk]).sum())
-                count += len(chunk)
-        return correct / count
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -127,8 +81,10 @@ def main() -> int:
     data = load_data(cfg, torch.device("cpu"))
     rss_data = peak_rss_mb()
     exp = build_experiment(cfg, data, torch.device("cpu"))
-    plain = PlainLoop(data, exp.runtime.init_params, cfg.lr, cfg.batch_size, args.seed,
-                      args.plain_batches == "same")
+    model = PlainCNN(data.num_classes)
+    copy_from_fedloom(model, exp.runtime.init_params)
+    plain = PlainFedAvg(model, data, cfg.lr, cfg.batch_size, cfg.local_epochs, args.seed,
+                        same_batches=args.plain_batches == "same")
     server, _, _ = initial_round(exp)
     totals: dict[str, int] = {}
     rows = []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import logging
+
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -125,3 +127,27 @@ def _donor(counts: np.ndarray, sizes: np.ndarray, ok_r: np.ndarray, m: int) -> i
     if not eligible.any():
         return -1
     return int(np.where(eligible, sizes, -1).argmax())
+
+
+def draw_until_min_size(
+    draw: Callable[[], tuple[np.ndarray, Optional[np.ndarray]]], labels: np.ndarray, spec: PartitionSpec,
+    rng: np.random.Generator, name: str, attempts: int = 50,
+) -> list[np.ndarray]:
+    """Redraw ``draw() -> (owner, allowed)`` until every client has >= spec.min_samples samples; after
+    ``attempts`` failures, repair the draw whose smallest client was largest (so this always terminates).
+
+    ``owner`` maps each sample to a client (-1: unassigned); ``allowed`` optionally restricts the classes a
+    client may receive during repair (see repair_min_size).
+    """
+    best: Optional[tuple[int, np.ndarray, Optional[np.ndarray]]] = None
+    for _ in range(attempts):
+        owner, allowed = draw()
+        smallest = int(np.bincount(owner[owner >= 0], minlength=spec.num_clients).min())
+        if smallest >= spec.min_samples:
+            return parts_from_owner(owner, spec.num_clients)
+        if best is None or smallest > best[0]:
+            best = (smallest, owner, allowed)
+    assert best is not None
+    logging.getLogger(__name__).info("%s: no draw gave every client >= %d samples; repairing the best draw",
+                                     name, spec.min_samples)
+    return parts_from_owner(repair_min_size(best[1], labels, spec, rng, allowed=best[2]), spec.num_clients)

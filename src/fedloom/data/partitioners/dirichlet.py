@@ -14,7 +14,6 @@ This fails only if the dataset has fewer than N * min_samples samples.
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import numpy as np
@@ -25,12 +24,10 @@ from fedloom.data.partitioners.common import (
     check_clients,
     check_positive,
     class_indices,
-    parts_from_owner,
-    repair_min_size,
+    draw_until_min_size,
 )
 
 MAX_RESAMPLES = 50
-log = logging.getLogger(__name__)
 
 
 @PARTITIONERS.register("dirichlet")
@@ -42,18 +39,8 @@ def dirichlet_partition(
     check_positive(spec.alpha, "alpha", "dirichlet")
     check_clients(len(labels), spec)
     by_class = class_indices(labels)
-    best: Optional[np.ndarray] = None
-    best_min = -1
-    for _ in range(MAX_RESAMPLES):
-        owner = draw_owner(by_class, len(labels), spec, rng)
-        smallest = int(np.bincount(owner, minlength=spec.num_clients).min())
-        if smallest >= spec.min_samples:
-            return parts_from_owner(owner, spec.num_clients)
-        if smallest > best_min:
-            best, best_min = owner, smallest
-    assert best is not None
-    log.info("dirichlet: no draw gave every client >= %d samples; repairing the best draw", spec.min_samples)
-    return parts_from_owner(repair_min_size(best, labels, spec, rng), spec.num_clients)
+    return draw_until_min_size(lambda: (draw_owner(by_class, len(labels), spec, rng), None), labels, spec, rng,
+                               "dirichlet", MAX_RESAMPLES)
 
 
 def draw_owner(by_class: list[np.ndarray], n: int, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:

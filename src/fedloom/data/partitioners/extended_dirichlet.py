@@ -21,7 +21,6 @@ impossible).
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import numpy as np
@@ -32,14 +31,12 @@ from fedloom.data.partitioners.common import (
     check_clients,
     check_positive,
     class_indices,
-    parts_from_owner,
-    repair_min_size,
+    draw_until_min_size,
 )
 from fedloom.data.partitioners.dirichlet import balance
 from fedloom.errors import ConfigError
 
 MAX_RESAMPLES = 50
-log = logging.getLogger(__name__)
 
 
 @PARTITIONERS.register("extended-dirichlet")
@@ -54,18 +51,12 @@ def extended_dirichlet_partition(
     if not 1 <= spec.classes_per_client <= len(by_class):
         raise ConfigError(f"extended-dirichlet: classes_per_client must be between 1 and the number of classes "
                           f"({len(by_class)}); got {spec.classes_per_client}")
-    best: tuple[int, np.ndarray, np.ndarray] | None = None
-    for _ in range(MAX_RESAMPLES):
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
         allowed = class_sets(len(by_class), spec, rng)
-        owner = draw_owner(by_class, len(labels), allowed, spec, rng)
-        smallest = int(np.bincount(owner[owner >= 0], minlength=spec.num_clients).min())
-        if smallest >= spec.min_samples:
-            return parts_from_owner(owner, spec.num_clients)
-        if best is None or smallest > best[0]:
-            best = (smallest, owner, allowed)
-    assert best is not None
-    log.info("extended-dirichlet: no draw gave every client >= %d samples; repairing", spec.min_samples)
-    return parts_from_owner(repair_min_size(best[1], labels, spec, rng, allowed=best[2]), spec.num_clients)
+        return draw_owner(by_class, len(labels), allowed, spec, rng), allowed
+
+    return draw_until_min_size(draw, labels, spec, rng, "extended-dirichlet", MAX_RESAMPLES)
 
 
 def class_sets(num_classes: int, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:
