@@ -68,20 +68,17 @@ def counting(learn, log):
     return wrapped
 
 
-def test_start_phase_learns_until_the_loss_settles() -> None:
+def test_start_phase_learns_until_the_loss_settles(monkeypatch) -> None:
     exp, server = after_two_rounds()
     algo, theta, state = exp.algorithm, server.broadcast.params, exp.runtime.store.load(1)
     ctx = exp.runtime.client_context(1, 2)
     steps = []
-    original = algo._weight_step
-    object.__setattr__(algo, "_weight_step", lambda *a: steps.append(1) or original(*a))
-    try:
-        algo.adaptive_local_aggregation(ctx, theta, state, 1)
-        start_steps = len(steps)
-        steps.clear()
-        algo.adaptive_local_aggregation(ctx, theta, {**state, "start": torch.tensor(False)}, 1)
-    finally:
-        object.__delattr__(algo, "_weight_step")
+    original = FedALA._weight_step
+    monkeypatch.setattr(FedALA, "_weight_step", lambda *a: steps.append(1) or original(*a))
+    algo.adaptive_local_aggregation(ctx, theta, state, 1)
+    start_steps = len(steps)
+    steps.clear()
+    algo.adaptive_local_aggregation(ctx, theta, {**state, "start": torch.tensor(False)}, 1)
     sample = int(0.8 * ctx.num_train_samples)
     batches = -(-sample // ctx.sgd.batch_size)
     assert len(steps) == batches  # one pass over the s% sample

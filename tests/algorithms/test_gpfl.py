@@ -97,4 +97,4 @@ def test_validation() -> None:
 
 def test_end_to_end(tmp_path) -> None:
     summary = cli_summary(tmp_path, "gpfl")
-    assert summary["final_accuracy"] > 0.4  # chance is 0.1
+    assert summary["final_accuracy"] > 0.35  # chance is 0.1 (0.49 with these settings)

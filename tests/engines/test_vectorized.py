@@ -47,11 +47,15 @@ def test_one_local_step_matches_serial_to_float32_rounding() -> None:
 
 
 @pytest.mark.parametrize("algorithm, options", [("fedavg", {}), ("fedprox", {"fedprox": {"mu": 0.5}}),
-                                                ("local", {}), ("fedavg-ft", {})])
-def test_full_runs_match_serial(algorithm: str, options: dict) -> None:
-    kwargs = dict(algorithm=algorithm, options=options, clients=7, join_ratio=0.9, momentum=0.5)
+                                                ("local", {}), ("fedavg-ft", {}), ("fedrep", {}), ("ditto", {}),
+                                                ("fedper", {}), ("fedbabu", {})])
+def test_full_runs_match_serial_and_really_vectorize(algorithm: str, options: dict) -> None:
+    kwargs = dict(algorithm=algorithm, options=options, clients=7, join_ratio=0.9, momentum=0.5, rounds=3)
     serial_records, serial_params = run_records(on_engine("serial", **kwargs), 3)
-    vector_records, vector_params = run_records(on_engine("vectorized", EngineOptions(slots=3), **kwargs), 3)
+    vectorized = on_engine("vectorized", EngineOptions(slots=3), **kwargs)
+    vector_records, vector_params = run_records(vectorized, 3)
+    assert vectorized.engine.serial_reason is None  # no silent fallback to the loop
+    assert vectorized.engine.usage.slot_steps > 0
     assert_records_close(serial_records, vector_records, tol=1e-5)
     assert max_param_diff(serial_params, vector_params) < 1e-5
 
