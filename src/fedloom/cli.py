@@ -71,6 +71,9 @@ def make_parser() -> argparse.ArgumentParser:
     part = sub.add_parser("partition", help="make, summarize and plot a partition")
     part.add_argument("--out", dest="out", default=None, help="folder for partition.json/png and label_counts.csv")
     _add_run_flags(part, PARTITION_FIELDS)
+    # a partition has no training seed: --seed here is the partition seed (the runs' --data-seed)
+    part.add_argument("--seed", dest="data_seed", default=argparse.SUPPRESS, metavar="SEED",
+                      help="partition seed (same as --data-seed; runs keep it fixed across training seeds)")
     for registry in _registries()[1:2]:  # dataset options (e.g. --synthetic.alpha)
         for name, cls in registry.items():
             for fname in component_fields(cls):

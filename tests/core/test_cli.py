@@ -121,8 +121,12 @@ def test_existing_run_folder_is_not_clobbered(tmp_path: Path, capsys: pytest.Cap
 
 def test_partition_command_prints_table_and_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(["partition", "--dataset", "digits", "--partition", "pathological",
-                            "--classes-per-client", "2", "--clients", "5", "--out", str(tmp_path)], capsys)
+                            "--classes-per-client", "2", "--clients", "5", "--seed", "3", "--out", str(tmp_path)],
+                           capsys)
     assert code == 0 and "partition hash" in out
+    other = run_cli(["partition", "--dataset", "digits", "--partition", "pathological", "--clients", "5",
+                     "--seed", "4"], capsys)[1]
+    assert other.split("partition hash")[1] != out.split("partition hash")[1]  # the seed changes the split
     assert (tmp_path / "partition.png").is_file() and (tmp_path / "label_counts.csv").is_file()
 
 
