@@ -96,3 +96,33 @@ def test_using_a_client_id_inside_a_pack_falls_back_to_serial() -> None:
     exp = dataclasses.replace(on_engine("vectorized", algorithm="fedavg", clients=5), algorithm=NeedsId())
     records, _ = run_records(exp, 1)
     assert records[-1]["accuracy"] == reference[-1]["accuracy"]
+
+
+def test_hand_batched_cnn_layers_match_serial_with_hooks() -> None:
+    from torch.func import functional_call
+
+    from fedloom.engines.pack_sgd import BatchedModel
+    from fedloom.models import build_model
+
+    model = build_model("cnn", {}, (1, 16, 16), 4, seed=0).requires_grad_(False)
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(45, 1, 16, 16, generator=g), torch.randint(0, 4, (45,), generator=g)
+    per = lambda p, xb, yb: F.cross_entropy(functional_call(model, p, (xb,)), yb, reduction="none")  # noqa: E731
+    anchor = {k: v + 0.1 for k, v in params.items()}
+    aux = {"scale": torch.tensor([0.5, 1.0, 2.0])}  # a per-client hook input
+    extra = lambda w, a: a["scale"] * sum(((w[k] - anchor[k]) ** 2).sum() for k in w)  # noqa: E731
+    halve = lambda w, grads, a: {k: v * 0.5 for k, v in grads.items()}  # noqa: E731
+    cfg = SGDConfig(lr=0.05, batch_size=4, epochs=1, momentum=0.5)
+    clients = [torch.arange(0, 9), torch.arange(9, 30), torch.arange(30, 45)]
+    jobs = [PackJob(i, i, client_batches(idx, cfg, torch.Generator().manual_seed(i))) for i, idx in enumerate(clients)]
+    batched = BatchedModel(model.batched_forward, lambda o, t: F.cross_entropy(o, t, reduction="none"))
+    hooks = PackHooks(extra_loss=extra, grad_correction=halve)
+    out, _ = PackSGD(per, x, y, slots=2, batched=batched).run(params, set(), jobs, 3, cfg, hooks, aux)
+    serial = LocalSGD(lambda p, xb, yb: per(p, xb, yb).mean(), x, y, "t")
+    for i, idx in enumerate(clients):
+        mine = {"scale": aux["scale"][i]}
+        ref, _ = serial.run(params, idx, cfg, torch.Generator().manual_seed(i), extra_loss=extra,
+                            grad_correction=halve, aux=mine)
+        for k in params:
+            torch.testing.assert_close(out[k][i], ref[k], rtol=1e-4, atol=1e-6)

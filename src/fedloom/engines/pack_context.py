@@ -18,7 +18,7 @@ from torch.func import vmap
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.engines.context import Runtime
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
-from fedloom.engines.pack_sgd import PackHooks, PackJob, PackSGD, SlotUsage, client_batches
+from fedloom.engines.pack_sgd import BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches
 from fedloom.seeding import torch_generator
 
 
@@ -98,12 +98,19 @@ class PackContext:
                                                  torch_generator(self.runtime.seed, self.round, cid, purpose)))
                 for pos, cid in enumerate(self.client_ids)]
         runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
-                         self.slots, self.usage)
+                         self.slots, self.usage, self._batched_model(params))
         hooks = PackHooks(extra_loss, batch_loss, grad_correction, trainable)
         return runner.run(params, stacked, jobs, self.n, cfg, hooks, aux)
 
     def evaluate(self, params: Params, split: str = "test") -> dict[str, torch.Tensor]:
         raise NotVectorizable("ctx.evaluate inside a vectorized pack")
+
+    def _batched_model(self, params: Params) -> Optional[BatchedModel]:
+        """The model's hand-batched layers, when it has them and ``params`` are exactly the model's."""
+        forward = getattr(self.runtime.model, "batched_forward", None)
+        if forward is None or set(params) != set(self.runtime.init_params):
+            return None
+        return BatchedModel(forward, self.runtime.task.per_sample_loss)
 
     # ------------------------------------------------------------------ helpers for the engine
     def stacked_names(self, params: Params) -> set[str]:

@@ -69,9 +69,10 @@ class PackSGD:
     either shared (the model's shape) or stacked per pack position ([n, *shape]); see ``run``."""
 
     def __init__(self, per_sample_loss: PerSampleLoss, x: torch.Tensor, y: torch.Tensor, slots: int,
-                 usage: Optional["SlotUsage"] = None) -> None:
+                 usage: Optional["SlotUsage"] = None, batched: Optional["BatchedModel"] = None) -> None:
         self.per_sample_loss, self.x, self.y, self.slots = per_sample_loss, x, y, slots
         self.usage = usage if usage is not None else SlotUsage()
+        self.batched = batched
 
     def run(self, params: Params, stacked: set[str], jobs: list[PackJob], n: int, cfg: SGDConfig,
             hooks: PackHooks, aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
@@ -80,7 +81,10 @@ class PackSGD:
         queue = sorted(jobs, key=lambda job: -len(job.batches))  # longest first
         for slot in range(state.width):
             state.load(slot, queue.pop(0))
-        step_fn = self._step_function(hooks, aux is not None)
+        if self.batched is not None and hooks.batch_loss is None:
+            step_fn = self.batched.step_function(hooks, state, aux is not None)
+        else:
+            step_fn = self._step_function(hooks, aux is not None)
         while state.any_active():
             idx, weights, counts = state.next_batches()
             self.usage.record(state.width, int((counts > 0).sum()))
@@ -112,6 +116,41 @@ class PackSGD:
             return grads, loss
 
         return vmap(slot_step, in_dims=(0, 0, 0, 0, 0, 0 if has_aux else None), randomness="error")
+
+
+@dataclass
+class BatchedModel:
+    """A model's hand-batched forward (models/batched.py) plus the task's per-sample loss of its outputs.
+
+    Its step differentiates the sum of every slot's loss once with ordinary autograd: slots share no
+    parameters, so the gradient with respect to the stacked tensors is each slot's own gradient. Hooks that
+    act per client (extra loss, gradient correction) are still vmapped over the slots.
+    """
+
+    forward: Callable[[Params, torch.Tensor], torch.Tensor]
+    task_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def step_function(self, hooks: PackHooks, state: "_SlotState", has_aux: bool) -> Callable:
+        for tensor in state.train.values():
+            tensor.requires_grad_(True)  # updated in place under no_grad by _SlotState.update
+        aux_dim = 0 if has_aux else None
+
+        def step(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
+                 aux: Any) -> tuple[Params, torch.Tensor]:
+            full = {**frozen, **train}
+            logits = self.forward(full, xb)
+            losses = self.task_loss(logits.flatten(0, 1), yb.flatten()).view(wb.shape)
+            per_slot = (losses * wb).sum(1)
+            if hooks.extra_loss is not None:
+                per_slot = per_slot + vmap(hooks.extra_loss, in_dims=(0, aux_dim))(full, aux)
+            names = list(train)
+            grads = dict(zip(names, torch.autograd.grad(per_slot.sum(), [train[k] for k in names])))
+            if hooks.grad_correction is not None:
+                grads = vmap(hooks.grad_correction, in_dims=(0, 0, aux_dim))(
+                    {k: v.detach() for k, v in full.items()}, grads, aux)
+            return grads, per_slot.detach()
+
+        return step
 
 
 class _SlotState:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Optional
+from typing import Callable, Any, Optional
 
 import torch
 from torch import nn
@@ -21,11 +21,14 @@ BODY_PREFIX = "body."
 class SplitModel(nn.Module):
     """``head(body(x))``. ``feature_dim`` is the width of the representation the head sees."""
 
-    def __init__(self, body: nn.Module, head: nn.Module, feature_dim: int) -> None:
+    def __init__(self, body: nn.Module, head: nn.Module, feature_dim: int,
+                 batched_forward: Optional[Callable[[dict, torch.Tensor], torch.Tensor]] = None) -> None:
         super().__init__()
         self.body = body
         self.head = head
         self.feature_dim = feature_dim
+        # optional hand-batched forward over S client-stacked parameter sets (see models/batched.py)
+        self.batched_forward = batched_forward
 
     def forward(self, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         """part='all': logits; 'body': features of x; 'head': logits from features x.

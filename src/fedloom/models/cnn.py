@@ -13,6 +13,7 @@ from torch import nn
 
 from fedloom.errors import ConfigError
 from fedloom.models.base import MODELS, SplitModel
+from fedloom.models.batched import fedavg_cnn_batched
 
 
 def _conv_out(size: int) -> int:
@@ -36,4 +37,5 @@ class FedAvgCNN:
             nn.Conv2d(32, 64, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(dim, self.feature_dim), nn.ReLU(),
         )
-        return SplitModel(body, nn.Linear(self.feature_dim, num_classes), feature_dim=self.feature_dim)
+        return SplitModel(body, nn.Linear(self.feature_dim, num_classes), feature_dim=self.feature_dim,
+                          batched_forward=fedavg_cnn_batched)
