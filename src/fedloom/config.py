@@ -174,6 +174,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+    return raw_from_table(data)
+
+
+def raw_from_table(data: dict[str, Any]) -> dict[str, Any]:
+    """A parsed TOML table (top-level run keys, one sub-table per component) as a raw config dict."""
     raw: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):

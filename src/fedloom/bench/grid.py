@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from fedloom.checkpoint import config_hash
-from fedloom.config import RunConfig, build_config, parse_set, set_value, to_toml
+from fedloom.config import RunConfig, build_config, parse_set, raw_from_table, set_value, to_toml
 from fedloom.errors import ConfigError
 from fedloom.registry import canonical
 
@@ -87,13 +87,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _base_raw(table: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``[base]`` as a raw config dict (same shape as config.load_toml), then ``--set`` overrides."""
-    raw: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            for name, inner in value.items():
-                set_value(raw, f"{key}.{name}", inner)
-        else:
-            set_value(raw, key, value)
+    raw = raw_from_table(table)
     for item in overrides:
         set_value(raw, *parse_set(item))
     return raw
