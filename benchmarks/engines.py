@@ -8,7 +8,8 @@ Workloads (all FedAvg, SGD, batch 10, 1 local epoch, 75/25 per-client split, Fas
 
 Every configuration runs in its own subprocess (so peak RSS is its own) with one torch thread per process;
 the engines: plain (hand-written loop, the baseline), serial, vectorized, processes (2 workers) and
-processes+vectorized. Printed per configuration: seconds per round (median), CPU-seconds per round (main +
+processes+vectorized; opt-in, the same with bfloat16 forward passes (``--modes processes+bf16`` ...).
+Printed per configuration: seconds per round (median), CPU-seconds per round (main +
 workers), peak RSS (main + workers), slot utilization, accuracy after each round; and ratios to the plain loop.
 
     python benchmarks/engines.py --workloads w1 m1 --rounds 3
@@ -34,6 +35,8 @@ WORKLOADS = {
                   store="disk"),
 }
 MODES = ["plain", "serial", "vectorized", "processes", "processes+vectorized"]
+#: opt-in: the same engines with forward passes under bfloat16 autocast (--precision bfloat16)
+BF16_MODES = ["serial+bf16", "vectorized+bf16", "processes+bf16"]
 
 
 # ------------------------------------------------------------------------------------------ one configuration
@@ -42,11 +45,13 @@ def run_config(workload: str, mode: str, rounds: int, out: str):
     from fedloom.run import resolve_config
 
     spec = dict(WORKLOADS[workload])
+    precision = "bfloat16" if mode.endswith("+bf16") else "float32"
+    mode = mode.removesuffix("+bf16")
     engine, inner = {"plain": ("serial", "serial"), "processes+vectorized": ("processes", "vectorized")}.get(
         mode, (mode, "serial"))
     return resolve_config(RunConfig(
         dataset="fashion-mnist", partition="dirichlet", batch_size=10, local_epochs=1, rounds=rounds, seed=1,
-        device="cpu", threads=1, engine=engine, worker_engine=inner, workers=2, out=out,
+        device="cpu", threads=1, precision=precision, engine=engine, worker_engine=inner, workers=2, out=out,
         eval_every=rounds if workload == "scale" else 1, options={"mlp": {"hidden": 200, "layers": 2}},
         **spec))
 
@@ -85,11 +90,9 @@ def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
 
 
 def measure_plain(exp, rounds: int, setup: float) -> dict:
-    import copy
+    from plain_loop import PlainFedAvg, stock_copy
 
-    from plain_loop import PlainFedAvg
-
-    model = copy.deepcopy(exp.runtime.model).requires_grad_(True)
+    model = stock_copy(exp.runtime.model)
     cfg = exp.config
     plain = PlainFedAvg(model, exp.data, cfg.lr, cfg.batch_size, cfg.local_epochs, cfg.seed, cfg.join_ratio)
     seconds, cpu, accuracy = [], [], []
@@ -163,7 +166,7 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=["w1", "m1"], choices=list(WORKLOADS))
-    parser.add_argument("--modes", nargs="+", default=None, choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scratch", default="bench-out/engines")
     parser.add_argument("--json", default=None)

@@ -15,6 +15,20 @@ from fedloom.run import sample_cohort
 from fedloom.seeding import torch_generator
 
 
+def stock_copy(model: nn.Module) -> nn.Module:
+    """A trainable deep copy of a fedloom model with stock torch layers only (fedloom's faster pooling swapped
+    for nn.MaxPool2d), so the baseline is what a user would write."""
+    import copy
+
+    clone = copy.deepcopy(model).requires_grad_(True)
+    for parent in clone.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.MaxPool2d) and type(child) is not nn.MaxPool2d:
+                setattr(parent, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
+                                                   ceil_mode=child.ceil_mode))
+    return clone
+
+
 class PlainFedAvg:
     def __init__(self, model: nn.Module, data, lr: float, batch: int, epochs: int, seed: int,
                  join_ratio: float = 1.0, same_batches: bool = True) -> None:

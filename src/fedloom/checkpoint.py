@@ -36,9 +36,13 @@ from fedloom.tracking import RunFolder
 CHECKPOINT_NAME = "checkpoint.pt"
 MAGIC = b"FEDLOOM-CHECKPOINT 1\n"
 #: Fields that say where or how a run executes, not what it computes: they may change between the original
-#: run and its resume (or between two grid invocations) without changing a single metric.
+#: run and its resume (or between two grid invocations) without changing a single metric (the evaluation chunk
+#: size can change the last bits of a loss sum, never a count).
 NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkpoint_every", "trackers",
-                                 "data_dir", "cache_dir"})
+                                 "data_dir", "cache_dir", "eval_batch_size"})
+#: Fields added after run folders already existed, left out of the identity while they hold their default, so
+#: that adding an option does not rename every existing run folder or invalidate every checkpoint.
+OMITTED_AT_DEFAULT = {"precision": "float32"}
 
 
 class CheckpointError(FedloomError):
@@ -48,7 +52,8 @@ class CheckpointError(FedloomError):
 # ------------------------------------------------------------------------------------------------ identity
 def config_identity(cfg: RunConfig) -> dict[str, Any]:
     """The part of a resolved config that determines the results (JSON-ready, sorted keys)."""
-    return {k: v for k, v in sorted(cfg.to_dict().items()) if k not in NON_IDENTITY_FIELDS}
+    return {k: v for k, v in sorted(cfg.to_dict().items())
+            if k not in NON_IDENTITY_FIELDS and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -114,19 +114,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 class _progress_bar:
-    def __init__(self, rounds: int) -> None:
-        from tqdm import tqdm
+    """A tqdm bar opened at the first finished round, so that a run refused at start-up prints only its error."""
 
-        self.bar = tqdm(total=rounds, desc="rounds", unit="round", dynamic_ncols=True, file=sys.stderr)
-        self.done = 0
+    def __init__(self, rounds: int) -> None:
+        self.rounds, self.done, self.bar = rounds, 0, None
 
     def update_round(self, round_: int, record: dict[str, Any]) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.rounds, desc="rounds", unit="round", dynamic_ncols=True, file=sys.stderr)
         self.bar.update(round_ - self.done)
         self.done = round_
         self.bar.set_postfix(acc=f"{record['accuracy']:.4f}", loss=f"{record['loss']:.3f}")
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_partition(args: argparse.Namespace) -> int:

@@ -50,6 +50,9 @@ class RunConfig:
     model: Optional[str] = _f(None, "model; default cnn for >=28x28 images, mlp for small images, logreg else")
     engine: str = _f("serial", "execution engine")
     device: str = _f("auto", "cpu | cuda | auto (cuda when available)")
+    precision: str = _f("float32", "forward-pass precision: float32 | bfloat16 (autocast; faster convolutions "
+                                   "on GPUs and AVX512-BF16 CPUs, results differ from float32 by rounding)")
+    eval_batch_size: int = _f(0, "samples per evaluation forward pass; 0: 256 on CPU (cache-sized), 4096 on GPU")
     pack_size: int = _f(32, "vectorized engine: clients trained in lockstep (slots)")
     workers: Optional[int] = _f(None, "processes engine: worker processes (default: number of cores)")
     worker_engine: str = _f("serial", "processes engine: engine inside each worker (serial | vectorized)")
@@ -226,6 +229,9 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(cfg.pack_size >= 1, f"--pack-size must be >= 1, got {cfg.pack_size}")
     _check(cfg.workers is None or cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
     _check(cfg.store in ("memory", "disk", "auto"), f"--store must be memory, disk or auto, got {cfg.store!r}")
+    _check(cfg.precision in ("float32", "bfloat16"),
+           f"--precision must be float32 or bfloat16, got {cfg.precision!r}")
+    _check(cfg.eval_batch_size >= 0, f"--eval-batch-size must be >= 0 (0: automatic), got {cfg.eval_batch_size}")
     _check(cfg.store_dtype in ("float32", "bfloat16", "float16"),
            f"--store-dtype must be float32, bfloat16 or float16, got {cfg.store_dtype!r}")
     _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),

@@ -119,7 +119,8 @@ def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) 
     algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
     store = client_store(cfg, algorithm, init_params, data.num_clients, device)
     runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
-                      store=store, init_params=init_params, total_rounds=cfg.rounds)
+                      store=store, init_params=init_params, total_rounds=cfg.rounds, precision=cfg.precision,
+                      eval_batch_size=cfg.eval_batch_size or (256 if device.type == "cpu" else 4096))
     engine = ENGINES.get(cfg.engine)(runtime, engine_options(cfg))
     return Experiment(cfg, data, algorithm, engine, runtime)
 

@@ -51,3 +51,16 @@ def test_default_model_by_input_shape() -> None:
     assert default_model_for((1, 28, 28)) == "cnn"
     assert default_model_for((1, 8, 8)) == "mlp"
     assert default_model_for((60,)) == "logreg"
+
+
+def test_cnn_inference_pooling_is_bit_identical_to_stock_pooling() -> None:
+    from fedloom.models.cnn import MaxPool2d
+
+    x = torch.randn(7, 32, 24, 24)
+    stock = torch.nn.MaxPool2d(2)
+    with torch.no_grad():
+        fast = MaxPool2d(2)(x)
+        assert fast.is_contiguous() and torch.equal(fast, stock(x))
+    x.requires_grad_(True)
+    MaxPool2d(2)(x).sum().backward()  # training takes the stock path, gradients flow
+    assert x.grad is not None and int((x.grad != 0).sum()) == 7 * 32 * 12 * 12

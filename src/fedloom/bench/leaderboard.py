@@ -36,6 +36,7 @@ class Row:
     reached: int
     total_bytes: float
     wall_seconds: float
+    late_gain: Optional[float] = None  # points gained over the last LATE_WINDOW rounds (mean over seeds)
     published: Optional[float] = None
     source: str = ""
 
@@ -47,6 +48,21 @@ class Row:
 def _mean_std(values: list[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=float) * 100
     return float(array.mean()), float(array.std())
+
+
+#: rounds over which "still rising?" is judged: accuracy at the last evaluated round minus LATE_WINDOW earlier
+LATE_WINDOW = 5
+
+
+def late_gain(records: list[dict]) -> Optional[float]:
+    """Accuracy points gained between the last evaluated round and the latest one at least LATE_WINDOW rounds
+    before it: positive means the curve is still rising at the end of the budget."""
+    evaluated = [r for r in records if "accuracy" in r]
+    if not evaluated:
+        return None
+    last = evaluated[-1]
+    earlier = [r for r in evaluated if r["round"] <= last["round"] - LATE_WINDOW]
+    return None if not earlier else 100 * (last["accuracy"] - earlier[-1]["accuracy"])
 
 
 def first_round_at(records: list[dict], target: float) -> Optional[int]:
@@ -69,7 +85,13 @@ def make_row(variant: Variant, target: float) -> Row:
                rounds_to_target=float(np.mean(hits)) if hits else None, reached=len(hits),
                total_bytes=float(np.mean([r.summary.get("total_bytes_up", 0) + r.summary.get("total_bytes_down", 0)
                                           for r in runs])),
-               wall_seconds=float(np.mean([r.summary.get("wall_seconds", 0.0) for r in runs])))
+               wall_seconds=float(np.mean([r.summary.get("wall_seconds", 0.0) for r in runs])),
+               late_gain=_mean_or_none([late_gain(r.records) for r in runs]))
+
+
+def _mean_or_none(values: list[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
 
 
 def leaderboard(group: Group, target: float) -> list[Row]:
@@ -142,13 +164,14 @@ def fmt_wall(seconds: float) -> str:
 
 def table(rows: list[Row], target: float, with_reference: bool) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the Markdown, HTML and CSV outputs."""
-    header = ["algorithm", "seeds", "best acc. (%)", "final acc. (%)", f"rounds to {100 * target:.1f}%",
-              "total bytes", "wall time"]
+    header = ["algorithm", "seeds", "best acc. (%)", "final acc. (%)", f"gain in last {LATE_WINDOW} rounds (pts)",
+              f"rounds to {100 * target:.1f}%", "total bytes", "wall time"]
     if with_reference:
         header += ["published (%)", "Δ best − published"]
     cells = []
     for row in rows:
-        line = [row.label, str(len(row.seeds)), fmt_pm(row.best), fmt_pm(row.final), fmt_rounds(row),
+        gain = "—" if row.late_gain is None else f"{row.late_gain:+.2f}"
+        line = [row.label, str(len(row.seeds)), fmt_pm(row.best), fmt_pm(row.final), gain, fmt_rounds(row),
                 fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
         if with_reference:
             line += ["—", "—"] if row.published is None else [f"{row.published:.2f}", f"{row.delta:+.2f}"]

@@ -89,7 +89,7 @@ def markdown(reports: list[GroupReport], title: str, meta: list[str]) -> str:
 
 def write_csv(path: Path, reports: list[GroupReport]) -> None:
     header = ["dataset", "partition", "label", "algorithm", "model", "seeds", "best_mean", "best_std",
-              "final_mean", "final_std", "target", "rounds_to_target", "seeds_reaching_target", "total_bytes",
+              "final_mean", "final_std", "late_gain", "target", "rounds_to_target", "seeds_reaching_target", "total_bytes",
               "wall_seconds", "published", "delta"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -98,7 +98,8 @@ def write_csv(path: Path, reports: list[GroupReport]) -> None:
             for r in rep.rows:
                 writer.writerow([rep.group.dataset, rep.group.partition, r.label, r.algorithm, r.model,
                                  " ".join(map(str, r.seeds)), f"{r.best[0]:.4f}", f"{r.best[1]:.4f}",
-                                 f"{r.final[0]:.4f}", f"{r.final[1]:.4f}", f"{rep.target:.6f}",
+                                 f"{r.final[0]:.4f}", f"{r.final[1]:.4f}",
+                                 "" if r.late_gain is None else f"{r.late_gain:.4f}", f"{rep.target:.6f}",
                                  "" if r.rounds_to_target is None else f"{r.rounds_to_target:.2f}", r.reached,
                                  f"{r.total_bytes:.0f}", f"{r.wall_seconds:.3f}",
                                  "" if r.published is None else r.published,

@@ -33,7 +33,8 @@ class Runtime:
     device: torch.device
     store: ClientStateStore
     init_params: Params
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 256
+    precision: str = "float32"  # "bfloat16": forward passes under autocast
     total_rounds: Optional[int] = None  # the run's --rounds (schedules over the run, final fine-tuning)
 
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
@@ -41,7 +42,13 @@ class Runtime:
             if part != "all":
                 raise ValueError("a Predictor only gives whole-model outputs (part='all')")
             return params(self.apply, x)
-        return functional_call(self.model, params, (x,), {"part": part}, strict=False)
+        with self.autocast():
+            out = functional_call(self.model, params, (x,), {"part": part}, strict=False)
+        return out.float() if self.precision != "float32" else out
+
+    def autocast(self) -> torch.autocast:
+        """The forward-precision context: a no-op for float32, bfloat16 autocast otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
 
     def batch_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.task.mean_loss(self.apply(params, x), y)

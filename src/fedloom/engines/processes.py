@@ -22,7 +22,7 @@ from fedloom.algorithms.tree import Tree
 from fedloom.algorithms.uploads import Uploads, merge_uploads
 from fedloom.engines.base import ENGINES, CohortResult, Engine, EngineOptions
 from fedloom.engines.context import Runtime
-from fedloom.engines.worker import raise_remote, worker_main
+from fedloom.engines.worker import SAME_BROADCAST, raise_remote, worker_main
 from fedloom.errors import TrainingError
 
 
@@ -50,6 +50,7 @@ class ProcessEngine(Engine):
         self.owner = {client: w for w, clients in enumerate(self.owned) for client in clients}
         self.connections: list[Connection] = []
         self.processes: list[Any] = []
+        self._last_sent: dict[int, tuple[Broadcast, list[int]]] = {}  # per worker: (broadcast, its clients)
         self._start(count)
 
     def _start(self, count: int) -> None:
@@ -100,10 +101,20 @@ class ProcessEngine(Engine):
             shares.setdefault(self.owner[client], []).append(client)
         return shares
 
+    def _wire(self, index: int, broadcast: Broadcast, clients: list[int]) -> Broadcast | str:
+        """What to send worker ``index`` as the broadcast: SAME_BROADCAST when it already holds it (the
+        evaluation after a server step and the next round's training share one broadcast), so each broadcast
+        is pickled once per worker rather than twice."""
+        last = self._last_sent.get(index)
+        if last is not None and last[0] is broadcast and (broadcast.personal is None or last[1] == clients):
+            return SAME_BROADCAST
+        self._last_sent[index] = (broadcast, list(clients))
+        return _for_clients(broadcast, clients)
+
     # ------------------------------------------------------------------ engine interface
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],
                      round_: int) -> CohortResult:
-        shares = {w: (algorithm, _for_clients(broadcast, clients), clients, round_)
+        shares = {w: (algorithm, self._wire(w, broadcast, clients), clients, round_)
                   for w, clients in self._shares(cohort).items()}
         replies = self._scatter("train", shares)
         uploads: list[Uploads] = [replies[w]["uploads"] for w in sorted(replies)]
@@ -115,7 +126,7 @@ class ProcessEngine(Engine):
 
     def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,
                  split: str = "test") -> dict[int, dict[str, float]]:
-        shares = {w: (algorithm, _for_clients(broadcast, owned), owned, round_, split)
+        shares = {w: (algorithm, self._wire(w, broadcast, owned), owned, round_, split)
                   for w, owned in self._shares(clients).items()}
         results: dict[int, dict[str, float]] = {}
         for reply in self._scatter("evaluate", shares).values():

@@ -12,6 +12,9 @@ import torch
 
 from fedloom import errors
 
+#: Sent in place of a broadcast the worker already received (see ProcessEngine._wire).
+SAME_BROADCAST = "same-broadcast"
+
 
 def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: Any) -> None:
     torch.set_num_threads(1)  # one thread per process: robust when the machine is shared
@@ -21,7 +24,16 @@ def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: A
     except BaseException as exc:  # report, then exit: the main process raises it
         conn.send(("error", describe(exc)))
         return
-    handlers = {"train": lambda p: train(engine, *p), "evaluate": lambda p: engine.evaluate(*p),
+    held = {}  # the last broadcast received, reused when the main process sends SAME_BROADCAST
+
+    def with_broadcast(payload: tuple) -> tuple:
+        if isinstance(payload[1], str) and payload[1] == SAME_BROADCAST:
+            return (payload[0], held["broadcast"], *payload[2:])
+        held["broadcast"] = payload[1]
+        return payload
+
+    handlers = {"train": lambda p: train(engine, *with_broadcast(p)),
+                "evaluate": lambda p: engine.evaluate(*with_broadcast(p)),
                 "states": lambda p: list(engine.client_states()),
                 "restore": lambda p: engine.restore_client_states(p)}
     while True:
