@@ -16,16 +16,18 @@ from fedloom.seeding import torch_generator
 
 
 def stock_copy(model: nn.Module) -> nn.Module:
-    """A trainable deep copy of a fedloom model with stock torch layers only (fedloom's faster pooling swapped
-    for nn.MaxPool2d), so the baseline is what a user would write."""
+    """A trainable deep copy of a fedloom model with stock torch layers only (fedloom's layout-tuned layers
+    swapped for plain nn.Conv2d with the same weights), so the baseline is what a user would write."""
     import copy
 
     clone = copy.deepcopy(model).requires_grad_(True)
-    for parent in clone.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.MaxPool2d) and type(child) is not nn.MaxPool2d:
-                setattr(parent, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
-                                                   ceil_mode=child.ceil_mode))
+    for parent in list(clone.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d) and type(child) is not nn.Conv2d:
+                stock = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                  child.padding, child.dilation, child.groups, child.bias is not None)
+                stock.load_state_dict(child.state_dict())
+                setattr(parent, name, stock)
     return clone
 
 

@@ -53,14 +53,21 @@ def test_default_model_by_input_shape() -> None:
     assert default_model_for((60,)) == "logreg"
 
 
-def test_cnn_inference_pooling_is_bit_identical_to_stock_pooling() -> None:
-    from fedloom.models.cnn import MaxPool2d
+def test_cnn_channels_last_layout_matches_the_stock_layers() -> None:
+    from fedloom.models.cnn import ChannelsLastConv2d
 
-    x = torch.randn(7, 32, 24, 24)
-    stock = torch.nn.MaxPool2d(2)
-    with torch.no_grad():
-        fast = MaxPool2d(2)(x)
-        assert fast.is_contiguous() and torch.equal(fast, stock(x))
-    x.requires_grad_(True)
-    MaxPool2d(2)(x).sum().backward()  # training takes the stock path, gradients flow
-    assert x.grad is not None and int((x.grad != 0).sum()) == 7 * 32 * 12 * 12
+    torch.manual_seed(0)
+    tuned = ChannelsLastConv2d(1, 32, 5)
+    stock = torch.nn.Conv2d(1, 32, 5)
+    stock.load_state_dict(tuned.state_dict())
+    x = torch.randn(7, 1, 28, 28)
+    out = tuned(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out, stock(x), atol=1e-6)
+    model = build_model("cnn", {}, (1, 28, 28), 10, seed=0)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 5), *list(model.body)[1:], model.head)
+    reference[0].load_state_dict(model.body[0].state_dict())
+    logits = model(x)
+    assert torch.allclose(logits, reference(x), atol=1e-5)
+    logits.sum().backward()  # gradients reach the first layer through the channels_last part
+    assert model.body[0].weight.grad is not None and model.body[0].weight.grad.abs().sum() > 0

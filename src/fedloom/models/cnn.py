@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fedloom.errors import ConfigError
@@ -22,22 +21,21 @@ def _conv_out(size: int) -> int:
     return ((size - 4) // 2 - 4) // 2  # two (5x5 valid conv, 2x2 pool) stages
 
 
-class MaxPool2d(nn.MaxPool2d):
-    """nn.MaxPool2d whose inference pass pools in channels_last layout.
+class ChannelsLastConv2d(nn.Conv2d):
+    """nn.Conv2d whose output is laid out channels_last, so that the ReLU, max-pool and convolution after it
+    run in that layout (same parameters, same names, same values up to float rounding).
 
-    PyTorch's CPU max-pool kernel for NCHW tensors is slow at these shapes (1 thread: 0.8 ms for 10x32x24x24,
-    25 ms for 256x32x24x24, against 0.05 and 6 ms in channels_last), which made pooling cost as much as the
-    convolutions in evaluation. A maximum is exact in any layout and the result is returned in the input's
-    layout, so outputs are bit-identical; training keeps the stock path (the channels_last backward is no
-    faster there, measured).
+    Why: PyTorch's CPU max-pool kernel is slow for NCHW tensors at these shapes (1 thread: 0.8 ms for
+    10x32x24x24, 25 ms for 256x32x24x24, against 0.05 and 6 ms channels_last), which made pooling cost as much
+    as the convolutions. Converting only around the pool does not pay in training (the ReLU backward then
+    mixes layouts and gets slow); converting once after the first convolution does: ~10% per training step of
+    FedAvgCNN at batch 10 and ~1.4x in evaluation (measured, docs/benchmarks.md). The first convolution itself
+    cannot take a channels_last input usefully (one input channel makes both layouts the same).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.dim() != 4:
-            return super().forward(x)
-        pooled = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), self.kernel_size, self.stride,
-                              self.padding, self.dilation, ceil_mode=self.ceil_mode)
-        return pooled.contiguous()
+        out = super().forward(x)
+        return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
 
 
 @MODELS.register("cnn")
@@ -53,8 +51,8 @@ class FedAvgCNN:
         channels, height, width = input_shape
         dim = 64 * _conv_out(height) * _conv_out(width)
         body = nn.Sequential(
-            nn.Conv2d(channels, 32, kernel_size=5), nn.ReLU(), MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=5), nn.ReLU(), MaxPool2d(2),
+            ChannelsLastConv2d(channels, 32, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(dim, self.feature_dim), nn.ReLU(),
         )
         return SplitModel(body, nn.Linear(self.feature_dim, num_classes), feature_dim=self.feature_dim,
