@@ -71,3 +71,19 @@ def test_cnn_channels_last_layout_matches_the_stock_layers() -> None:
     assert torch.allclose(logits, reference(x), atol=1e-5)
     logits.sum().backward()  # gradients reach the first layer through the channels_last part
     assert model.body[0].weight.grad is not None and model.body[0].weight.grad.abs().sum() > 0
+
+
+def test_cnn_runs_under_vmap_with_per_client_gradients() -> None:
+    from torch.func import functional_call, grad, vmap
+
+    model = build_model("cnn", {}, (1, 28, 28), 10, seed=0)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    stacked = {k: torch.stack([v, v + 0.01]) for k, v in params.items()}
+    x, y = torch.randn(2, 5, 1, 28, 28), torch.randint(0, 10, (2, 5))
+
+    def loss(p, xb, yb):
+        return torch.nn.functional.cross_entropy(functional_call(model, p, (xb,)), yb)
+
+    batched = vmap(grad(loss))(stacked, x, y)
+    second = grad(loss)({k: v[1] for k, v in stacked.items()}, x[1], y[1])
+    assert max(float((batched[k][1] - second[k]).abs().max()) for k in params) < 1e-5

@@ -35,7 +35,12 @@ class ChannelsLastConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
-        return out.contiguous(memory_format=torch.channels_last) if out.dim() == 4 else out
+        if out.dim() != 4:
+            return out
+        try:
+            return out.contiguous(memory_format=torch.channels_last)
+        except RuntimeError:  # inside torch.func.vmap, which cannot change memory formats: keep the layout
+            return out
 
 
 @MODELS.register("cnn")
