@@ -42,13 +42,23 @@ class Runtime:
             if part != "all":
                 raise ValueError("a Predictor only gives whole-model outputs (part='all')")
             return params(self.apply, x)
-        with self.autocast():
-            out = functional_call(self.model, params, (x,), {"part": part}, strict=False)
-        return out.float() if self.precision != "float32" else out
+        return self.at_precision(self._forward)(params, x, part)
 
-    def autocast(self) -> torch.autocast:
-        """The forward-precision context: a no-op for float32, bfloat16 autocast otherwise."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
+    def _forward(self, params: Params, x: torch.Tensor, part: str) -> torch.Tensor:
+        return functional_call(self.model, params, (x,), {"part": part}, strict=False)
+
+    def at_precision(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """``forward`` run at the run's forward precision: itself for float32; for bfloat16, under autocast
+        with float32 outputs (losses and updates stay float32)."""
+        if self.precision == "float32":
+            return forward
+        device = self.device.type
+
+        def autocast_forward(*args: Any) -> torch.Tensor:
+            with torch.autocast(device, dtype=torch.bfloat16):
+                return forward(*args).float()
+
+        return autocast_forward
 
     def batch_loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.task.mean_loss(self.apply(params, x), y)

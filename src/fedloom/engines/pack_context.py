@@ -110,13 +110,7 @@ class PackContext:
         forward = getattr(self.runtime.model, "batched_forward", None)
         if forward is None or set(params) != set(self.runtime.init_params):
             return None
-        if self.runtime.precision != "float32":
-            plain, runtime = forward, self.runtime
-
-            def forward(params: Params, x: torch.Tensor) -> torch.Tensor:
-                with runtime.autocast():
-                    return plain(params, x).float()
-        return BatchedModel(forward, self.runtime.task.per_sample_loss)
+        return BatchedModel(self.runtime.at_precision(forward), self.runtime.task.per_sample_loss)
 
     # ------------------------------------------------------------------ helpers for the engine
     def stacked_names(self, params: Params) -> set[str]:
