@@ -3,7 +3,7 @@
 import torch
 
 from fedloom.algorithms._stacks import row, weighted_rows
-from fedloom.algorithms.apple import APPLE
+from fedloom.algorithms.apple import APPLE, with_own_core
 from fedloom.algorithms.base import Broadcast
 from fedloom.algorithms.fedamp import FedAMP
 from fedloom.algorithms.fedfomo import FedFomo, combine
@@ -37,6 +37,19 @@ def test_fedfomo_weights_favour_models_that_lower_the_clients_validation_loss() 
         sent = server.state.extra["sent"][cid]
         assert torch.equal(sent, torch.sort(affinity[cid], descending=True, stable=True).indices[:sent.numel()])
     assert not torch.equal(affinity, torch.eye(affinity.shape[0]))
+
+
+def test_fedfomo_weights_its_own_model_against_where_its_last_training_started() -> None:
+    own_weights = {}
+    for reference in ("start", "trained"):
+        exp = experiment("fedfomo", reference=reference)
+        _, server = train_round(exp, start(exp), 1)
+        result, server = train_round(exp, server, 2)
+        for cid, upload, _ in result.uploads.all():
+            assert server.state.extra["sent"][cid][0] == cid  # round-1 affinity is the identity: own model first
+        own_weights[reference] = torch.stack([up["weights"][0] for _, up, _ in result.uploads.all()])
+    assert torch.all(own_weights["trained"] == 0)  # its own upload *is* the reference: no information
+    assert torch.all(own_weights["start"] > 0)  # round-1 training lowered each client's validation loss
 
 
 def test_fedamp_attention_favours_similar_clients_and_the_client_is_pulled_to_its_cloud_model() -> None:
@@ -84,3 +97,27 @@ def test_apple_scores_the_dr_weighted_cores_and_learns_to_weight_a_useful_core()
     result, after = train_round(exp, server, 1)
     for cid, upload, _ in result.uploads.all():  # the server stores each uploaded core in its row
         assert same(row(after.state.extra["cores"], cid), upload)
+
+
+def test_apple_mixing_has_the_chain_rule_gradients_of_the_explicit_stack() -> None:
+    exp = experiment("apple")
+    ctx = exp.runtime.client_context(1, 1)
+    init = dict(exp.runtime.init_params)
+    n = 4
+    cores = {k: torch.stack([noisy(init, 0.1, seed)[k] for seed in range(n)]) for k in init}
+    own = torch.nn.functional.one_hot(torch.tensor(1), n).float()
+    x, y = exp.data.dataset.x[ctx.train_indices[:8]], exp.data.dataset.y[ctx.train_indices[:8]]
+    for compat in (False, True):
+        algorithm = APPLE(pfllib_compat=compat)
+        params = {**noisy(init, 0.1, 9), "apple/p": torch.tensor([0.1, 0.4, 0.3, 0.2])}
+        params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        fast = torch.autograd.grad(algorithm.personal_loss(ctx, cores)(params, x, y, {"own": own}).sum(),
+                                   list(params.values()))
+        scale = {k: 1.0 / (n * v[0].numel()) if compat else 1.0 for k, v in cores.items()}
+        stack = with_own_core(cores, {k: params[k] for k in init}, own)
+        p = params["apple/p"]
+        personal = {k: torch.tensordot(p.detach(), v, dims=1)
+                    + torch.tensordot(p - p.detach(), v.detach(), dims=1) * scale[k] for k, v in stack.items()}
+        slow = torch.autograd.grad(ctx.task_loss(ctx.apply(personal, x), y).sum(), list(params.values()))
+        for a, b in zip(fast, slow):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)

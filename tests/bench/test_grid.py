@@ -68,9 +68,12 @@ def test_grid_runs_skips_retries_and_reports(tmp_path: Path, capsys: pytest.Capt
 
     ref = tmp_path / "ref.csv"
     ref.write_text("dataset,partition,model,algorithm,accuracy,std,source\ndigits,dirichlet-0.1,,fedavg,50.0,,x\n")
-    report = tmp_path / "report"
-    code, stdout, _ = cli(["report", str(out), "--out", str(report), "--reference", str(ref)], capsys)
+    report, page = tmp_path / "report", tmp_path / "page.md"
+    page.write_text("# Results\n<!-- tables:start -->\n<!-- tables:end -->\nprose\n")
+    code, stdout, _ = cli(["report", str(out), "--out", str(report), "--reference", str(ref), "--into", str(page)],
+                          capsys)
     assert code == 0 and "4 runs in 1 group" in stdout
+    assert "### dirichlet-0.1\n\n| algorithm |" in page.read_text() and page.read_text().endswith("prose\n")
     html = (report / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 3  # curves, client boxes, partition
     assert "http" not in html and "<script" not in html  # self-contained

@@ -96,14 +96,16 @@ class APPLE(Algorithm):
         # PFLlib's p-gradient averages g ⊙ c_j per layer, then over layers; the paper's is the inner product
         scale = ({name: 1.0 / (len(cores) * value[0].numel()) for name, value in cores.items()}
                  if self.pfllib_compat else {name: 1.0 for name in cores})
+        others = without_own_core(cores, ctx.client_id)  # constant all round: no N×|M| tensor per batch
 
         def loss(params: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
-            p = params[DR]
-            stacked = with_own_core(cores, model_part(params), aux["own"])
-            fixed_p, moving_p = p.detach(), p - p.detach()  # value Σ p c; p's gradient scaled per layer
-            personal = {name: torch.tensordot(fixed_p, value, dims=1)
-                        + torch.tensordot(moving_p, value.detach(), dims=1) * scale[name]
-                        for name, value in stacked.items()}
+            p, core = params[DR], model_part(params)
+            personal = {}
+            for name, stack in others.items():
+                # value Σ_j p_j c_j (own row = the live core); ∂/∂core = p_own g, ∂/∂p_j = scale·⟨g, c_j⟩
+                scaled_p = p.detach() + (p - p.detach()) * scale[name]
+                personal[name] = (torch.tensordot(scaled_p, stack, dims=1)
+                                  + (scaled_p * aux["own"]).sum() * core[name])
             return ctx.task_loss(ctx.apply(personal, x), y)
 
         return loss
@@ -128,6 +130,13 @@ class APPLE(Algorithm):
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
         cores = broadcast.extra["cores"]
         return weighted_rows(self.dr_vector(state, broadcast.extra["p0"].shape[0]), cores)
+
+
+def without_own_core(cores: Params, client_id: int) -> Params:
+    """The stack of cores with this client's row zeroed (its live core enters the mix separately)."""
+    keep = torch.ones(next(iter(cores.values())).shape[0])
+    keep[client_id] = 0.0
+    return {name: value * keep.view(-1, *([1] * (value.dim() - 1))) for name, value in cores.items()}
 
 
 def with_own_core(cores: Params, core: Params, own: torch.Tensor) -> Params:

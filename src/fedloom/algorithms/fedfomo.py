@@ -4,16 +4,23 @@ Optimization", ICLR 2021).
 Server memory: every client's latest model θ_n and an affinity matrix P (N×N, starts as the identity).
 Download to client i: the M models with the largest P[i, ·] (its own included, through the diagonal); in the
 first round nobody has uploaded yet, so nothing is sent (as PFLlib).
-Client i holds out the last ``val_ratio`` of its training samples as validation and, with θ_i its current model,
-    w_n = (L_val(θ_i) − L_val(θ_n)) / (‖θ_n − θ_i‖ + 1e-5),
+Client i holds out the last ``val_ratio`` of its training samples as validation and, with θ_i^{t−1} its
+model from the previous round,
+    w_n = (L_val(θ_i^{t−1}) − L_val(θ_n)) / (‖θ_n − θ_i^{t−1}‖ + 1e-5),
     θ_i ← Σ_n max(w_n, 0) θ_n / Σ_n max(w_n, 0)     (kept unchanged if no w_n is positive),
 then trains E epochs on the rest and uploads θ_i together with the raw weights w_n; the server stores θ_i and
 adds P[i, n] += w_n. A client is scored with its current model, right after the download (before the round's
 update, as PFLlib's protocol).
 
-Defaults: M = 5, val_ratio = 0.2 (PFLlib). ``pfllib_compat = True`` uses PFLlib's reference point: its
-``old_model`` is the client's model right after the previous federated update (before that round's training),
-not its current, trained model; the paper's reference is the current model.
+Which "model from the previous round": ``reference = "start"`` (default) is the model the client started the
+previous round's training from (its federated update), as the official code's documented run
+(``--baseline_model first_model``) and PFLlib's ``old_model`` do; ``reference = "trained"`` is the model that
+round's training produced, the other reading of the paper's θ_i^{t−1}. With "trained" the client's own upload
+comes back identical to the reference, so its weight is always 0 and any helpful peer replaces it outright.
+
+Defaults: M = 5, val_ratio = 0.2 (PFLlib). Not implemented: the official code's ε-greedy exploration when
+choosing the M models and its L1 distance; PFLlib (whose leaderboard we compare with) has neither, using a
+plain top-M and the L2 norm, as here.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
 DISTANCE_EPS = 1e-5  # PFLlib's guard against a zero distance
+REFERENCES = ("start", "trained")
 
 
 @ALGORITHMS.register("fedfomo")
@@ -46,13 +54,15 @@ class FedFomo(Algorithm):
     vectorizable = False
     M: int = 5
     val_ratio: float = 0.2
-    pfllib_compat: bool = False
+    reference: str = "start"
 
     def validate(self) -> None:
         if self.M < 1:
             raise ConfigError(f"fedfomo.M must be >= 1, got {self.M}")
         if not 0.0 < self.val_ratio < 1.0:
             raise ConfigError(f"fedfomo.val_ratio must be in (0, 1), got {self.val_ratio}")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"fedfomo.reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
 
     # ------------------------------------------------------------------ server
     def init_server(self, init_params: Params) -> ServerResult:
@@ -94,7 +104,7 @@ class FedFomo(Algorithm):
         if received is None or val.numel() == 0:
             start, weights = current, torch.zeros(0 if received is None else received["ids"].shape[0])
         else:
-            reference = state["anchor"] if self.pfllib_compat else current
+            reference = state["anchor"] if self.reference == "start" else current
             weights = self.model_weights(ctx, reference, received["models"], val)
             start = combine(weights, received["models"], current)
         trained, metrics = ctx.local_sgd(start, indices=train)

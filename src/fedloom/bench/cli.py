@@ -32,6 +32,9 @@ def add_bench_parsers(sub: Any) -> None:
     report.add_argument("--target", type=float, default=None, metavar="ACC",
                         help="accuracy (fraction) for rounds-to-target; default 90%% of the group's top best")
     report.add_argument("--title", default=None, help="report title")
+    report.add_argument("--into", default=None, metavar="DOC",
+                        help="also rewrite the tables between <!-- tables:start --> and <!-- tables:end --> "
+                             "in this markdown file (e.g. docs/results/fmnist-pfl.md); the prose is kept")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -55,7 +58,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.target is not None and not 0 < args.target <= 1:
         raise ConfigError(f"--target must be an accuracy in (0, 1], got {args.target}")
     summary = write_report(root, out, reference=Path(args.reference) if args.reference else None,
-                           target=args.target, title=args.title)
+                           target=args.target, title=args.title,
+                           into=Path(args.into) if args.into else None)
     print(summary)
     return 0
 

@@ -17,6 +17,7 @@ from fedloom.bench.collect import Group, find_runs, group_runs
 from fedloom.bench.html import render_html
 from fedloom.bench.leaderboard import Row, attach_reference, group_target, leaderboard, load_reference, table
 from fedloom.bench.plots import client_distributions, learning_curves
+from fedloom.bench.splice import read_marked, splice, table_lines, tables_block
 from fedloom.errors import ConfigError
 
 SETTING_FIELDS = ("model", "clients", "rounds", "join_ratio", "local_epochs", "batch_size", "lr", "train_ratio")
@@ -78,9 +79,7 @@ def build_group(group: Group, target: Optional[float], reference: list[dict[str,
 def markdown(reports: list[GroupReport], title: str, meta: list[str]) -> str:
     lines = [f"# {title}", "", *[f"- {m}" for m in meta], ""]
     for rep in reports:
-        lines += [f"## {rep.group.title}", "", f"Settings: {rep.settings}.", "",
-                  "| " + " | ".join(rep.header) + " |", "|" + "---|" * len(rep.header)]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rep.cells]
+        lines += [f"## {rep.group.title}", "", f"Settings: {rep.settings}.", "", *table_lines(rep.header, rep.cells)]
         lines.append("")
         lines += [f"![{stem}](plots/{rep.slug}-{stem}.png)" for stem in rep.figures]
         lines.append("")
@@ -107,8 +106,10 @@ def write_csv(path: Path, reports: list[GroupReport]) -> None:
 
 
 def write_report(root: Path, out: Path, reference: Optional[Path] = None, target: Optional[float] = None,
-                 title: Optional[str] = None) -> str:
-    """Write report.md, report.html, leaderboard.csv and plots/ into ``out``; return a one-line summary."""
+                 title: Optional[str] = None, into: Optional[Path] = None) -> str:
+    """Write report.md, report.html, leaderboard.csv and plots/ into ``out`` (and the tables into the marked
+    block of ``into``); return a one-line summary."""
+    doc = read_marked(into) if into is not None else None
     if not root.is_dir():
         raise ConfigError(f"runs folder not found: {root}")
     runs, incomplete = find_runs(root)
@@ -131,5 +132,10 @@ def write_report(root: Path, out: Path, reference: Optional[Path] = None, target
     (out / "report.md").write_text(markdown(reports, title, meta))
     (out / "report.html").write_text(render_html(reports, title, meta))
     write_csv(out / "leaderboard.csv", reports)
+    if into is not None and doc is not None:
+        one_dataset = len({r.group.dataset for r in reports}) == 1
+        headings = [r.group.partition if one_dataset else r.group.title for r in reports]
+        block = tables_block([(h, r.header, r.cells) for h, r in zip(headings, reports)])
+        into.write_text(splice(doc, block, where=str(into)))
     return (f"report: {len(runs)} runs in {len(reports)} group(s) -> {out / 'report.html'}, "
             f"{out / 'report.md'}, {out / 'leaderboard.csv'}")
