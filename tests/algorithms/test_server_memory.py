@@ -1,5 +1,6 @@
 """FedFomo, FedAMP, APPLE: the server remembers every client and sends each its own mix."""
 
+import pytest
 import torch
 
 from fedloom.algorithms._stacks import row, weighted_rows
@@ -7,6 +8,7 @@ from fedloom.algorithms.apple import APPLE, with_own_core
 from fedloom.algorithms.base import Broadcast
 from fedloom.algorithms.fedamp import FedAMP
 from fedloom.algorithms.fedfomo import FedFomo, combine
+from fedloom.errors import ConfigError
 
 from pfl_helpers import distance, eval_params, experiment, same, start, train_round
 
@@ -50,6 +52,8 @@ def test_fedfomo_weights_its_own_model_against_where_its_last_training_started()
         own_weights[reference] = torch.stack([up["weights"][0] for _, up, _ in result.uploads.all()])
     assert torch.all(own_weights["trained"] == 0)  # its own upload *is* the reference: no information
     assert torch.all(own_weights["start"] > 0)  # round-1 training lowered each client's validation loss
+    with pytest.raises(ConfigError, match="fedfomo.reference must be one of start, trained"):
+        FedFomo(reference="current").validate()
 
 
 def test_fedamp_attention_favours_similar_clients_and_the_client_is_pulled_to_its_cloud_model() -> None:
