@@ -46,7 +46,7 @@ def main() -> int:
     cores = {k: torch.stack([v.detach() + 0.01 * torch.randn(v.shape, generator=generator)
                              for _ in range(args.clients)]) for k, v in core.items()}
     own = F.one_hot(torch.tensor(OWN), args.clients).float()
-    others = without_own_core(cores, OWN)
+    others = without_own_core(cores, own)
     p = torch.full((args.clients,), 1.0 / args.clients, requires_grad=True)
     x, y = torch.randn(10, 1, 28, 28, generator=generator), torch.randint(0, 10, (10,), generator=generator)
 

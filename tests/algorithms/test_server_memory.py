@@ -115,7 +115,7 @@ def test_apple_mixing_has_the_chain_rule_gradients_of_the_explicit_stack() -> No
         algorithm = APPLE(pfllib_compat=compat)
         params = {**noisy(init, 0.1, 9), "apple/p": torch.tensor([0.1, 0.4, 0.3, 0.2])}
         params = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-        fast = torch.autograd.grad(algorithm.personal_loss(ctx, cores)(params, x, y, {"own": own}).sum(),
+        fast = torch.autograd.grad(algorithm.personal_loss(cores, own, ctx)(params, x, y, {"own": own}).sum(),
                                    list(params.values()))
         scale = {k: 1.0 / (n * v[0].numel()) if compat else 1.0 for k, v in cores.items()}
         stack = with_own_core(cores, {k: params[k] for k in init}, own)

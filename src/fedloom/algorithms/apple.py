@@ -81,7 +81,7 @@ class APPLE(Algorithm):
         own = F.one_hot(torch.tensor(ctx.client_id), n).to(p0.dtype)
         start = {**row(cores, ctx.client_id), DR: self.dr_vector(state, n)}
         trained, metrics = ctx.local_sgd(
-            start, lr=core_lr, aux={"own": own}, batch_loss=self.personal_loss(ctx, cores),
+            start, lr=core_lr, aux={"own": own}, batch_loss=self.personal_loss(cores, own, ctx),
             extra_loss=self.dr_penalty(ctx, p0), grad_correction=self.dr_rate(core_lr))
         core, p = model_part(trained), trained[DR]
         if self.pfllib_compat:
@@ -92,11 +92,11 @@ class APPLE(Algorithm):
     def dr_vector(state: Optional[Tree], n: int) -> torch.Tensor:
         return torch.full((n,), 1.0 / n) if state is None else state["p"]
 
-    def personal_loss(self, ctx: ClientContext, cores: Params):
+    def personal_loss(self, cores: Params, own: torch.Tensor, ctx: ClientContext):
         # PFLlib's p-gradient averages g ⊙ c_j per layer, then over layers; the paper's is the inner product
         scale = ({name: 1.0 / (len(cores) * value[0].numel()) for name, value in cores.items()}
                  if self.pfllib_compat else {name: 1.0 for name in cores})
-        others = without_own_core(cores, ctx.client_id)  # constant all round: no N×|M| tensor per batch
+        others = without_own_core(cores, own)  # constant all round: no N×|M| tensor per batch
 
         def loss(params: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
             p, core = params[DR], model_part(params)
@@ -132,11 +132,9 @@ class APPLE(Algorithm):
         return weighted_rows(self.dr_vector(state, broadcast.extra["p0"].shape[0]), cores)
 
 
-def without_own_core(cores: Params, client_id: int) -> Params:
-    """The stack of cores with this client's row zeroed (its live core enters the mix separately)."""
-    keep = torch.ones(next(iter(cores.values())).shape[0])
-    keep[client_id] = 0.0
-    return {name: value * keep.view(-1, *([1] * (value.dim() - 1))) for name, value in cores.items()}
+def without_own_core(cores: Params, own: torch.Tensor) -> Params:
+    """The stack of cores with row ``own`` (a one-hot vector) zeroed: the live core enters the mix separately."""
+    return {name: value * (1 - own).view(-1, *([1] * (value.dim() - 1))) for name, value in cores.items()}
 
 
 def with_own_core(cores: Params, core: Params, own: torch.Tensor) -> Params:
