@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedloom.bench.leaderboard import first_round_at, late_gain
+from fedloom.bench.leaderboard import first_round_at, fmt_pm, late_gain
 
 
 def curve(*accuracies: float, every: int = 1) -> list[dict]:
@@ -21,3 +21,8 @@ def test_late_gain_is_the_last_accuracy_minus_the_one_five_rounds_earlier() -> N
 def test_rounds_to_target_is_the_first_evaluated_round_reaching_it() -> None:
     assert first_round_at(curve(0.1, 0.5, 0.4, 0.6), 0.5) == 1
     assert first_round_at(curve(0.1, 0.2), 0.5) is None
+
+
+def test_one_seed_shows_no_spread_several_show_mean_and_std() -> None:
+    assert fmt_pm((96.934, 0.0), seeds=1) == "96.93"
+    assert fmt_pm((96.934, 0.4567), seeds=3) == "96.93 ± 0.46"

@@ -138,8 +138,9 @@ def attach_reference(rows: list[Row], group: Group, reference: list[dict[str, st
 
 
 # ------------------------------------------------------------------------------------------------ formatting
-def fmt_pm(pair: tuple[float, float]) -> str:
-    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+def fmt_pm(pair: tuple[float, float], seeds: int) -> str:
+    """Mean ± std over seeds; one seed has no spread to show, so "± 0.00" would claim a precision it lacks."""
+    return f"{pair[0]:.2f} ± {pair[1]:.2f}" if seeds > 1 else f"{pair[0]:.2f}"
 
 
 def fmt_bytes(value: float) -> str:
@@ -171,7 +172,7 @@ def table(rows: list[Row], target: float, with_reference: bool) -> tuple[list[st
     cells = []
     for row in rows:
         gain = "—" if row.late_gain is None else f"{row.late_gain:+.2f}"
-        line = [row.label, str(len(row.seeds)), fmt_pm(row.best), fmt_pm(row.final), gain, fmt_rounds(row),
+        line = [row.label, str(len(row.seeds)), fmt_pm(row.best, len(row.seeds)), fmt_pm(row.final, len(row.seeds)), gain, fmt_rounds(row),
                 fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
         if with_reference:
             line += ["—", "—"] if row.published is None else [f"{row.published:.2f}", f"{row.delta:+.2f}"]

@@ -121,7 +121,8 @@ def write_report(root: Path, out: Path, reference: Optional[Path] = None, target
     meta = [f"generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(runs)} completed runs under "
             f"`{root}`" + (f" ({incomplete} incomplete run folders not included)" if incomplete else ""),
             "accuracy: Σcorrect/Σsamples over every client's own test split, in %; mean ± std (population) "
-            "over seeds; best = the best evaluated round of each run, final = the last round"]
+            "over seeds (the value alone for one seed); "
+            "best = the best evaluated round of each run, final = the last round"]
     if reference:
         meta.append(f"published numbers: `{reference}`; Δ = our mean best − published (points)")
     out.mkdir(parents=True, exist_ok=True)
