@@ -34,21 +34,46 @@ def mean_curve(variant: Variant) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(rounds), values.mean(axis=0), values.std(axis=0)
 
 
+ZOOM_POINTS = 5.0  # the zoomed panel shows the methods whose final accuracy is within this many points of the best
+
+
+def line_style(index: int) -> dict[str, object]:
+    """Ten colours, then the same ten dashed, dotted, dash-dotted: 40 lines before any two look alike."""
+    return {"color": plt.get_cmap("tab10")(index % 10), "linestyle": ("-", "--", ":", "-.")[(index // 10) % 4]}
+
+
 def learning_curves(group: Group, order: list[str]) -> bytes:
-    """One line per variant (in leaderboard order) with its std band."""
-    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    """One line per variant (in leaderboard order) with its std band: every round on the left, and on the right
+    the second half of the budget zoomed on the leaders, where a full-range axis squeezes them into one band."""
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(11.5, 4.2))
     variants = {v.label: v for v in group.variants}
-    for label in order:
-        rounds, mean, std = mean_curve(variants[label])
-        line, = ax.plot(rounds, mean, label=f"{label} (n={len(variants[label].runs)})", linewidth=1.5)
-        ax.fill_between(rounds, mean - std, mean + std, color=line.get_color(), alpha=0.18, linewidth=0)
-    ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{group.title}: accuracy, mean ± std over seeds", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2 if len(order) > 8 else 1)
+    curves = [(label, *mean_curve(variants[label])) for label in order]
+    for index, (label, rounds, mean, std) in enumerate(curves):
+        style = line_style(index)
+        for ax in (full, zoom):
+            ax.plot(rounds, mean, label=f"{label} (n={len(variants[label].runs)})", linewidth=1.4, **style)
+            ax.fill_between(rounds, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
+    _zoom_on_leaders(zoom, curves)
+    for ax in (full, zoom):
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    full.set_title(f"{group.title}: accuracy, mean ± std over seeds", fontsize=10)
+    zoom.set_title(f"second half, within {ZOOM_POINTS:g} points of the best final", fontsize=10)
+    zoom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), ncol=1 if len(order) <= 16 else 2)
     return _png(fig)
+
+
+def _zoom_on_leaders(ax: "plt.Axes", curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    finals = [mean[-1] for _, _, mean, _ in curves if mean.size]
+    last = max((rounds[-1] for _, rounds, _, _ in curves if rounds.size), default=0)
+    if not finals:
+        return
+    first = last // 2
+    peak = max(float(mean[rounds >= first].max()) for _, rounds, mean, _ in curves if (rounds >= first).any())
+    ax.set_xlim(first, max(last, first + 1))
+    ax.set_ylim(max(finals) - ZOOM_POINTS, peak + 0.1 * ZOOM_POINTS)
 
 
 def client_distributions(group: Group, order: list[str]) -> bytes:
