@@ -172,7 +172,8 @@ def table(rows: list[Row], target: float, with_reference: bool) -> tuple[list[st
     cells = []
     for row in rows:
         gain = "—" if row.late_gain is None else f"{row.late_gain:+.2f}"
-        line = [row.label, str(len(row.seeds)), fmt_pm(row.best, len(row.seeds)), fmt_pm(row.final, len(row.seeds)), gain, fmt_rounds(row),
+        seeds = len(row.seeds)
+        line = [row.label, str(seeds), fmt_pm(row.best, seeds), fmt_pm(row.final, seeds), gain, fmt_rounds(row),
                 fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
         if with_reference:
             line += ["—", "—"] if row.published is None else [f"{row.published:.2f}", f"{row.delta:+.2f}"]

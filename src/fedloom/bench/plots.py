@@ -67,9 +67,9 @@ def learning_curves(group: Group, order: list[str]) -> bytes:
 
 def _zoom_on_leaders(ax: "plt.Axes", curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> None:
     finals = [mean[-1] for _, _, mean, _ in curves if mean.size]
-    last = max((rounds[-1] for _, rounds, _, _ in curves if rounds.size), default=0)
     if not finals:
         return
+    last = max(rounds[-1] for _, rounds, _, _ in curves if rounds.size)
     first = last // 2
     peak = max(float(mean[rounds >= first].max()) for _, rounds, mean, _ in curves if (rounds >= first).any())
     ax.set_xlim(first, max(last, first + 1))
