@@ -81,7 +81,7 @@ class APPLE(Algorithm):
         own = F.one_hot(torch.tensor(ctx.client_id), n).to(p0.dtype)
         start = {**row(cores, ctx.client_id), DR: self.dr_vector(state, n)}
         trained, metrics = ctx.local_sgd(
-            start, lr=core_lr, aux={"own": own}, batch_loss=self.personal_loss(cores, own, ctx),
+            start, lr=core_lr, batch_loss=self.personal_loss(cores, own, ctx),
             extra_loss=self.dr_penalty(ctx, p0), grad_correction=self.dr_rate(core_lr))
         core, p = model_part(trained), trained[DR]
         if self.pfllib_compat:
@@ -96,6 +96,7 @@ class APPLE(Algorithm):
         # PFLlib's p-gradient averages g ⊙ c_j per layer, then over layers; the paper's is the inner product
         scale = ({name: 1.0 / (len(cores) * value[0].numel()) for name, value in cores.items()}
                  if self.pfllib_compat else {name: 1.0 for name in cores})
+        # per-client tensors in a closure are safe here: ctx.client_id already keeps APPLE off the vectorized path
         others = without_own_core(cores, own)  # constant all round: no N×|M| tensor per batch
 
         def loss(params: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
@@ -105,7 +106,7 @@ class APPLE(Algorithm):
                 # value Σ_j p_j c_j (own row = the live core); ∂/∂core = p_own g, ∂/∂p_j = scale·⟨g, c_j⟩
                 scaled_p = p.detach() + (p - p.detach()) * scale[name]
                 personal[name] = (torch.tensordot(scaled_p, stack, dims=1)
-                                  + (scaled_p * aux["own"]).sum() * core[name])
+                                  + (scaled_p * own).sum() * core[name])
             return ctx.task_loss(ctx.apply(personal, x), y)
 
         return loss
