@@ -41,8 +41,9 @@ MAGIC = b"FEDLOOM-CHECKPOINT 1\n"
 NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkpoint_every", "trackers",
                                  "data_dir", "cache_dir", "eval_batch_size"})
 #: Fields added after run folders already existed, left out of the identity while they hold their default, so
-#: that adding an option does not rename every existing run folder or invalidate every checkpoint.
-OMITTED_AT_DEFAULT = {"precision": "float32"}
+#: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted
+#: name reaches into a component's option table ("options.<component>.<option>").
+OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal"}
 
 
 class CheckpointError(FedloomError):
@@ -52,8 +53,15 @@ class CheckpointError(FedloomError):
 # ------------------------------------------------------------------------------------------------ identity
 def config_identity(cfg: RunConfig) -> dict[str, Any]:
     """The part of a resolved config that determines the results (JSON-ready, sorted keys)."""
-    return {k: v for k, v in sorted(cfg.to_dict().items())
-            if k not in NON_IDENTITY_FIELDS and not (k in OMITTED_AT_DEFAULT and v == OMITTED_AT_DEFAULT[k])}
+    identity = {k: v for k, v in sorted(cfg.to_dict().items()) if k not in NON_IDENTITY_FIELDS}
+    for dotted, default in OMITTED_AT_DEFAULT.items():
+        *path, name = dotted.split(".")
+        table = identity
+        for key in path:
+            table = table.get(key) if isinstance(table, dict) else None
+        if isinstance(table, dict) and name in table and table[name] == default:
+            del table[name]  # to_dict() built fresh dicts, so this never edits the config itself
+    return identity
 
 
 def config_hash(cfg: RunConfig) -> str:

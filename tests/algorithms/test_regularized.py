@@ -1,5 +1,6 @@
 """Ditto, pFedMe, APFL, Per-FedAvg: a personal model tied to the global one by a term or a step."""
 
+import pytest
 import torch
 from torch.func import grad
 
@@ -9,6 +10,7 @@ from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.per_fedavg import PerFedAvg
 from fedloom.algorithms.pfedme import PFedMe
 from fedloom.algorithms.tree import tree_add, tree_scale, tree_sub
+from fedloom.errors import ConfigError
 
 from pfl_helpers import distance, eval_params, experiment, same, start, train_round
 
@@ -51,6 +53,25 @@ def test_pfedme_inner_problem_pulls_theta_toward_the_local_model_and_server_mixe
     assert same(eval_params(exp, after, 1, 1), exp.runtime.store.load(1)["personal"])
     compat = PFedMe(pfllib_compat=True)
     assert compat.eval_params(exp.runtime.client_context(1, 1), after.broadcast, None) is after.broadcast.params
+
+
+def test_pfedme_evaluate_changes_only_the_scored_model() -> None:
+    exp = experiment("pfedme")
+    theta = client_update(exp, PFedMe())
+    local = client_update(exp, PFedMe(evaluate="local"))
+    assert same(local.upload, theta.upload) and same(local.state["personal"], theta.state["personal"])
+    init = exp.runtime.init_params
+    w = tree_add(init, local.upload)  # upload = w_i − θ, θ = init here
+    ctx, broadcast = exp.runtime.client_context(0, 1), start(exp).broadcast
+    assert same(PFedMe(evaluate="local").eval_params(ctx, broadcast, local.state), w, atol=1e-6)
+    assert distance(w, theta.state["personal"]) > 0  # the two evaluation points really differ
+    assert PFedMe(evaluate="global").eval_params(ctx, broadcast, theta.state) is broadcast.params
+
+
+def test_pfedme_evaluate_rejects_unknown_models_and_compat_mode() -> None:
+    for bad in (PFedMe(evaluate="best"), PFedMe(evaluate="local", pfllib_compat=True)):
+        with pytest.raises(ConfigError, match="pfedme"):
+            bad.validate()
 
 
 def test_apfl_alpha_moves_the_global_copy_trains_like_fedavg_and_the_mixture_is_scored() -> None:

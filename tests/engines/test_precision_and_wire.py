@@ -34,6 +34,15 @@ def test_precision_enters_the_run_identity_only_when_it_is_not_the_default() -> 
     assert config_hash(small_config(eval_batch_size=7)) == config_hash(default)
 
 
+def test_an_option_added_later_enters_the_identity_only_when_it_is_not_the_default() -> None:
+    plain = small_config(algorithm="pfedme", options={"pfedme": {"lamda": 15.0}})
+    at_default = small_config(algorithm="pfedme", options={"pfedme": {"lamda": 15.0, "evaluate": "personal"}})
+    local = small_config(algorithm="pfedme", options={"pfedme": {"lamda": 15.0, "evaluate": "local"}})
+    assert "evaluate" not in config_identity(at_default)["options"]["pfedme"]
+    assert at_default.options["pfedme"]["evaluate"] == "personal"  # the config itself is untouched
+    assert config_hash(at_default) == config_hash(plain) != config_hash(local)
+
+
 def test_evaluation_chunk_size_does_not_change_accuracy() -> None:
     assert make_experiment().runtime.eval_batch_size == 256  # automatic on CPU
     chunked = on_engine("serial", eval_batch_size=7)

@@ -11,6 +11,11 @@ PFLlib's author recommends (``-lrp 0.01 -lam 15``, β 1–3); PFLlib's argparse 
 model. ``pfllib_compat = True`` reproduces two PFLlib deviations: (1) its inner optimizer adds a weight decay
 μ θ_i with μ = 0.001; (2) its ``personalized_params`` list aliases the model's own parameters, so what it
 scores as personalized is in fact the downloaded global model — compat mode scores the broadcast θ.
+
+``evaluate`` picks the scored model outside compat mode, for studying the evaluation point without touching
+training (the trajectory, uploads and metrics other than accuracy are identical): ``personal`` (default, the
+paper's and official code's θ_i after the last batch's K inner steps), ``local`` (w_i: the envelope steps make
+it an exponential average of the θ_i over the epoch, rate ηλ per batch) or ``global`` (the broadcast θ).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 
 LOCAL = "local"  # tag of the local model w inside the trained dict; the untagged entries are θ_i
 PFLLIB_INNER_WEIGHT_DECAY = 0.001
+SCORED_MODELS = ("personal", "local", "global")
 
 
 @ALGORITHMS.register("pfedme")
@@ -45,6 +51,7 @@ class PFedMe(FedAvg):
     K: int = 5
     beta: float = 1.0
     pfllib_compat: bool = False
+    evaluate: str = "personal"
 
     def validate(self) -> None:
         if not self.lamda >= 0:
@@ -55,9 +62,15 @@ class PFedMe(FedAvg):
             raise ConfigError(f"pfedme.K must be >= 1, got {self.K}")
         if not self.beta > 0:
             raise ConfigError(f"pfedme.beta must be > 0, got {self.beta}")
+        if self.evaluate not in SCORED_MODELS:
+            raise ConfigError(f"pfedme.evaluate must be one of {', '.join(SCORED_MODELS)}, got {self.evaluate!r}")
+        if self.pfllib_compat and self.evaluate != "personal":
+            raise ConfigError("pfedme.pfllib_compat fixes the scored model (PFLlib's alias scores the global one); "
+                              "leave pfedme.evaluate at 'personal'")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
-        return {"personal": tree_clone(init_params)}
+        kept = ("personal", "local") if self.evaluate == "local" else ("personal",)
+        return {name: tree_clone(init_params) for name in kept}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         start = {**broadcast.params, **tagged(LOCAL, broadcast.params)}
@@ -65,7 +78,9 @@ class PFedMe(FedAvg):
                                          trainable=is_model_name, batch_loss=self.task_loss_of(ctx),
                                          extra_loss=self.inner_penalty, after_batch=self.envelope_step(ctx))
         local, personal = untagged(LOCAL, trained), model_part(trained)
-        return ClientResult(upload=tree_sub(local, broadcast.params), state={"personal": personal},
+        # w_i is kept only when it is scored: the store holds one model per client otherwise
+        state = {"personal": personal, **({"local": local} if self.evaluate == "local" else {})}
+        return ClientResult(upload=tree_sub(local, broadcast.params), state=state,
                             weight=ctx.num_train_samples, metrics=metrics)
 
     @staticmethod
@@ -96,4 +111,6 @@ class PFedMe(FedAvg):
         return ServerResult(state=state, broadcast=Broadcast(params=params))
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
-        return broadcast.params if self.pfllib_compat else state["personal"]
+        if self.pfllib_compat or self.evaluate == "global":
+            return broadcast.params
+        return state[self.evaluate]
