@@ -68,19 +68,22 @@ class PFedMe(FedAvg):
             raise ConfigError("pfedme.pfllib_compat fixes the scored model (PFLlib's alias scores the global one); "
                               "leave pfedme.evaluate at 'personal'")
 
+    @property
+    def kept_models(self) -> tuple[str, ...]:
+        """What the client-state store holds per client: θ_i, plus w_i only when w_i is the scored model."""
+        return ("personal", "local") if self.evaluate == "local" else ("personal",)
+
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
-        kept = ("personal", "local") if self.evaluate == "local" else ("personal",)
-        return {name: tree_clone(init_params) for name in kept}
+        return {name: tree_clone(init_params) for name in self.kept_models}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         start = {**broadcast.params, **tagged(LOCAL, broadcast.params)}
         trained, metrics = ctx.local_sgd(start, lr=self.personal_lr, steps_per_batch=self.K,
                                          trainable=is_model_name, batch_loss=self.task_loss_of(ctx),
                                          extra_loss=self.inner_penalty, after_batch=self.envelope_step(ctx))
-        local, personal = untagged(LOCAL, trained), model_part(trained)
-        # w_i is kept only when it is scored: the store holds one model per client otherwise
-        state = {"personal": personal, **({"local": local} if self.evaluate == "local" else {})}
-        return ClientResult(upload=tree_sub(local, broadcast.params), state=state,
+        models = {"personal": model_part(trained), "local": untagged(LOCAL, trained)}
+        return ClientResult(upload=tree_sub(models["local"], broadcast.params),
+                            state={name: models[name] for name in self.kept_models},
                             weight=ctx.num_train_samples, metrics=metrics)
 
     @staticmethod
