@@ -39,7 +39,8 @@ MAGIC = b"FEDLOOM-CHECKPOINT 1\n"
 #: run and its resume (or between two grid invocations) without changing a single metric (the evaluation chunk
 #: size can change the last bits of a loss sum, never a count).
 NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkpoint_every", "trackers",
-                                 "data_dir", "cache_dir", "eval_batch_size"})
+                                 "data_dir", "cache_dir", "eval_batch_size",
+                                 "keep_client_states"})
 #: Fields added after run folders already existed, left out of the identity while they hold their default, so
 #: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted
 #: name reaches into a component's option table ("options.<component>.<option>").
@@ -138,11 +139,15 @@ def save_checkpoint(run_dir: Path, cfg: RunConfig, progress: RunProgress,
               "sha256": hashlib.sha256(body).hexdigest(), "payload_bytes": len(body)}
     target = run_dir / CHECKPOINT_NAME
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(MAGIC + json.dumps(header, sort_keys=True, default=str).encode() + b"\n" + body)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_replace(tmp, target)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(MAGIC + json.dumps(header, sort_keys=True, default=str).encode() + b"\n" + body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_replace(tmp, target)
+    except BaseException:  # an interrupted write leaves the previous checkpoint and no temporary file
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -235,8 +240,12 @@ def restore_point(run_dir: Path, cfg: RunConfig, engine: Any,
     """Load the checkpoint of ``run_dir`` into ``engine`` and return where to continue; None when the folder
     has no checkpoint (the run restarts from round 0 in the same folder)."""
     if not has_checkpoint(run_dir):
+        engine.runtime.store.clear()  # a restart from round 0: states of the killed attempt must not leak in
         return None
     progress, states = to_device(*load_checkpoint(run_dir, cfg), device)
+    # exactly the checkpointed states: states saved after the checkpoint by the killed process are dropped
+    # (the disk store is one folder shared with any worker processes, so the main process clears it for all)
+    engine.runtime.store.clear()
     engine.restore_client_states(sorted(states.items()))
     return progress
 
@@ -264,7 +273,11 @@ def rewind_run_folder(folder: RunFolder, progress: Optional[RunProgress]) -> Non
 def open_for_resume(cfg: RunConfig, engine: Any, device: torch.device) -> tuple[RunFolder, Optional[RunProgress]]:
     """The existing run folder ``cfg.out`` and where to continue (None: from round 0). Nothing in the folder
     is touched until the checkpoint has been verified against ``cfg``."""
-    folder = RunFolder(Path(cfg.out or "."))
-    progress = restore_point(folder.path, cfg, engine, device)
-    rewind_run_folder(folder, progress)
+    folder = RunFolder.open_existing(Path(cfg.out or "."))  # locked: nobody else writes it from now on
+    try:
+        progress = restore_point(folder.path, cfg, engine, device)
+        rewind_run_folder(folder, progress)
+    except BaseException:
+        folder.release()
+        raise
     return folder, progress

@@ -7,6 +7,7 @@ client on its own test split with the algorithm's ``eval_params`` → append to 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import datetime as dt
 import time
@@ -20,7 +21,7 @@ import torch
 from fedloom.algorithms import ALGORITHMS, Algorithm
 from fedloom.algorithms.base import Federation, ServerResult
 from fedloom.algorithms.tree import tree_allfinite, tree_bytes
-from fedloom.checkpoint import RunProgress, open_for_resume, remove_checkpoint, save_checkpoint
+from fedloom.checkpoint import CHECKPOINT_NAME, RunProgress, open_for_resume, remove_checkpoint, save_checkpoint
 from fedloom.config import RunConfig, check_option_namespaces, component_options, to_toml, validate_numbers
 from fedloom.data.base import DATASETS, PartitionSpec
 from fedloom.data.federated import FederatedData, build_federated_data
@@ -136,8 +137,29 @@ def client_store(cfg: RunConfig, algorithm: Algorithm, init_params: dict, num_cl
     keeping one would take more than a quarter of physical memory."""
     state_bytes = tree_bytes(algorithm.init_client_state(init_params))
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
-    root = Path(cfg.store_dir) if cfg.store_dir else Path(cfg.out or ".") / "client_states"
+    root = store_root(cfg)
     return make_store(cfg.store, cfg.store_dtype, root, device, state_bytes, num_clients, budget)
+
+
+def store_root(cfg: RunConfig) -> Path:
+    """Where a disk store keeps this run's client states: inside the run folder, or, with ``--store-dir``, in a
+    subfolder keyed by the run folder's absolute path, so that no other run ever reads them."""
+    out = Path(cfg.out or ".")
+    if not cfg.store_dir:
+        return out / "client_states"
+    key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    return Path(cfg.store_dir) / f"{out.resolve().name or 'run'}-{key}"
+
+
+def check_store_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--store-dir {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--store-dir {path} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--store-dir {path} is not writable")
 
 
 # ------------------------------------------------------------------------------------------------ one round
@@ -244,13 +266,11 @@ def start_progress(exp: Experiment, folder: RunFolder) -> RunProgress:
 
 
 def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]],
-               start: Optional[RunProgress] = None) -> RunOutcome:
-    """Rounds ``start.round + 1 .. cfg.rounds`` (all of them for a fresh run), checkpointing every
-    ``cfg.checkpoint_every`` rounds, then clients.csv, the plot and the summary."""
+               start: RunProgress) -> RunOutcome:
+    """Rounds ``start.round + 1 .. cfg.rounds``, checkpointing every ``cfg.checkpoint_every`` rounds, then
+    clients.csv, the plot and the summary."""
     cfg, task = exp.config, exp.runtime.task
-    state = start or start_progress(exp, folder)
-    if start is None and progress:
-        progress(0, state.records[0])  # the initial model's evaluation (trackers plot it as step 0)
+    state = start
     started = time.perf_counter()
     for round_ in range(state.round + 1, cfg.rounds + 1):
         out = step_round(exp, state.server, round_, state.totals)
@@ -300,30 +320,70 @@ def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None
                    resume: bool = False) -> RunOutcome:
     """Run one experiment end to end and return its summary. Bad input raises FedloomError before any
     run folder exists; a failure during training leaves a FAILED marker and no summary.json. ``resume``
-    continues the existing run folder ``cfg.out`` from its checkpoint (or from round 0 if it has none)."""
+    continues the existing run folder ``cfg.out`` from its checkpoint (or from round 0 if it has none).
+    The folder is locked for the whole run (one writer), see docs/reliability.md."""
     cfg = resolve_config(cfg)
+    check_run_paths(cfg, resume)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     data = load_data(cfg, device)
     exp = build_experiment(cfg, data, device)
-    trackers = TrackerGroup(make_trackers(cfg.trackers))
+    try:
+        return _run_in_folder(exp, progress, resume)
+    finally:
+        exp.engine.close()  # stops worker processes, if the engine has any
+
+
+def _run_in_folder(exp: Experiment, progress: Optional[Callable[[int, dict], None]], resume: bool) -> RunOutcome:
+    trackers = TrackerGroup(make_trackers(exp.config.trackers))
     if resume:
-        folder, start = open_for_resume(exp.config, exp.engine, device)
+        folder, start = open_for_resume(exp.config, exp.engine, exp.runtime.device)
     else:
         folder, start = RunFolder.create(Path(exp.config.out), exp.config.overwrite), None
     try:
-        if start is None:
-            folder.write_text("config.toml", to_toml(exp.config))
-            write_partition_report(data, folder.path)
         trackers.start(folder.path, exp.config.to_dict())
-        outcome = run_rounds(exp, folder, trackers.wrap(progress), start)
+        wrapped = trackers.wrap(progress)
+        if start is None:
+            start = begin_run(exp, folder)
+            if wrapped:
+                wrapped(0, start.records[0])  # the initial model's evaluation (trackers plot it as step 0)
+        outcome = run_rounds(exp, folder, wrapped, start)
         folder.finish(outcome.summary)
         remove_checkpoint(folder.path)
+        if not exp.config.keep_client_states:
+            exp.runtime.store.discard()
         trackers.finish(outcome.summary)
         return outcome
     except BaseException as exc:
-        folder.mark_failed(exc)
+        if folder.previous is not None:  # failed before it started: the replaced run comes back untouched
+            folder.abort_start()
+        else:
+            folder.mark_failed(exc)
         trackers.finish(None, quiet=True)
         raise
     finally:
-        exp.engine.close()  # stops worker processes, if the engine has any
+        folder.release()
+
+
+def begin_run(exp: Experiment, folder: RunFolder) -> RunProgress:
+    """A fresh start in ``folder``: the resolved config, the partition report, an empty client-state store
+    (nothing of an earlier run in the same place survives), the round-0 evaluation. Only then is a run that
+    ``--overwrite`` replaced deleted."""
+    folder.write_text("config.toml", to_toml(exp.config))
+    write_partition_report(exp.data, folder.path)
+    exp.runtime.store.clear()
+    start = start_progress(exp, folder)
+    folder.commit_start()
+    return start
+
+
+def check_run_paths(cfg: RunConfig, resume: bool) -> None:
+    """Paths that cannot work are refused before any data are loaded (one line naming the path)."""
+    out = Path(cfg.out or ".")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    checkpoint = out / CHECKPOINT_NAME
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint} is not a checkpoint file (it is a folder); move it away")
+    if cfg.store_dir:
+        check_store_dir(Path(cfg.store_dir))

@@ -15,9 +15,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from fedloom.errors import ConfigError
+from fedloom.folder_safety import (RUN_MARKER, check_replaceable, move_aside, put_back, recover_previous,
+                                  remove_stale_temporaries)
+from fedloom.locking import RunLock
 
 COMPLETE_MARKER = "summary.json"
 FAILED_MARKER = "FAILED"
@@ -25,27 +28,80 @@ FAILED_MARKER = "FAILED"
 
 def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:  # never leave the temporary behind (a kill -9 can; the next start sweeps it)
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class RunFolder:
-    def __init__(self, path: Path) -> None:
+    """A run folder held by this process (an exclusive lock, see fedloom.locking).
+
+    ``create(..., overwrite=True)`` replaces a previous run without ever losing it to a failed start: the old
+    folder is renamed aside (``.NAME.previous-PID``), the new run is written at NAME, and the old one is
+    deleted only by ``commit_start`` once the new run has written its config, partition and round-0
+    evaluation; ``abort_start`` (any failure before that) puts the old folder back.
+    """
+
+    def __init__(self, path: Path, lock: Optional[RunLock] = None) -> None:
         self.path = path
+        self.lock = lock
+        self.previous: Optional[Path] = None  # the replaced run, until commit_start
 
     @classmethod
     def create(cls, path: Path, overwrite: bool) -> "RunFolder":
-        """Prepare an empty run folder; refuse to clobber a finished run unless ``overwrite``."""
+        """Prepare an empty run folder; refuse to clobber a finished run unless ``overwrite``, and refuse to
+        overwrite anything that is not a fedloom run folder (see :mod:`fedloom.folder_safety`)."""
+        recover_previous(path)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out {path} exists and is not a folder")
+        previous: Optional[Path] = None
         if path.exists() and any(path.iterdir()):
             if not overwrite:
                 state = "a completed run" if (path / COMPLETE_MARKER).exists() else "files"
                 raise ConfigError(f"run folder {path} already holds {state}; use --overwrite or another --out")
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+            check_replaceable(path)
+            previous = move_aside(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            folder = cls(path, RunLock(path).acquire())
+            atomic_write_text(path / RUN_MARKER, "fedloom run folder\n")
+        except BaseException as exc:
+            if previous is not None:
+                put_back(previous, path)
+            if isinstance(exc, OSError):
+                raise ConfigError(f"cannot create run folder {path}: {exc.strerror or exc}") from None
+            raise
+        folder.previous = previous
+        return folder
+
+    @classmethod
+    def open_existing(cls, path: Path) -> "RunFolder":
+        """An existing run folder, locked for writing (``--resume``)."""
+        recover_previous(path)
+        folder = cls(path, RunLock(path).acquire())
+        remove_stale_temporaries(path)
+        return folder
+
+    def commit_start(self) -> None:
+        """The new run has started: the run it replaced can go."""
+        if self.previous is not None:
+            shutil.rmtree(self.previous, ignore_errors=True)
+            self.previous = None
+
+    def abort_start(self) -> None:
+        """The new run failed before it started: remove it and restore the run it replaced."""
+        if self.previous is not None:
+            self.release()
+            put_back(self.previous, self.path)
+            self.previous = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write_text(self.path / name, text)
@@ -59,11 +115,15 @@ class RunFolder:
 
     def write_csv(self, name: str, header: list[str], rows: Iterable[list[Any]]) -> None:
         tmp = self.path / f".{name}.tmp"
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, self.path / name)
+        try:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(header)
+                writer.writerows(rows)
+            os.replace(tmp, self.path / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def mark_failed(self, error: BaseException) -> None:
         (self.path / COMPLETE_MARKER).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ dict; a disk-backed store implements the same four methods.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -37,6 +38,14 @@ class ClientStateStore(ABC):
     def __contains__(self, client_id: int) -> bool:
         return client_id in set(self.client_ids())
 
+    @abstractmethod
+    def clear(self) -> None:
+        """Forget every state (a fresh start, or before restoring a checkpoint's states exactly)."""
+
+    def discard(self) -> None:
+        """Release what the store holds once the run is complete (a disk store removes its folder)."""
+        self.clear()
+
 
 class InMemoryStore(ClientStateStore):
     def __init__(self) -> None:
@@ -58,53 +67,67 @@ class InMemoryStore(ClientStateStore):
     def __contains__(self, client_id: int) -> bool:
         return client_id in self._states
 
+    def clear(self) -> None:
+        self._states.clear()
+
 
 class DiskStore(ClientStateStore):
     """One ``torch.save`` file per client under ``root``; floating tensors stored as ``dtype``.
 
     Writes go to a temporary file in the same folder and are renamed into place, so a crash never leaves a
-    half-written state. Loading casts floating tensors back to float32 on ``device``.
+    half-written state. Loading casts floating tensors back to float32 on ``device``. The folder itself is the
+    index (no cached list of clients): the processes engine's workers share one folder, and a ``clear`` by the
+    main process before a resume must be seen by all of them.
     """
 
     def __init__(self, root: Path, dtype: str = "float32", device: torch.device | str = "cpu") -> None:
         self.root = Path(root)  # created on the first save, so an unused store leaves no folder behind
         self.dtype = STORAGE_DTYPES[dtype]
         self.device = torch.device(device)
-        self._ids = {int(p.stem) for p in self.root.glob("*/*.pt")}
 
     def path(self, client_id: int) -> Path:
         return self.root / f"{client_id // 1000:05d}" / f"{client_id}.pt"
 
     def load(self, client_id: int) -> Optional[Tree]:
-        if client_id not in self._ids:
+        path = self.path(client_id)
+        if not path.is_file():
             return None
         try:
-            stored = torch.load(self.path(client_id), map_location=self.device, weights_only=True)
+            stored = torch.load(path, map_location=self.device, weights_only=True)
         except (OSError, RuntimeError, EOFError) as exc:
-            raise DataError(f"cannot read the state of client {client_id} from {self.path(client_id)}: {exc}") \
-                from None
+            raise DataError(f"cannot read the state of client {client_id} from {path}: {exc}") from None
         return tree_map(lambda t: t.float() if t.is_floating_point() else t, stored)
 
     def save(self, client_id: int, state: Optional[Tree]) -> None:
         path = self.path(client_id)
         if state is None:
             path.unlink(missing_ok=True)
-            self._ids.discard(client_id)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         stored = tree_map(lambda t: t.detach().to("cpu", self.dtype if t.is_floating_point() else t.dtype)
                           .contiguous(), state)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(stored, handle)
-        os.replace(tmp, path)
-        self._ids.add(client_id)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(stored, handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def client_ids(self) -> Iterator[int]:
-        return iter(sorted(self._ids))
+        return iter(sorted(int(p.stem) for p in self.root.glob("*/*.pt") if p.stem.isdigit()))
 
     def __contains__(self, client_id: int) -> bool:
-        return client_id in self._ids
+        return self.path(client_id).is_file()
+
+    def clear(self) -> None:
+        for shard in self.root.glob("[0-9]*"):
+            if shard.is_dir():
+                shutil.rmtree(shard, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class ReducedPrecisionMemoryStore(InMemoryStore):
