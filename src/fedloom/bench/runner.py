@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,10 @@ from pathlib import Path
 from typing import IO, Optional, TextIO
 
 from fedloom.bench.grid import GridSpec, PlannedRun
+from fedloom.bench.processes import STOP_SECONDS, claim, die_with_parent, signal_group
 from fedloom.bench.progress import GridProgress, format_seconds
+from fedloom.folder_safety import RUN_MARKER
+from fedloom.locking import OWNER_ENV
 from fedloom.tracking import COMPLETE_MARKER, FAILED_MARKER, atomic_write_text
 
 POLL_SECONDS = 0.2
@@ -31,6 +35,7 @@ class GridResult:
     done: list[PlannedRun] = field(default_factory=list)
     skipped: list[PlannedRun] = field(default_factory=list)
     failed: list[tuple[PlannedRun, str]] = field(default_factory=list)
+    busy: list[tuple[PlannedRun, str]] = field(default_factory=list)  # being written by another process
 
 
 @dataclass
@@ -50,17 +55,23 @@ def prepare(run: PlannedRun) -> None:
     run.folder.mkdir(parents=True, exist_ok=True)
     if not (run.folder / "config.toml").is_file():
         atomic_write_text(run.folder / "config.toml", run.config_toml())
+    if not (run.folder / RUN_MARKER).is_file():
+        atomic_write_text(run.folder / RUN_MARKER, "fedloom run folder\n")
 
 
 def launch(run: PlannedRun, threads: int) -> Active:
+    """Start ``fedloom run --resume`` for ``run`` in a process group of its own (so that stopping it also
+    stops its engine's workers), marked as owned by this bench, and set to die with this bench."""
     prepare(run)
     cmd = [sys.executable, "-m", "fedloom.cli", "run", "--resume", str(run.folder), "--quiet",
            "--threads", str(threads)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           OWNER_ENV: str(os.getpid())}
     log = open(run.folder / LOG_NAME, "a")
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
     return Active(run, proc, log, time.monotonic())
 
 
@@ -104,14 +115,16 @@ def _finish(active: Active, result: GridResult, progress: GridProgress) -> None:
 
 
 def _stop(active: list[Active]) -> None:
-    """Ctrl-C: stop the runs started here (their checkpoints stay, so the next invocation resumes)."""
+    """Ctrl-C, SIGTERM or SIGHUP: stop the runs started here, each with its whole process group (their
+    checkpoints stay, so the next invocation resumes)."""
     for item in active:
-        item.proc.terminate()
+        signal_group(item.proc.pid, signal.SIGTERM)
     for item in active:
         try:
-            item.proc.wait(timeout=10)
+            item.proc.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            item.proc.kill()
+            signal_group(item.proc.pid, signal.SIGKILL)
+            item.proc.wait()
         item.log.close()
 
 
@@ -127,7 +140,13 @@ def run_grid(spec: GridSpec, runs: list[PlannedRun], stream: Optional[TextIO] = 
     try:
         while queue or active:
             while queue and len(active) < spec.workers:
-                active.append(launch(queue.popleft(), spec.threads))
+                run = queue.popleft()
+                busy = claim(run.folder)
+                if busy:
+                    result.busy.append((run, busy))
+                    progress.event(f"busy   {run.label}: {busy}; left to it")
+                    continue
+                active.append(launch(run, spec.threads))
                 progress.running += 1
             time.sleep(POLL_SECONDS)
             for item in [a for a in active if a.proc.poll() is not None]:
@@ -143,10 +162,13 @@ def run_grid(spec: GridSpec, runs: list[PlannedRun], stream: Optional[TextIO] = 
 
 
 def print_result(spec: GridSpec, result: GridResult, stream: TextIO) -> None:
+    busy = f", {len(result.busy)} running elsewhere" if result.busy else ""
     print(f"grid {spec.name}: {len(result.done)} ran, {len(result.skipped)} skipped (complete), "
-          f"{len(result.failed)} failed", file=stream)
+          f"{len(result.failed)} failed{busy}", file=stream)
     for run, message in result.failed:
         print(f"  failed: {run.folder}: {message} (log: {run.folder / LOG_NAME})", file=stream)
+    for run, message in result.busy:
+        print(f"  not started: {run.folder}: {message}", file=stream)
     if result.failed:
         print("  re-run the same command to retry the failed runs (completed ones are skipped)", file=stream)
     print(f"report: fedloom report {spec.out} --out {spec.out / 'report'}", file=stream)
