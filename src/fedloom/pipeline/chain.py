@@ -1,0 +1,86 @@
+"""UploadPipeline: the one per-client finishing step every engine calls after ``client_update``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from fedloom.algorithms.tree import Tree, tree_bytes
+from fedloom.pipeline.attacks import Attack
+from fedloom.pipeline.context import TransformContext
+from fedloom.pipeline.transforms import Clip, UploadTransform
+from fedloom.pipeline.wire import Compact, decoded, flatten, message_bytes, payload_bytes, unflatten
+
+#: Keys of a stored client state when transforms keep state of their own beside the algorithm's.
+ALGORITHM_KEY, TRANSFORMS_KEY = "__algorithm__", "__transforms__"
+
+
+@dataclass(frozen=True)
+class UploadPipeline:
+    """Attack (for malicious clients) → transforms in order → wire encoding (bytes) → decoding."""
+
+    seed: int = 0
+    transforms: tuple[tuple[str, UploadTransform], ...] = ()
+    attack: Optional[Attack] = None
+    malicious: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def empty(self) -> bool:
+        return not self.transforms and self.attack is None
+
+    @property
+    def stateful(self) -> bool:
+        return any(t.stateful for _, t in self.transforms)
+
+    @property
+    def clip_norm(self) -> float:
+        clips = [t.norm for _, t in self.transforms if isinstance(t, Clip)]
+        return clips[-1] if clips else 0.0
+
+    # ------------------------------------------------------------------ client state
+    def split(self, stored: Optional[Tree]) -> tuple[Optional[Tree], dict[str, Any]]:
+        """(algorithm state, transform states) of what the store holds for a client."""
+        if not self.stateful or stored is None:
+            return stored, {}
+        return stored.get(ALGORITHM_KEY), dict(stored.get(TRANSFORMS_KEY, {}))
+
+    def join(self, state: Optional[Tree], transform_states: dict[str, Any]) -> Optional[Tree]:
+        """What the store keeps: the algorithm's state alone, unless transforms keep state too."""
+        if not self.stateful:
+            return state
+        stored: dict[str, Any] = {} if state is None else {ALGORITHM_KEY: state}
+        kept = {k: v for k, v in transform_states.items() if v is not None}
+        if kept:
+            stored[TRANSFORMS_KEY] = kept
+        return stored or None
+
+    # ------------------------------------------------------------------ the finishing step
+    def finish(self, client_id: int, round_: int, upload: Any,
+               transform_states: dict[str, Any]) -> tuple[Optional[Tree], int, dict[str, Any]]:
+        """(the upload the server receives, its bytes on the wire, the new transform states)."""
+        if upload is None:
+            return None, 0, transform_states
+        if self.empty:
+            return decoded(upload), message_bytes(upload), transform_states
+        tctx = TransformContext(self.seed, round_, client_id, client_id in self.malicious, self.clip_norm)
+        tree = decoded(upload)
+        if tctx.malicious and self.attack is not None:
+            tree = self.attack.corrupt(tctx, tree)
+        states = dict(transform_states)
+        for name, transform in self.transforms:
+            tree, states[name] = transform.apply(tctx, tree, states.get(name))
+        codecs = [t for _, t in self.transforms if t.has_codec]
+        if not codecs:
+            return tree, (message_bytes(upload) if isinstance(upload, Compact) else tree_bytes(tree)), states
+        return self._through_the_wire(tree, codecs, tctx) + (states,)
+
+    @staticmethod
+    def _through_the_wire(tree: Tree, codecs: list[UploadTransform],
+                          tctx: TransformContext) -> tuple[Tree, int]:
+        payload = flatten(tree)
+        for codec in codecs:
+            payload = codec.encode(payload, tctx)
+        nbytes = payload_bytes(payload)
+        for codec in reversed(codecs):
+            payload = codec.decode(payload)
+        return unflatten(payload, tree), nbytes
