@@ -1,0 +1,41 @@
+"""Behaviour kept across refactors: every registered algorithm's metrics.jsonl on a small fixed digits setting
+is byte-identical to the one recorded before the round-protocol refactor (tests/golden/metrics, made by
+make_golden.py from commit 71bd885), on the serial engine and on the processes engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedloom.algorithms import ALGORITHMS
+from fedloom.cli import main
+
+from make_golden import ENGINES, SETTING
+
+GOLDEN = Path(__file__).parent / "metrics"
+FAST_PROCESSES = {"ditto", "fedfomo"}  # one averaging server, one that needs every upload
+
+
+def cases() -> list:
+    out = []
+    for algorithm in ALGORITHMS.names():
+        out.append(pytest.param(algorithm, "serial", id=f"{algorithm}-serial"))
+        marks = () if algorithm in FAST_PROCESSES else pytest.mark.slow
+        out.append(pytest.param(algorithm, "processes", marks=marks, id=f"{algorithm}-processes"))
+    return out
+
+
+@pytest.mark.parametrize("algorithm, engine", cases())
+def test_metrics_are_byte_identical_to_the_recorded_ones(algorithm: str, engine: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    golden = GOLDEN / f"{algorithm}-{engine}.jsonl"
+    assert golden.is_file(), f"no golden record for {algorithm}: run tests/golden/make_golden.py on the old code"
+    code = main(["run", "--algorithm", algorithm, *SETTING, *ENGINES[engine], "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == golden.read_bytes()
+
+
+def test_every_registered_algorithm_has_a_golden_record() -> None:
+    missing = [a for a in ALGORITHMS.names() if not (GOLDEN / f"{a}-serial.jsonl").is_file()]
+    assert not missing, f"record golden metrics for {missing} (tests/golden/make_golden.py)"
