@@ -56,6 +56,8 @@ class RunConfig:
     pack_size: int = _f(32, "vectorized engine: clients trained in lockstep (slots)")
     workers: Optional[int] = _f(None, "processes engine: worker processes (default: number of cores)")
     worker_engine: str = _f("serial", "processes engine: engine inside each worker (serial | vectorized)")
+    worker_timeout: float = _f(30.0, "processes engine: seconds without a worker heartbeat before the run ends "
+                                     "(a frozen or stopped worker)")
     store: str = _f("auto", "client-state store: memory | disk | auto (disk when states would not fit in RAM)")
     store_dtype: str = _f("float32", "storage dtype of floating client states: float32 | bfloat16 | float16")
     store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states")
@@ -228,6 +230,8 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     _check(cfg.pack_size >= 1, f"--pack-size must be >= 1, got {cfg.pack_size}")
     _check(cfg.workers is None or cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
+    _check(math.isfinite(cfg.worker_timeout) and cfg.worker_timeout > 0,
+           f"--worker-timeout must be a positive number of seconds, got {cfg.worker_timeout}")
     _check(cfg.store in ("memory", "disk", "auto"), f"--store must be memory, disk or auto, got {cfg.store!r}")
     _check(cfg.precision in ("float32", "bfloat16"),
            f"--precision must be float32 or bfloat16, got {cfg.precision!r}")

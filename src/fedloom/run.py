@@ -128,7 +128,7 @@ def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) 
 
 def engine_options(cfg: RunConfig) -> EngineOptions:
     return EngineOptions(slots=cfg.pack_size, workers=cfg.workers or os.cpu_count() or 1,
-                         worker_engine=cfg.worker_engine, run_config=cfg)
+                         worker_engine=cfg.worker_engine, worker_timeout=cfg.worker_timeout, run_config=cfg)
 
 
 def client_store(cfg: RunConfig, algorithm: Algorithm, init_params: dict, num_clients: int,

@@ -28,7 +28,8 @@ class EngineOptions:
 
     slots: clients trained in lockstep by the vectorized engine; pack_clients: clients per vectorized
     client_update call (bounds the memory of stacked parameters); min_clients: below this cohort size the
-    vectorized engine loops, which is faster; workers / worker_engine: the processes engine.
+    vectorized engine loops, which is faster; workers / worker_engine / worker_timeout: the processes engine
+    (worker_timeout: seconds without a worker heartbeat before the run ends).
     """
 
     slots: int = 32
@@ -36,6 +37,7 @@ class EngineOptions:
     min_clients: int = 4
     workers: int = 2
     worker_engine: str = "serial"
+    worker_timeout: float = 30.0
     run_config: Any = None  # the resolved RunConfig, from which process workers rebuild their runtime
 
 

@@ -1,12 +1,22 @@
 """The worker side of the processes engine (and of a future Ray actor): build a runtime from the resolved
-run config, then serve train / evaluate / states / restore requests until told to stop."""
+run config, then serve train / evaluate / states / restore requests until told to stop.
+
+A daemon thread stamps the worker's heartbeat (a shared double) every HEARTBEAT_SECONDS, so the main process
+can tell a slow worker (busy in a long training step: its thread keeps beating) from a frozen or stopped one
+(SIGSTOP stops every thread of a process, so its heartbeat goes stale). The same thread ends the worker when
+its parent has gone (a kill -9 of the CLI), so no orphan keeps computing.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn, Optional
 
 import torch
 
@@ -14,9 +24,17 @@ from fedloom import errors
 
 #: Sent in place of a broadcast the worker already received (see ProcessEngine._wire).
 SAME_BROADCAST = "same-broadcast"
+#: How often a worker stamps its heartbeat (and checks that its parent is alive).
+HEARTBEAT_SECONDS = 0.5
+#: Exit status of a worker that found its parent gone.
+EXIT_ORPHANED = 3
 
 
-def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: Any) -> None:
+def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: Any, beat: Any = None) -> None:
+    # Ctrl-C reaches the whole foreground process group; stopping the workers is the main process's job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if beat is not None:  # first, so that a slow start-up (data loading) is seen as alive
+        start_heartbeat(beat, os.getppid())
     torch.set_num_threads(1)  # one thread per process: robust when the machine is shared
     try:
         engine = build_worker_engine(run_config, inner_engine, options)
@@ -47,6 +65,30 @@ def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: A
             conn.send(("ok", handlers[command](payload)))
         except BaseException as exc:
             conn.send(("error", describe(exc)))
+
+
+def start_heartbeat(beat: Any, parent: int, interval: float = HEARTBEAT_SECONDS) -> threading.Thread:
+    """Stamp ``beat.value`` with ``time.monotonic()`` (one clock for every process of the machine) every
+    ``interval`` seconds from a daemon thread; the worker exits as soon as ``parent`` is no longer its parent."""
+    thread = threading.Thread(target=heartbeat_loop, args=(beat, parent, interval), name="fedloom-heartbeat",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def heartbeat_loop(beat: Any, parent: int, interval: float, stop: Optional[threading.Event] = None,
+                   on_orphan: Optional[Callable[[], None]] = None) -> None:
+    """The heartbeat thread's body (``stop`` and ``on_orphan`` exist for tests)."""
+    while stop is None or not stop.is_set():
+        if os.getppid() != parent:  # reparented: the main process died without stopping us
+            (on_orphan or _exit_orphaned)()
+            return
+        beat.value = time.monotonic()
+        time.sleep(interval)
+
+
+def _exit_orphaned() -> None:
+    os._exit(EXIT_ORPHANED)  # no cleanup to wait for: the main process that wanted our results is gone
 
 
 def build_worker_engine(run_config: Any, inner_engine: str, options: Any) -> Any:
