@@ -8,7 +8,7 @@ depend (beyond float32 rounding of the final cast) on the order in which clients
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -23,9 +23,15 @@ class Uploads:
     total_weight: float
     count: int
     items: Optional[list[tuple[int, Tree, float]]] = None  # (client id, upload, weight), by client id
+    #: the run's server aggregator (fedloom.pipeline.aggregators); None or a reducible one: the weighted mean
+    aggregator: Optional[Any] = None
 
     def weighted_mean(self) -> Optional[Tree]:
-        """Σ_i w_i u_i / Σ_i w_i in the uploads' dtype, or None when nobody uploaded."""
+        """What an averaging server combines the uploads into: Σ_i w_i u_i / Σ_i w_i in the uploads' dtype (or
+        the run's robust aggregator, ``--aggregator median`` etc., applied to every upload), None when nobody
+        uploaded. Algorithms call this and stay unaware of the rule."""
+        if self.aggregator is not None and self.aggregator.needs_all:
+            return self.aggregator.aggregate(self.all()) if self.count else None
         if self.weighted_sum is None or self.total_weight <= 0:
             return None
         return tree_map(lambda s: (s / self.total_weight).to(torch.float32), self.weighted_sum)

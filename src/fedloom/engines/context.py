@@ -3,7 +3,7 @@ the model and randomness while it runs one client)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -15,6 +15,8 @@ from fedloom.data.federated import FederatedData
 from fedloom.engines.local_sgd import AfterBatch, BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig
 from fedloom.engines.state_store import ClientStateStore
 from fedloom.models.base import SplitModel
+from fedloom.pipeline.aggregators import Aggregator
+from fedloom.pipeline.chain import UploadPipeline
 from fedloom.seeding import torch_generator
 from fedloom.tasks.base import Task
 
@@ -36,6 +38,13 @@ class Runtime:
     eval_batch_size: int = 256
     precision: str = "float32"  # "bfloat16": forward passes under autocast
     total_rounds: Optional[int] = None  # the run's --rounds (schedules over the run, final fine-tuning)
+    uploads: UploadPipeline = field(default_factory=UploadPipeline)  # attack → transforms → wire, per client
+    aggregator: Optional[Aggregator] = None  # None: the algorithm's own rule (the weighted mean)
+
+    def keep_all(self, algorithm: Any) -> bool:
+        """Whether the server step needs every upload (the algorithm's rule or a robust aggregator), so that
+        engines keep individual uploads instead of a running sum."""
+        return algorithm.aggregation == "all" or bool(self.aggregator is not None and self.aggregator.needs_all)
 
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         if isinstance(params, Predictor):  # an eval_params that predicts with more than the model
@@ -93,6 +102,11 @@ class ClientContext:
     @property
     def num_train_samples(self) -> int:
         return int(self.train_indices.shape[0])
+
+    @property
+    def init_params(self) -> Params:
+        """The initial parameters of this client's model (for a state initialised outside init_client_state)."""
+        return self.runtime.init_params
 
     @property
     def total_rounds(self) -> int:

@@ -46,8 +46,19 @@ class PackContext:
     def test_indices(self) -> torch.Tensor:
         raise NotVectorizable("ctx.test_indices")
 
-    def generator(self, purpose: str) -> torch.Generator:
+    def generator(self, purpose: str, round_: Optional[int] = None) -> torch.Generator:
         raise NotVectorizable(f"ctx.generator({purpose!r})")
+
+    def data(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotVectorizable("ctx.data (an algorithm's own loop over a client's samples)")
+
+    def local_sgd_carry(self, params: Params, carry: Any, batch_loss: Any,
+                        **options: Any) -> tuple[Params, Any, dict[str, float]]:
+        raise NotVectorizable("ctx.local_sgd_carry (a running statistic threaded from batch to batch)")
+
+    @property
+    def init_params(self) -> Params:
+        return self.runtime.init_params
 
     @property
     def num_train_samples(self) -> torch.Tensor:
@@ -87,12 +98,15 @@ class PackContext:
                   extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
                   grad_correction: Optional[GradCorrection] = None,
                   trainable: Optional[Callable[[str], bool]] = None,
-                  aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
+                  aux: Any = None, batch_size: Optional[int] = None, steps_per_batch: int = 1,
+                  after_batch: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
         if indices is not None:
             raise NotVectorizable("local_sgd(indices=...)")
+        if steps_per_batch != 1 or after_batch is not None:
+            raise NotVectorizable("local_sgd(steps_per_batch=..., after_batch=...)")
         cfg = self.sgd
-        if epochs is not None or lr is not None:
-            cfg = replace(cfg, epochs=cfg.epochs if epochs is None else epochs, lr=cfg.lr if lr is None else lr)
+        overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+        cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         stacked = self.stacked_names(params)
         jobs = [PackJob(pos, cid, client_batches(self.runtime.data.train_idx[cid], cfg,
                                                  torch_generator(self.runtime.seed, self.round, cid, purpose)))

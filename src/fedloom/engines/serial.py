@@ -3,10 +3,10 @@ tested against."""
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
-from fedloom.algorithms.tree import Params, Tree, tree_bytes
+from fedloom.algorithms.tree import Params, Tree
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.engines.base import ENGINES, CohortResult, Engine
 from fedloom.engines.evaluation import evaluate_stream
@@ -15,23 +15,39 @@ from fedloom.engines.evaluation import evaluate_stream
 @ENGINES.register("serial")
 class SerialEngine(Engine):
     def _load_state(self, algorithm: Algorithm, client_id: int) -> Optional[Tree]:
-        state = self.runtime.store.load(client_id)
+        state = self.runtime.uploads.split(self.runtime.store.load(client_id))[0]
         if state is None:
             state = algorithm.init_client_state(self.runtime.init_params)
         return state
 
+    def _transform_states(self, client_id: int) -> dict[str, Any]:
+        if not self.runtime.uploads.stateful:
+            return {}
+        return self.runtime.uploads.split(self.runtime.store.load(client_id))[1]
+
+    def finish_client(self, accumulator: UploadAccumulator, client_id: int, round_: int, upload: Any,
+                      weight: Any, state: Optional[Tree]) -> int:
+        """The per-client finishing step every engine shares: the upload pipeline (attack, transforms, wire
+        encoding), the client's new state into the store, the decoded upload into the accumulator. Returns the
+        upload's bytes on the wire."""
+        pipeline = self.runtime.uploads
+        received, nbytes, transform_states = pipeline.finish(client_id, round_, upload,
+                                                             self._transform_states(client_id))
+        self.runtime.store.save(client_id, pipeline.join(state, transform_states))
+        accumulator.add(client_id, received, weight)
+        return nbytes
+
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],
                      round_: int) -> CohortResult:
-        accumulator = UploadAccumulator(keep_all=algorithm.aggregation == "all")
+        accumulator = UploadAccumulator(keep_all=self.runtime.keep_all(algorithm))
         client_metrics: dict[int, dict[str, float]] = {}
         bytes_up = 0
         for client_id in cohort:
             ctx = self.runtime.client_context(client_id, round_)
             result = algorithm.client_update(ctx, broadcast.for_client(client_id),
                                              self._load_state(algorithm, client_id))
-            self.runtime.store.save(client_id, result.state)
-            accumulator.add(client_id, result.upload, result.weight)
-            bytes_up += tree_bytes(result.upload)
+            bytes_up += self.finish_client(accumulator, client_id, round_, result.upload, result.weight,
+                                           result.state)
             client_metrics[client_id] = result.metrics
         return CohortResult(accumulator.finish(), client_metrics, bytes_up)
 

@@ -44,20 +44,27 @@ class VectorizedEngine(SerialEngine):
         except NotVectorizable as exc:
             self._fall_back(algorithm, str(exc))
             return super().train_cohort(algorithm, broadcast, cohort, round_)
-        accumulator = UploadAccumulator(keep_all=algorithm.aggregation == "all")
+        accumulator = UploadAccumulator(keep_all=self.runtime.keep_all(algorithm))
         metrics: dict[int, dict[str, float]] = {}
         bytes_up = 0
         for pack, ctx, result in packs:  # commit only after every pack succeeded (no partial side effects)
             upload = ctx.ensure_stacked(result.upload)
             state = ctx.ensure_stacked(result.state)
             weights = torch.as_tensor(result.weight, dtype=torch.float64).expand(len(pack))
-            accumulator.add_stacked(pack, upload, weights)
+            if self.runtime.uploads.empty:  # the fast path: one reduction for the whole pack
+                accumulator.add_stacked(pack, upload, weights)
+                for position, client_id in enumerate(pack):
+                    self.runtime.store.save(client_id, None if state is None else tree_index(state, position))
+                if upload is not None:
+                    bytes_up += len(pack) * tree_bytes(tree_index(upload, 0))
+            else:  # transforms act per client, exactly as on the serial engine
+                for position, client_id in enumerate(pack):
+                    bytes_up += self.finish_client(
+                        accumulator, client_id, round_, None if upload is None else tree_index(upload, position),
+                        float(weights[position]), None if state is None else tree_index(state, position))
             for position, client_id in enumerate(pack):
-                self.runtime.store.save(client_id, None if state is None else tree_index(state, position))
                 metrics[client_id] = {k: float(torch.as_tensor(v).reshape(-1)[position] if torch.as_tensor(
                     v).numel() > 1 else v) for k, v in result.metrics.items()}
-            if upload is not None:
-                bytes_up += len(pack) * tree_bytes(tree_index(upload, 0))
         return CohortResult(accumulator.finish(), metrics, bytes_up)
 
     def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
