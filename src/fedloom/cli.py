@@ -11,11 +11,11 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NoReturn, Optional, Sequence
 
 from fedloom.config import (RUN_FIELDS, RunConfig, build_config, component_fields, load_toml, parse_set,
                             set_value)
-from fedloom.errors import FedloomError
+from fedloom.errors import ConfigError, FedloomError
 from fedloom.bench.cli import add_bench_parsers, cmd_bench, cmd_report, resume_raw
 
 PARTITION_FIELDS = ("dataset", "partition", "alpha", "classes_per_client", "balanced", "min_samples", "clients",
@@ -56,11 +56,24 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
                                    default=argparse.SUPPRESS, metavar="V", help=f"(default: {default})")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with fedloom's error convention: a command-line mistake is one ``fedloom: error:`` line and
+    exit status 2 (raised as ConfigError, so ``main`` reports it like any other bad input), and no flag may be
+    abbreviated (``--round 3`` must not silently mean ``--rounds 3``). Subcommand parsers inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedloom", description="Federated learning research toolkit.")
+    parser = Parser(prog="fedloom", description="Federated learning research toolkit.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment", description="Run one federated experiment. "
-                         "Precedence: defaults < config file < flags < --set.")
+                         "Precedence: defaults < config file < flags < --set.", allow_abbrev=False)
     run.add_argument("config", nargs="?", help="TOML config file (top-level run keys, [name] option tables)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set rounds=100 --set fedprox.mu=0.1")
@@ -68,7 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run folder from its checkpoint (see --checkpoint-every)")
     _add_run_flags(run, list(RUN_FIELDS))
     _add_option_flags(run)
-    part = sub.add_parser("partition", help="make, summarize and plot a partition")
+    part = sub.add_parser("partition", help="make, summarize and plot a partition", allow_abbrev=False)
     part.add_argument("--out", dest="out", default=None, help="folder for partition.json/png and label_counts.csv")
     _add_run_flags(part, PARTITION_FIELDS)
     # a partition has no training seed: --seed here is the partition seed (the runs' --data-seed)
@@ -79,7 +92,7 @@ def make_parser() -> argparse.ArgumentParser:
             for fname in component_fields(cls):
                 part.add_argument(f"--{name}.{fname.replace('_', '-')}", dest=f"{OPTION_PREFIX}{name}.{fname}",
                                   default=argparse.SUPPRESS, metavar="V")
-    sub.add_parser("list", help="list algorithms, datasets, models, partitioners and engines")
+    sub.add_parser("list", help="list algorithms, datasets, models, partitioners and engines", allow_abbrev=False)
     add_bench_parsers(sub)
     return parser
 
@@ -178,8 +191,8 @@ COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = make_parser().parse_args(argv)
     try:
+        args = make_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except FedloomError as exc:
         print(f"fedloom: error: {exc}", file=sys.stderr)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import sys
 import types
 import typing
@@ -107,27 +109,58 @@ def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # every float option ends up in float32 tensor arithmetic
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest positive float32: below it a value becomes 0
+INT64_MAX = 2**63 - 1  # every int option ends up in an int64 tensor, a numpy seed or a count
+
+
 def coerce(value: Any, hint: Any, name: str) -> Any:
-    """Convert a CLI string or TOML value to ``hint`` (int, float, bool, str, Optional[...])."""
+    """Convert a CLI string or TOML value to ``hint`` (int, float, bool, str, Optional[...]).
+
+    Numbers must be numbers: a boolean (TOML ``true``) is not taken as 1, floats must be finite and fit in a
+    float32 (torch would otherwise fail mid-run, or train on inf/nan), ints must fit in an int64."""
     base, optional = _unwrap_optional(hint)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
         raise ConfigError(f"{name} cannot be empty")
+    if base in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"invalid value {value!r} for {name}: expected {base.__name__}, got a boolean")
     try:
         if base is bool:
             return _to_bool(value)
         if base is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value) if not isinstance(value, str) else int(value, 0)
+            return _check_int(_to_int(value), value, name)
         if base is float:
-            return float(value)
+            return _check_float(float(value), value, name)
         if base is str:
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"invalid value {value!r} for {name}: expected {base.__name__}") from None
     return value
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    return int(value) if not isinstance(value, str) else int(value, 0)
+
+
+def _check_int(number: int, value: Any, name: str) -> int:
+    if not -INT64_MAX - 1 <= number <= INT64_MAX:
+        raise ConfigError(f"invalid value {value!r} for {name}: integers must fit in 64 bits (|value| < 2**63)")
+    return number
+
+
+def _check_float(number: float, value: Any, name: str) -> float:
+    if not math.isfinite(number):
+        raise ConfigError(f"invalid value {value!r} for {name}: expected a finite number")
+    if 0 < abs(number) < FLOAT32_TINY:
+        raise ConfigError(f"invalid value {value!r} for {name}: too small for float32 (it would be 0)")
+    if abs(number) > FLOAT32_MAX:
+        raise ConfigError(f"invalid value {value!r} for {name}: out of float32 range "
+                          f"(|value| <= {FLOAT32_MAX:.4g})")
+    return number
 
 
 def _to_bool(value: Any) -> bool:
@@ -201,7 +234,11 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(RUN_FIELDS))}")
     values = {name: coerce(value, hints[name], name) for name, value in raw.items() if name != "options"}
-    options = {canonical(ns): dict(opts) for ns, opts in raw.get("options", {}).items()}
+    given = raw.get("options", {})
+    if not isinstance(given, dict) or not all(isinstance(opts, dict) for opts in given.values()):
+        raise ConfigError(f"'options' is not a config key (got options = {given!r}); give component options as "
+                          "[<name>] tables or --set <name>.<option>=VALUE")
+    options = {canonical(ns): dict(opts) for ns, opts in given.items()}
     return RunConfig(**values, options=options)
 
 
@@ -212,6 +249,9 @@ def _check(condition: bool, message: str) -> None:
 
 
 def validate_numbers(cfg: RunConfig) -> None:
+    """Every check of a RunConfig that needs no data: ranges, names and the data folder. Run before anything
+    is loaded or written, so that bad input costs one line and no run folder (partitioner-specific values are
+    checked whatever the partition: an invalid value is a mistake even where it would be ignored)."""
     _check(cfg.clients >= 1, f"--clients must be >= 1, got {cfg.clients}")
     _check(cfg.rounds >= 1, f"--rounds must be >= 1, got {cfg.rounds}")
     _check(0 < cfg.join_ratio <= 1, f"--join-ratio must be in (0, 1], got {cfg.join_ratio}")
@@ -227,6 +267,8 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(0 < cfg.train_ratio < 1, f"--train-ratio must be in (0, 1), got {cfg.train_ratio}")
     _check(cfg.eval_every >= 1, f"--eval-every must be >= 1, got {cfg.eval_every}")
     _check(cfg.threads >= 1, f"--threads must be >= 1, got {cfg.threads}")
+    cores = os.cpu_count() or 1  # torch would try to start them all (10**6 threads: killed for memory)
+    _check(cfg.threads <= cores, f"--threads must be at most {cores} (this machine's CPUs), got {cfg.threads}")
     _check(cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
     _check(cfg.pack_size >= 1, f"--pack-size must be >= 1, got {cfg.pack_size}")
     _check(cfg.workers is None or cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
@@ -238,8 +280,81 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(cfg.eval_batch_size >= 0, f"--eval-batch-size must be >= 0 (0: automatic), got {cfg.eval_batch_size}")
     _check(cfg.store_dtype in ("float32", "bfloat16", "float16"),
            f"--store-dtype must be float32, bfloat16 or float16, got {cfg.store_dtype!r}")
-    _check(cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
-           f"--device must be cpu, cuda or auto, got {cfg.device!r}")
+    _check(cfg.device in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
+           f"--device must be cpu, cuda or auto (or cuda:N), got {cfg.device!r}")
+    validate_seeds(cfg)
+    validate_names(cfg)
+    validate_partition_values(cfg)
+    validate_data_dir(cfg)
+
+
+SEED_MAX = 2**32 - 1  # seeding.derive_seed keeps 32 bits of the root seed: larger ones would alias smaller ones
+
+
+def validate_seeds(cfg: RunConfig) -> None:
+    """Seeds are 32-bit: -1 or 2**32 + 1 would silently run seed 2**32 - 1 or 1 under another name."""
+    for flag, value in (("--seed", cfg.seed), ("--data-seed", cfg.data_seed)):
+        _check(0 <= value <= SEED_MAX, f"{flag} must be in [0, {SEED_MAX}] (32-bit seeds), got {value}")
+
+
+def validate_names(cfg: RunConfig) -> None:
+    """Choices that are not registry entries (those are looked up, with suggestions, in run.resolve_config)."""
+    from fedloom.data.splits import check_test_split
+
+    check_test_split(cfg.test_split)
+    index = re.fullmatch(r"cuda:(\d+)", cfg.device)
+    if index is not None:
+        _check_cuda_index(int(index.group(1)))
+    _check(cfg.worker_engine in ("serial", "vectorized"),
+           f"--worker-engine must be serial or vectorized, got {cfg.worker_engine!r}")
+
+
+def _check_cuda_index(index: int) -> None:
+    """``cuda:N`` past the last GPU would fail at the first tensor moved, mid-start (no CUDA at all is
+    reported by run.resolve_device)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    _check(count == 0 or index < count, f"--device cuda:{index}: this machine has {count} CUDA device(s) "
+                                        f"(cuda:0 to cuda:{count - 1})")
+
+
+def validate_partition_values(cfg: RunConfig) -> None:
+    """The skew options of the shard, quantity and feature-shift partitioners."""
+    from fedloom.data.base import PARTITIONERS, PartitionSpec
+    from fedloom.data.partitioners.domain_transforms import parse_kinds
+    from fedloom.data.partitioners.sizes import size_dist
+
+    _check(cfg.shards_per_client >= 1, f"--shards-per-client must be >= 1, got {cfg.shards_per_client}")
+    _check(cfg.size_alpha > 0, f"--size-alpha must be > 0, got {cfg.size_alpha}")
+    _check(cfg.sigma >= 0, f"--sigma must be >= 0, got {cfg.sigma}")
+    _check(cfg.domains >= 1, f"--domains must be >= 1, got {cfg.domains}")
+    _check(cfg.shift_strength >= 0, f"--shift-strength must be >= 0, got {cfg.shift_strength}")
+    if cfg.quantity_dist is not None:
+        size_dist(PartitionSpec(name="quantity", num_clients=cfg.clients, quantity_dist=cfg.quantity_dist), "equal")
+    parse_kinds(cfg.feature_shift)
+    if cfg.base_partition not in PARTITIONERS:
+        raise ConfigError(f"--base-partition: {PARTITIONERS.unknown_message(cfg.base_partition)}")
+    _check(canonical(cfg.base_partition) != "feature-shift",
+           "--base-partition cannot be feature-shift itself (e.g. iid or dirichlet)")
+
+
+def validate_data_dir(cfg: RunConfig) -> None:
+    """A --data-dir that is given must be a folder: it is the only place the loaders then look (no fallback)."""
+    if cfg.data_dir is None:
+        return
+    path = Path(cfg.data_dir).expanduser()
+    _check(path.exists(), f"--data-dir {cfg.data_dir}: no such folder")
+    _check(path.is_dir(), f"--data-dir {cfg.data_dir} is not a folder")
+
+
+def check_minimums(owner: Any, prefix: str, minimums: dict[str, int]) -> None:
+    """For the options dataclasses' checks: ConfigError naming the first option of ``owner`` below its minimum
+    (counts, sizes, lengths); None means unset and is allowed."""
+    for name, minimum in minimums.items():
+        value = getattr(owner, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{prefix}.{name} must be >= {minimum}, got {value}")
 
 
 def make_component(registry: Registry, name: str, given: dict[str, Any]) -> Any:

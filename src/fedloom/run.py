@@ -118,6 +118,7 @@ def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) 
     sgd = SGDConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.local_epochs, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
+    algorithm.validate_for_model(init_params)  # options that must fit the model (fedala.layer_idx...)
     store = client_store(cfg, algorithm, init_params, data.num_clients, device)
     runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
                       store=store, init_params=init_params, total_rounds=cfg.rounds, precision=cfg.precision,

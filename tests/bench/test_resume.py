@@ -61,7 +61,13 @@ def test_bad_checkpoints_are_refused_then_resume_matches(tmp_path: Path, capsys:
 
     code, _, err = cli(["run", "--resume", str(run), "--lr", "0.5"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "different config" in err and "differs in: lr" in err
+    assert "lr would change the results" in err  # a result-changing flag is refused before the checkpoint
+    config = (run / "config.toml").read_text()
+    # config.toml edited by hand: the checkpoint's own check still catches it
+    (run / "config.toml").write_text(config.replace("\nlr = 0.02\n", "\nlr = 0.5\n"))
+    code, _, err = cli(["run", "--resume", str(run)], capsys)
+    assert code == 2 and "different config" in err and "differs in: lr" in err
+    (run / "config.toml").write_text(config)
 
     for damaged in (good[:-100], good[:200] + bytes([good[200] ^ 0xFF]) + good[201:], b"garbage"):
         (run / CHECKPOINT_NAME).write_bytes(damaged)

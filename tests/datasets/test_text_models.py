@@ -41,8 +41,10 @@ def test_same_seed_same_init_and_options() -> None:
     a = build_model("char-lstm", {"hidden": 16, "layers": 1}, (10,), 80, seed=3)
     b = build_model("char-lstm", {"hidden": 16, "layers": 1}, (10,), 80, seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    explicit = build_model("fasttext", {"vocab_size": 7, "hidden": 4}, (3,), 2, seed=0, vocab_size=99)
-    assert explicit.body[0].embedding.num_embeddings == 7  # an explicit option wins over the dataset's
+    explicit = build_model("fasttext", {"vocab_size": 120, "hidden": 4}, (3,), 2, seed=0, vocab_size=99)
+    assert explicit.body[0].embedding.num_embeddings == 120  # an explicit option wins over the dataset's
+    with pytest.raises(ConfigError, match="at least the dataset's vocabulary size 99"):  # ids >= 7 would crash
+        build_model("fasttext", {"vocab_size": 7, "hidden": 4}, (3,), 2, seed=0, vocab_size=99)
 
 
 def test_errors_and_default_model() -> None:

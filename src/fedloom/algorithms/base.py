@@ -126,9 +126,16 @@ class Algorithm:
     vectorizable: ClassVar[bool] = True
     #: True if clients evaluate with parameters of their own rather than the broadcast model.
     personalized: ClassVar[bool] = False
+    #: Round patterns the algorithm runs under (fedloom.patterns): "star" (a server) and/or "gossip" (none).
+    patterns: ClassVar[tuple[str, ...]] = ("star",)
 
     def validate(self) -> None:
         """Raise ConfigError for invalid hyperparameters."""
+
+    def validate_for_model(self, init_params: Params) -> None:
+        """Raise ConfigError for options that do not fit the run's model (a layer index past its last tensor, a
+        head it needs and the model lacks). Called once by run.build_experiment, as soon as the model exists,
+        so that the mistake costs one line and no run folder. Default: nothing to check."""
 
     def init_server(self, init_params: Params) -> ServerResult:
         """Initial server state and the first broadcast. Default: broadcast the initial model."""

@@ -37,8 +37,8 @@ class Ditto(FedAvg):
     def validate(self) -> None:
         if not self.mu >= 0:
             raise ConfigError(f"ditto.mu must be >= 0, got {self.mu}")
-        if self.personal_epochs < 0:
-            raise ConfigError(f"ditto.personal_epochs must be >= 0, got {self.personal_epochs}")
+        if self.personal_epochs < 1:  # 0 would score every client with its never-trained initial model
+            raise ConfigError(f"ditto.personal_epochs must be >= 1, got {self.personal_epochs}")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         return {"personal": tree_clone(init_params)}

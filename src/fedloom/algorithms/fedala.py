@@ -66,8 +66,17 @@ class FedALA(FedAvg):
             raise ConfigError(f"fedala.rand_percent must be in (0, 100], got {self.rand_percent}")
         if self.layer_idx < 0:
             raise ConfigError(f"fedala.layer_idx must be >= 0 (0 = all layers), got {self.layer_idx}")
-        if not self.threshold > 0 or self.num_pre_loss < 1 or self.max_start_passes < 1:
-            raise ConfigError("fedala needs threshold > 0, num_pre_loss >= 1 and max_start_passes >= 1")
+        if not self.threshold > 0:
+            raise ConfigError(f"fedala.threshold must be > 0, got {self.threshold}")
+        for name in ("num_pre_loss", "max_start_passes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"fedala.{name} must be >= 1, got {getattr(self, name)}")
+
+    def validate_for_model(self, init_params: Params) -> None:
+        # a larger p would silently mean "all tensors" (a Python slice past the start)
+        if self.layer_idx > len(init_params):
+            raise ConfigError(f"fedala.layer_idx must be at most {len(init_params)}, the number of parameter "
+                              f"tensors of this model (0 = all), got {self.layer_idx}")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         params = tree_clone(init_params)

@@ -57,8 +57,10 @@ class FedAPEN(FedAvg):
     def validate(self) -> None:
         if not 0 <= self.val_ratio < 1:
             raise ConfigError(f"fedapen.val_ratio must be in [0, 1), got {self.val_ratio}")
-        if not self.lambda_lr > 0 or self.lambda_epochs < 0:
-            raise ConfigError("fedapen needs lambda_lr > 0 and lambda_epochs >= 0")
+        if not self.lambda_lr > 0:
+            raise ConfigError(f"fedapen.lambda_lr must be > 0, got {self.lambda_lr}")
+        if self.lambda_epochs < 0:
+            raise ConfigError(f"fedapen.lambda_epochs must be >= 0, got {self.lambda_epochs}")
         if not 0 <= self.init_lambda <= 1:
             raise ConfigError(f"fedapen.init_lambda must be in [0, 1], got {self.init_lambda}")
 

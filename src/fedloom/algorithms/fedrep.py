@@ -30,8 +30,8 @@ class FedRep(BodySharing):
     head_epochs: int = 1
 
     def validate(self) -> None:
-        if self.head_epochs < 0:
-            raise ConfigError(f"fedrep.head_epochs must be >= 0, got {self.head_epochs}")
+        if self.head_epochs < 1:  # 0 would train the body under, and score with, a never-trained random head
+            raise ConfigError(f"fedrep.head_epochs must be >= 1, got {self.head_epochs}")
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         params = self.local_model(broadcast, state)

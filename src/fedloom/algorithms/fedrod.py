@@ -37,6 +37,12 @@ LINEAR_HEAD = {"head.weight", "head.bias"}
 class FedRoD(FedAvg):
     personalized = True
 
+    def validate_for_model(self, init_params: Params) -> None:
+        head = set(tree_select(init_params, is_head))
+        if head != LINEAR_HEAD:
+            raise ConfigError(f"fedrod needs a model whose head is a single Linear layer (head.weight, head.bias); "
+                              f"this model's head has {', '.join(sorted(head)) or 'no parameters'}")
+
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         return {"head": tree_clone(tree_select(init_params, is_head))}
 

@@ -4,6 +4,7 @@ that the main CLI stays a thin dispatcher). Heavy imports happen inside the comm
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ def add_bench_parsers(sub: Any) -> None:
     """Register ``fedloom bench`` and ``fedloom report`` on the main parser's subcommands."""
     bench = sub.add_parser("bench", help="run a grid of experiments (base config x axes x seeds)",
                            description="Run every run of a grid file in parallel worker processes. Completed "
-                           "runs are skipped, interrupted ones resume, so re-running continues. See docs/bench.md.")
+                           "runs are skipped, interrupted ones resume, so re-running continues. See docs/bench.md.",
+                           allow_abbrev=False)
     bench.add_argument("grid", help="grid file (TOML: [grid], [base], [axes])")
     bench.add_argument("--workers", type=int, default=None, help="parallel runs (default: grid file, else cores)")
     bench.add_argument("--out", default=None, help="root of the run folders (default: the grid's out)")
@@ -23,7 +25,7 @@ def add_bench_parsers(sub: Any) -> None:
     bench.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
     report = sub.add_parser("report", help="leaderboard, curves and plots from run folders",
                             description="Aggregate the completed run folders under RUNS_DIR into report.md, "
-                            "report.html (self-contained) and leaderboard.csv.")
+                            "report.html (self-contained) and leaderboard.csv.", allow_abbrev=False)
     report.add_argument("runs_dir", help="folder searched recursively for run folders")
     report.add_argument("--out", default=None, help="report folder (default: RUNS_DIR/report)")
     report.add_argument("--reference", default=None, metavar="CSV",
@@ -65,18 +67,42 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def resume_raw(args: argparse.Namespace) -> dict[str, Any]:
-    """``run --resume RUN_DIR``: the folder's config.toml, then any flags/--set given with it (a change that
-    alters the results is refused later, by the checkpoint's config check)."""
+    """``run --resume RUN_DIR``: the folder's config.toml, then any flags/--set given with it. Flags that would
+    change the results are refused here, whether or not the folder has a checkpoint: a resumed run must be the
+    run its folder describes (only where/how it executes may change: --threads, --quiet, --checkpoint-every...)."""
     from fedloom.checkpoint import resume_config_raw
     from fedloom.cli import raw_from_args
 
     if getattr(args, "config", None):
         raise ConfigError("--resume takes its config from RUN_DIR/config.toml; do not also give a config file")
     run_dir = Path(args.resume)
-    raw = resume_config_raw(run_dir)
+    original = resume_config_raw(run_dir)
     extra = raw_from_args(args, with_file=False)
+    if extra.get("out") is not None:
+        raise ConfigError(f"--resume {run_dir} continues the run in that folder; do not also give --out")
+    raw = copy.deepcopy(original)
     for namespace, opts in extra.pop("options", {}).items():
         raw.setdefault("options", {}).setdefault(namespace, {}).update(opts)
     raw.update(extra)
     raw["out"] = str(run_dir)  # the folder may have moved since config.toml was written
+    check_same_identity(run_dir, original, raw)
     return raw
+
+
+def check_same_identity(run_dir: Path, original: dict[str, Any], raw: dict[str, Any]) -> None:
+    """ConfigError naming the keys in which ``raw`` (config.toml plus the flags) would compute a different run
+    than ``original`` (config.toml alone); both are resolved first, so defaults and spellings compare equal."""
+    from fedloom.checkpoint import NON_IDENTITY_FIELDS, config_identity, differing_keys
+    from fedloom.config import build_config
+    from fedloom.run import resolve_config
+
+    # where/how fields come from the flags on both sides: config.toml may name a --data-dir that has moved
+    original = {**{k: v for k, v in original.items() if k not in NON_IDENTITY_FIELDS},
+                **{k: v for k, v in raw.items() if k in NON_IDENTITY_FIELDS}}
+    before = config_identity(resolve_config(build_config(original)))
+    after = config_identity(resolve_config(build_config(raw)))
+    changed = differing_keys(before, after)
+    if changed:
+        keys = ", ".join(k.removeprefix("options.") for k in changed)
+        raise ConfigError(f"--resume {run_dir}: {keys} would change the results; start a new run instead "
+                          "(only --threads, --quiet, --checkpoint-every and other non-result flags may change)")

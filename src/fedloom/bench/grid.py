@@ -5,7 +5,7 @@
 name = "fmnist-pfl"          # default: the file name without .toml
 out = "runs/bench/fmnist-pfl"  # root of the run folders; default runs/bench/<name>
 seeds = [1, 2, 3]            # default [1]
-workers = 4                  # parallel runs; default: the number of CPU cores
+workers = 4                  # parallel runs (an integer >= 1); default: the number of CPU cores
 threads = 1                  # torch threads per run
 
 [base]                       # a config file: run keys plus [base.<component>] option tables
@@ -94,9 +94,35 @@ def _base_raw(table: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
 
 def _int_list(value: Any, what: str, path: Path) -> list[int]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
+    if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
         raise ConfigError(f"grid {path}: {what} must be a non-empty list of integers, got {value!r}")
     return list(dict.fromkeys(value))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # TOML true is not the number 1
+
+
+def _count(value: Any, what: str, path: Path, most: Optional[int] = None) -> int:
+    """A worker or thread count: an integer >= 1 (not 1.5, not "two", not true, not 0 meaning "all cores")."""
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"grid {path}: {what} must be an integer >= 1, got {value!r}")
+    if most is not None and value > most:
+        raise ConfigError(f"grid {path}: {what} must be at most {most} (this machine's CPUs), got {value}")
+    return value
+
+
+def _text(value: Any, what: str, path: Path) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"grid {path}: {what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"grid {path}: [{key}] must be a table, got {key} = {value!r}")
+    return value
 
 
 def _axes(table: Any, path: Path) -> dict[str, list[Any]]:
@@ -117,19 +143,23 @@ def load_grid(path: Path, overrides: Sequence[str] = (), out: Optional[str] = No
     unknown = sorted(set(data) - {"grid", "base", "axes"})
     if unknown:
         raise ConfigError(f"grid {path}: unknown table(s) {unknown}; a grid has [grid], [base] and [axes]")
-    meta = data.get("grid", {})
+    meta = _table(data, "grid", path)
     bad = sorted(set(meta) - GRID_KEYS)
     if bad:
         raise ConfigError(f"grid {path}: unknown [grid] key(s) {bad}; valid: {', '.join(sorted(GRID_KEYS))}")
-    name = str(meta.get("name", path.stem))
-    spec = GridSpec(path=path, name=name, out=Path(out or meta.get("out", f"runs/bench/{name}")),
+    name = _text(meta.get("name", path.stem), "[grid] name", path)
+    if workers is not None and (not _is_int(workers) or workers < 1):
+        raise ConfigError(f"--workers must be an integer >= 1, got {workers!r}")
+    cores = os.cpu_count() or 1
+    # the file's values are checked even when the command line overrides them: the file is run again later
+    file_out = _text(meta.get("out", f"runs/bench/{name}"), "[grid] out", path)
+    file_workers = _count(meta.get("workers", cores), "[grid] workers", path)
+    return GridSpec(path=path, name=name, out=Path(out or file_out),
                     seeds=_int_list(meta.get("seeds", [1]), "[grid] seeds", path),
-                    base=_base_raw(data.get("base", {}), list(overrides)), axes=_axes(data.get("axes", {}), path),
-                    workers=int(workers or meta.get("workers", 0) or os.cpu_count() or 1),
-                    threads=int(meta.get("threads", 1)))
-    if spec.workers < 1 or spec.threads < 1:
-        raise ConfigError(f"grid {path}: workers and threads must be >= 1")
-    return spec
+                    base=_base_raw(_table(data, "base", path), list(overrides)),
+                    axes=_axes(data.get("axes", {}), path),
+                    workers=workers or file_workers,
+                    threads=_count(meta.get("threads", 1), "[grid] threads", path, most=cores))
 
 
 # ------------------------------------------------------------------------------------------------ expansion

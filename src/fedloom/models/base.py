@@ -9,6 +9,7 @@ from typing import Callable, Any, Optional
 import torch
 from torch import nn
 
+from fedloom.errors import ConfigError
 from fedloom.registry import Registry
 from fedloom.seeding import derive_seed, torch_generator
 
@@ -97,9 +98,13 @@ def build_model(name: str, options: dict[str, Any], input_shape: tuple[int, ...]
     """
     from fedloom.config import component_fields, make_component
 
-    if vocab_size is not None and "vocab_size" in component_fields(MODELS.get(name)) \
-            and options.get("vocab_size") is None:
-        options = {**options, "vocab_size": int(vocab_size)}
+    if vocab_size is not None and "vocab_size" in component_fields(MODELS.get(name)):
+        given = options.get("vocab_size")
+        if given is None:
+            options = {**options, "vocab_size": int(vocab_size)}
+        elif isinstance(given, int) and given < vocab_size:  # token ids >= given would crash the embedding
+            raise ConfigError(f"{name}.vocab_size must be at least the dataset's vocabulary size {vocab_size} "
+                              f"(or unset), got {given}")
     spec = make_component(MODELS, name, options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, -1, -1, "model-init"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fedloom.config import check_minimums
 from fedloom.errors import ConfigError
 from fedloom.models.base import MODELS, SplitModel
 from fedloom.models.batched import fedavg_cnn_batched
@@ -47,6 +48,9 @@ class ChannelsLastConv2d(nn.Conv2d):
 @dataclass(frozen=True)
 class FedAvgCNN:
     feature_dim: int = 512
+
+    def __post_init__(self) -> None:
+        check_minimums(self, "cnn", {"feature_dim": 1})
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         if len(input_shape) != 3 or min(input_shape[1:]) < 16:

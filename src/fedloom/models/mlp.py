@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fedloom.errors import ConfigError
+from fedloom.config import check_minimums
 from fedloom.models.base import MODELS, SplitModel, flat_size
 
 
@@ -20,8 +20,7 @@ class MLP:
     layers: int = 2
 
     def __post_init__(self) -> None:
-        if self.hidden < 1 or self.layers < 1:
-            raise ConfigError("mlp needs hidden >= 1 and layers >= 1")
+        check_minimums(self, "mlp", {"hidden": 1, "layers": 1})
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         blocks: list[nn.Module] = [nn.Flatten()]

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from fedloom.config import check_minimums
 from fedloom.errors import ConfigError
 from fedloom.models.base import MODELS, SplitModel
 
@@ -60,6 +61,9 @@ class FastText:
     hidden: int = 32
     vocab_size: Optional[int] = None
 
+    def __post_init__(self) -> None:
+        check_minimums(self, "fasttext", {"hidden": 1, "vocab_size": 1})
+
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         _check_tokens("fasttext", input_shape)
         if self.vocab_size is None:
@@ -78,8 +82,7 @@ class CharLSTM:
     vocab_size: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if min(self.embed_dim, self.hidden, self.layers) < 1:
-            raise ConfigError("char-lstm needs embed_dim, hidden and layers >= 1")
+        check_minimums(self, "char-lstm", {"embed_dim": 1, "hidden": 1, "layers": 1, "vocab_size": 1})
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         _check_tokens("char-lstm", input_shape)

@@ -20,11 +20,13 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
+from fedloom.config import check_minimums
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import check_labels, download_hint, first_found, missing, search_dirs
+from fedloom.data.datasets.common import (check_given_dir, check_labels, download_hint, first_found, missing,
+                                          search_dirs)
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, fetch
 from fedloom.data.text import encode_texts
-from fedloom.errors import ConfigError, DataError
+from fedloom.errors import DataError
 
 BASE = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/"
 REMOTE = (RemoteFile("train.csv", BASE + "train.csv", "md5:b1a00f826fdfbd249f79597b59e1dc12"),
@@ -60,13 +62,14 @@ class AGNews:
     default_partition: ClassVar[str] = "dirichlet"
 
     def __post_init__(self) -> None:
-        if self.max_len < 1 or self.min_freq < 1 or (self.vocab_size is not None and self.vocab_size < 3):
-            raise ConfigError("ag-news needs max_len >= 1, min_freq >= 1 and vocab_size >= 3 (or none)")
+        check_minimums(self, "ag-news", {"max_len": 1, "min_freq": 1, "vocab_size": 3})
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         names = [r.name for r in REMOTE]
         tried = search_dirs(ctx.data_dir, ("", "ag_news_csv", "ag-news", "AG_NEWS", "ag-news/ag_news_csv"))
         folder = first_found(tried, lambda d: d if all((d / n).is_file() for n in names) else None)
+        if folder is None:
+            check_given_dir(ctx.data_dir, "AG News", "train.csv and test.csv (ag_news_csv)", tried, names)
         if folder is None and download_requested(self.download):
             folder = default_data_root() / "ag-news"
             for remote in REMOTE:

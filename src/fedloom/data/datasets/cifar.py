@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import (check_labels, check_pairs, download_hint, first_found,
+from fedloom.data.datasets.common import (check_given_dir, check_labels, check_pairs, download_hint, first_found,
                                           images_to_tensor, missing, search_dirs)
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, extract, fetch
 from fedloom.errors import DataError
@@ -84,6 +84,8 @@ def locate(ctx: LoadContext, folder: str, files: list[str], remote: RemoteFile, 
     tried = search_dirs(ctx.data_dir, ("", folder, f"{option}/{folder}"))
     has_all = lambda d: d if all((d / f).is_file() for f in files) else None  # noqa: E731
     found = first_found(tried, has_all)
+    if found is None:
+        check_given_dir(ctx.data_dir, name, f"{folder}/ with {', '.join(files)}", tried, files)
     if found is None and download_requested(flag):
         root = default_data_root() / option
         extract(fetch(remote, root), root)

@@ -1,12 +1,14 @@
 """Helpers shared by the file-based loaders: where to look, one clear error when files are missing, and the
-PFLlib image normalisation. Search order for every dataset: --data-dir, $FEDLOOM_DATA, ~/.cache/fedloom
-(or $FEDLOOM_CACHE, where downloads go), each as is and with the dataset's own subfolder names."""
+PFLlib image normalisation. Search order for every dataset: $FEDLOOM_DATA, ~/.cache/fedloom (or
+$FEDLOOM_CACHE, where downloads go), each as is and with the dataset's own subfolder names. A given --data-dir
+replaces that search: it is the only place looked in, and files missing there are an error naming it (never a
+silent fallback to other folders, a bundled copy or a download)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Callable, Iterable, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -18,10 +20,11 @@ T = TypeVar("T")
 
 
 def search_roots(data_dir: Optional[Path]) -> list[Path]:
-    """--data-dir, $FEDLOOM_DATA, the download root ($FEDLOOM_CACHE or ~/.cache/fedloom), ~/.cache/fedloom."""
-    roots: list[Path] = []
+    """--data-dir alone when given; else $FEDLOOM_DATA, the download root ($FEDLOOM_CACHE or
+    ~/.cache/fedloom), ~/.cache/fedloom."""
     if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
+        return [Path(data_dir).expanduser()]
+    roots: list[Path] = []
     if os.environ.get("FEDLOOM_DATA"):
         roots.append(Path(os.environ["FEDLOOM_DATA"]).expanduser())
     roots += [default_data_root(), Path("~/.cache/fedloom").expanduser()]
@@ -50,12 +53,34 @@ def first_found(dirs: list[Path], probe: Callable[[Path], Optional[T]]) -> Optio
 
 
 def missing(name: str, needed: str, tried: list[Path], how: str) -> DataError:
-    """The one error a loader raises when its files are not found: what, where it looked, how to get them."""
-    listing = "\n  ".join(str(d) for d in tried)
+    """The one error a loader raises when its files are not found: what, where it looked, how to get them
+    (one line, like every fedloom error)."""
     return DataError(
-        f"{name} files not found (need {needed}). Looked in:\n  {listing}\nTo get them: {how} Or pass "
-        "--data-dir DIR (or set FEDLOOM_DATA) pointing at a folder that holds them."
+        f"{name} files not found (need {needed}). Looked in: {', '.join(str(d) for d in tried)}. To get them: "
+        f"{how} Or pass --data-dir DIR (or set FEDLOOM_DATA) pointing at a folder that holds them."
     )
+
+
+def check_given_dir(data_dir: Optional[Path], name: str, needed: str, tried: list[Path],
+                    files: Sequence[str] = ()) -> None:
+    """Called by a loader whose search found nothing: when --data-dir was given (``tried`` is then that folder
+    and its subfolders), raise the error naming it and, among ``files`` (stems; ``.gz`` counts), those missing
+    from the subfolder that holds the most of them. Without --data-dir, return (the loader may download)."""
+    if data_dir is None:
+        return
+    given = Path(data_dir).expanduser()
+    if not given.exists():
+        raise DataError(f"--data-dir {data_dir}: no such folder")
+    if not given.is_dir():
+        raise DataError(f"--data-dir {data_dir} is not a folder")
+    detail = f"need {needed}"
+    if files:
+        best = max(tried, key=lambda d: sum(file_in(d, f) is not None for f in files))
+        absent = [f for f in files if file_in(best, f) is None]
+        if len(absent) < len(files):
+            detail = f"{best} lacks {', '.join(absent)}"
+    raise DataError(f"--data-dir {data_dir} does not hold the {name} files ({detail}; looked in "
+                    f"{', '.join(str(d) for d in tried)}); --data-dir is the only place searched when given")
 
 
 def download_hint(name: str) -> str:

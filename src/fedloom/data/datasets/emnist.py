@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar, Optional
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import download_hint, first_found, missing, search_dirs
+from fedloom.data.datasets.common import check_given_dir, download_hint, first_found, missing, search_dirs
 from fedloom.data.datasets.mnist import idx_quad, pooled_from_idx
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, extract, fetch
 from fedloom.errors import ConfigError
@@ -55,6 +55,8 @@ class EMNIST:
         names = stems(self.split)
         tried = search_dirs(ctx.data_dir, SUBDIRS)
         files = first_found(tried, lambda d: idx_quad(d, names))
+        if files is None:
+            check_given_dir(ctx.data_dir, f"EMNIST ({self.split})", ", ".join(names), tried, names)
         if files is None and download_requested(self.download):
             files = self._download(names)
         if files is None:

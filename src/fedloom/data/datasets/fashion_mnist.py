@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
+from fedloom.data.datasets.common import check_given_dir
 from fedloom.data.datasets.idx import read_idx
 from fedloom.errors import DataError
 
@@ -31,10 +32,11 @@ SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def candidate_roots(data_dir: Optional[Path]) -> list[Path]:
-    """Roots searched in order: --data-dir, $FEDLOOM_DATA, ~/.cache/fedloom, the Debian package's folder."""
-    roots: list[Path] = []
+    """Roots searched in order: $FEDLOOM_DATA, ~/.cache/fedloom, the Debian package's folder; a given
+    --data-dir alone (no fallback: a wrong path must not silently load the system copy)."""
     if data_dir is not None:
-        roots.append(Path(data_dir).expanduser())
+        return [Path(data_dir).expanduser()]
+    roots: list[Path] = []
     if os.environ.get("FEDLOOM_DATA"):
         roots.append(Path(os.environ["FEDLOOM_DATA"]).expanduser())
     roots += [Path("~/.cache/fedloom").expanduser(), SYSTEM_DIR]
@@ -65,11 +67,12 @@ def find_files(data_dir: Optional[Path]) -> list[Path]:
         found = [_file_in(directory, stem) for stem in FILES]
         if all(p is not None for p in found):
             return [p for p in found if p is not None]
-    listing = "\n  ".join(str(d) for d in tried)
+    check_given_dir(data_dir, "Fashion-MNIST", ", ".join(FILES), tried, FILES)
+    listing = ", ".join(str(d) for d in tried)
     raise DataError(
         "Fashion-MNIST files not found (need train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, .gz or uncompressed). Looked in:\n  "
-        f"{listing}\nTo get them: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, .gz or uncompressed). Looked in: "
+        f"{listing}. To get them: `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download "
         "the four .gz files from https://github.com/zalandoresearch/fashion-mnist into ~/.cache/fedloom, "
         "or pass --data-dir DIR (or set FEDLOOM_DATA) pointing at a folder that holds them."
     )

@@ -17,10 +17,12 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
+from fedloom.config import check_minimums
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import check_labels, check_pairs, first_found, missing, search_dirs
-from fedloom.data.datasets.leaf import cap_samples, choose_users, leaf_dirs, leaf_json_files, natural_ids, read_leaf
-from fedloom.errors import ConfigError, DataError
+from fedloom.data.datasets.common import check_given_dir, check_labels, check_pairs, first_found, missing, search_dirs
+from fedloom.data.datasets.leaf import (USER_MINIMUMS, cap_samples, choose_users, leaf_dirs, leaf_json_files,
+                                        natural_ids, read_leaf)
+from fedloom.errors import DataError
 
 CLASS_NAMES = list(string.digits + string.ascii_uppercase + string.ascii_lowercase)
 
@@ -37,13 +39,13 @@ class FEMNIST:
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        if self.min_user_samples < 1 or (self.max_user_samples is not None and self.max_user_samples < 1):
-            raise ConfigError("femnist needs min_user_samples >= 1 and max_user_samples >= 1 (or none)")
+        check_minimums(self, "femnist", USER_MINIMUMS)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, leaf_dirs("femnist"))
         files = first_found(tried, leaf_json_files)
         if files is None:
+            check_given_dir(ctx.data_dir, "FEMNIST", "LEAF json files all_data/*.json (or train/ and test/)", tried)
             raise missing("FEMNIST", "LEAF json files all_data/*.json (or train/ and test/)", tried,
                           "clone https://github.com/TalwalkarLab/leaf and run data/femnist/preprocess.sh (it "
                           "downloads NIST SD19 and writes data/all_data/*.json); copy that data/ folder to "

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import (check_labels, check_pairs, download_hint, file_in, first_found,
-                                          images_to_tensor, missing, search_dirs)
+from fedloom.data.datasets.common import (check_given_dir, check_labels, check_pairs, download_hint, file_in,
+                                          first_found, images_to_tensor, missing, search_dirs)
 from fedloom.data.datasets.idx import read_idx
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, fetch
 
@@ -72,6 +72,8 @@ class MNIST:
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, SUBDIRS)
         files = first_found(tried, lambda d: idx_quad(d, STEMS))
+        if files is None:
+            check_given_dir(ctx.data_dir, "MNIST", ", ".join(STEMS), tried, STEMS)
         if files is None and download_requested(self.download):
             folder = default_data_root() / "mnist"
             files = [fetch(r, folder) for r in REMOTE]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
+from fedloom.config import SEED_MAX, check_minimums
 from fedloom.errors import ConfigError, DataError
 
 
@@ -42,8 +43,9 @@ class MNIST1D:
     default_partition: ClassVar[str] = "dirichlet"
 
     def __post_init__(self) -> None:
-        if self.num_samples < 10:
-            raise ConfigError(f"mnist1d.num_samples must be >= 10 (got {self.num_samples})")
+        check_minimums(self, "mnist1d", {"num_samples": 10, "seed": 0})
+        if self.seed > SEED_MAX:  # the generator seeds numpy's legacy global RNG, which takes 32 bits
+            raise ConfigError(f"mnist1d.seed must be at most {SEED_MAX}, got {self.seed}")
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         gen = _generator()

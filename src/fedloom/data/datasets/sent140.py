@@ -21,11 +21,13 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
+from fedloom.config import check_minimums
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import check_labels, first_found, missing, search_dirs
-from fedloom.data.datasets.leaf import cap_samples, choose_users, leaf_dirs, leaf_json_files, natural_ids, read_leaf
+from fedloom.data.datasets.common import check_given_dir, check_labels, first_found, missing, search_dirs
+from fedloom.data.datasets.leaf import (USER_MINIMUMS, cap_samples, choose_users, leaf_dirs, leaf_json_files,
+                                        natural_ids, read_leaf)
 from fedloom.data.text import encode_texts
-from fedloom.errors import ConfigError, DataError
+from fedloom.errors import DataError
 
 CSV_NAME = "training.1600000.processed.noemoticon.csv"
 Tweets = dict[str, tuple[list[str], list[int]]]
@@ -77,13 +79,13 @@ class Sent140:
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        if self.max_len < 1 or self.min_freq < 1 or (self.vocab_size is not None and self.vocab_size < 3):
-            raise ConfigError("sent140 needs max_len >= 1, min_freq >= 1 and vocab_size >= 3 (or none)")
+        check_minimums(self, "sent140", {"max_len": 1, "min_freq": 1, "vocab_size": 3, **USER_MINIMUMS})
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, leaf_dirs("sent140") + ("sentiment140",))
         found = first_found(tried, find_source)
         if found is None:
+            check_given_dir(ctx.data_dir, "Sent140", f"LEAF json all_data/*.json or {CSV_NAME}", tried)
             raise missing("Sent140", f"LEAF json all_data/*.json or {CSV_NAME}", tried,
                           "run LEAF's data/sent140/preprocess.sh (https://github.com/TalwalkarLab/leaf) and copy "
                           "its data/ folder to ~/.cache/fedloom/sent140/data, or unzip Sentiment140's "

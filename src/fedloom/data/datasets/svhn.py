@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import (check_labels, check_pairs, download_hint, first_found,
+from fedloom.data.datasets.common import (check_given_dir, check_labels, check_pairs, download_hint, first_found,
                                           images_to_tensor, missing, search_dirs)
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, fetch
 from fedloom.errors import DataError
@@ -64,6 +64,8 @@ class SVHN:
         names = [REMOTE[p].name for p in parts]
         tried = search_dirs(ctx.data_dir, ("", "svhn", "SVHN"))
         folder: Optional[Path] = first_found(tried, lambda d: d if all((d / n).is_file() for n in names) else None)
+        if folder is None:
+            check_given_dir(ctx.data_dir, "SVHN", ", ".join(names), tried, names)
         if folder is None and download_requested(self.download):
             folder = default_data_root() / "svhn"
             for p in parts:

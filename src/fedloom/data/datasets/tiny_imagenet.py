@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.data.datasets.common import download_hint, first_found, images_to_tensor, missing, search_dirs
+from fedloom.data.datasets.common import (check_given_dir, download_hint, first_found, images_to_tensor, missing,
+                                          search_dirs)
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, extract, fetch
 from fedloom.errors import ConfigError, DataError
 
@@ -87,6 +88,8 @@ class TinyImageNet:
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, ("", FOLDER, f"tiny-imagenet/{FOLDER}"))
         root = first_found(tried, is_root)
+        if root is None:
+            check_given_dir(ctx.data_dir, "Tiny-ImageNet", f"{FOLDER}/ with wnids.txt, train/ and val/", tried)
         if root is None and download_requested(self.download):
             base = default_data_root() / "tiny-imagenet"
             extract(fetch(REMOTE, base), base)
