@@ -159,6 +159,8 @@ RUN_FIELD_ROWS = [
     run("--threads", "1000000", expect="--threads must be at most"),  # torch tried to start them: OOM-killed
     run("--device", "cuda:99", expect="--device cuda"),  # no CUDA here, or not 100 GPUs
     run("--checkpoint-every", "-1", expect="--checkpoint-every must be >= 0, got -1"),
+    run("--worker-timeout", "0", expect="--worker-timeout must be a positive number of seconds, got 0.0"),
+    run("--worker-timeout", "inf", expect="invalid value 'inf' for worker_timeout: expected a finite number"),
     run("--shards-per-client", "0", expect="--shards-per-client must be >= 1, got 0"),
     run("--partition", "shard", "--shards-per-client", "0", expect="--shards-per-client must be >= 1"),
     run("--domains", "0", expect="--domains must be >= 1, got 0"),
