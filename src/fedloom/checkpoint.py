@@ -44,7 +44,8 @@ NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkp
 #: Fields added after run folders already existed, left out of the identity while they hold their default, so
 #: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted
 #: name reaches into a component's option table ("options.<component>.<option>").
-OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal"}
+OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal", "transform": None,
+                      "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring"}
 
 
 class CheckpointError(FedloomError):

@@ -11,16 +11,14 @@ import hashlib
 import os
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
 from fedloom.algorithms import ALGORITHMS, Algorithm
-from fedloom.algorithms.base import Federation, ServerResult
-from fedloom.algorithms.tree import tree_allfinite, tree_bytes
+from fedloom.algorithms.tree import tree_bytes
 from fedloom.checkpoint import CHECKPOINT_NAME, RunProgress, open_for_resume, remove_checkpoint, save_checkpoint
 from fedloom.config import RunConfig, check_option_namespaces, component_options, to_toml, validate_numbers
 from fedloom.data.base import DATASETS, PartitionSpec
@@ -30,12 +28,15 @@ from fedloom.engines import ENGINES, Engine, EngineOptions
 from fedloom.engines.context import Runtime
 from fedloom.engines.local_sgd import SGDConfig
 from fedloom.engines.state_store import ClientStateStore, make_store
-from fedloom.errors import ConfigError, TrainingError
+from fedloom.errors import ConfigError
 from fedloom.models import MODELS, build_model, default_model_for
 from fedloom.models.base import InitParams
+from fedloom.patterns import PATTERNS, RoundPattern
+from fedloom.patterns.star import Star
+from fedloom.pipeline.build import build_aggregator, build_pipeline
 from fedloom.plots import accuracy_curve
+from fedloom.seams import known_namespaces, resolve_seams, seam_namespaces, seam_options
 from fedloom.registry import canonical
-from fedloom.seeding import numpy_generator
 from fedloom.tasks import TASKS
 from fedloom.tracking import RunFolder
 from fedloom.trackers import TrackerGroup, make_trackers
@@ -53,6 +54,7 @@ class Experiment:
     algorithm: Algorithm
     engine: Engine
     runtime: Runtime
+    pattern: RoundPattern = field(default_factory=Star)  # how a round moves information (fedloom.patterns)
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -74,13 +76,16 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     from fedloom.data.base import PARTITIONERS  # partitioners are registered by import above
     partition = PARTITIONERS.get(partition).registry_name
     model = canonical(MODELS.get(cfg.model).registry_name) if cfg.model else None
-    selected = [algorithm, dataset] + ([model] if model else [])
-    known = set(ALGORITHMS.names()) | set(DATASETS.names()) | set(MODELS.names())
-    check_option_namespaces(cfg, selected + [canonical(m) for m in MODELS.names()], known)
+    seams = resolve_seams(cfg)
+    seam_tables = seam_options(seams)  # validated first: "--attack.fraction without --attack" says so
+    selected = [algorithm, dataset] + ([model] if model else []) + seam_namespaces(seams)
+    check_option_namespaces(cfg, selected + [canonical(m) for m in MODELS.names()], known_namespaces())
     options = {algorithm: dataclasses.asdict(component_options(ALGORITHMS, algorithm, cfg)),
-               dataset: dataclasses.asdict(component_options(DATASETS, dataset, cfg))}
+               dataset: dataclasses.asdict(component_options(DATASETS, dataset, cfg)), **seam_tables}
+    build_pipeline(seams, cfg.clients)  # the transform chain's order and the attack, checked before any data
+    PATTERNS.get(seams.pattern)().check(seams, component_options(ALGORITHMS, algorithm, cfg), cfg.clients)
     out = cfg.out or f"runs/{algorithm}-{dataset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    return dataclasses.replace(cfg, algorithm=algorithm, dataset=dataset, partition=partition, model=model,
+    return dataclasses.replace(seams, algorithm=algorithm, dataset=dataset, partition=partition, model=model,
                                out=out, options={**cfg.options, **options})
 
 
@@ -122,9 +127,13 @@ def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) 
     store = client_store(cfg, algorithm, init_params, data.num_clients, device)
     runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
                       store=store, init_params=init_params, total_rounds=cfg.rounds, precision=cfg.precision,
-                      eval_batch_size=cfg.eval_batch_size or (256 if device.type == "cpu" else 4096))
+                      eval_batch_size=cfg.eval_batch_size or (256 if device.type == "cpu" else 4096),
+                      uploads=build_pipeline(cfg, data.num_clients),
+                      aggregator=build_aggregator(cfg, algorithm, data.num_clients))
+    pattern = PATTERNS.get(cfg.pattern)()
+    pattern.check(cfg, algorithm, data.num_clients)
     engine = ENGINES.get(cfg.engine)(runtime, engine_options(cfg))
-    return Experiment(cfg, data, algorithm, engine, runtime)
+    return Experiment(cfg, data, algorithm, engine, runtime, pattern)
 
 
 def engine_options(cfg: RunConfig) -> EngineOptions:
@@ -163,45 +172,10 @@ def check_store_dir(path: Path) -> None:
         raise ConfigError(f"--store-dir {path} is not writable")
 
 
-# ------------------------------------------------------------------------------------------------ one round
-def sample_cohort(num_clients: int, join_ratio: float, seed: int, round_: int) -> list[int]:
-    """A uniformly random subset of int(join_ratio·N) clients (at least one), from the round's own stream."""
-    size = max(1, int(join_ratio * num_clients + 1e-9))
-    if size >= num_clients:
-        return list(range(num_clients))
-    rng = numpy_generator(seed, round_, -1, "client-sampling")
-    return sorted(int(c) for c in rng.choice(num_clients, size=size, replace=False))
-
-
-def summarize_clients(per_client: dict[int, dict[str, float]], task: Any, prefix: str = "") -> dict[str, float]:
-    """Pooled metrics (Σ sums, then ratios) plus the distribution of per-client accuracies."""
-    totals: dict[str, float] = {}
-    for sums in per_client.values():
-        for key, value in sums.items():
-            totals[key] = totals.get(key, 0.0) + value
-    record = {f"{prefix}{k}": v for k, v in task.finalize(totals).items()}
-    primary = task.primary_metric
-    values = np.array([task.finalize(s)[primary] for s in per_client.values() if s.get("count", 0) > 0])
-    if values.size:
-        stats = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max(),
-                 "p10": np.percentile(values, 10), "median": np.median(values), "p90": np.percentile(values, 90)}
-        record.update({f"{prefix}client_{primary}_{k}": float(v) for k, v in stats.items()})
-    return record
-
-
-def evaluate(exp: Experiment, broadcast: Any, round_: int) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
-    clients = list(range(exp.data.num_clients))
-    per_client = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="test")
-    record = summarize_clients(per_client, exp.runtime.task)
-    if exp.config.eval_train:
-        train = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="train")
-        record.update(summarize_clients(train, exp.runtime.task, prefix="train_"))
-    return record, per_client
-
-
-def _rounded(record: dict[str, Any]) -> dict[str, Any]:
-    # 10 significant digits: plenty for metrics, and stable text for byte-for-byte comparisons
-    return {k: (float(f"{v:.10g}") if isinstance(v, float) else v) for k, v in record.items()}
+# ------------------------------------------------------------------------------------------------ rounds
+# one round of the star pattern and the evaluation live in fedloom.rounds (re-exported here)
+from fedloom.rounds import (RoundOutput, evaluate, federation_of, initial_round, sample_cohort,  # noqa: E402
+                            step_round, summarize_clients)
 
 
 # ------------------------------------------------------------------------------------------------ the loop
@@ -212,56 +186,9 @@ class RunOutcome:
     folder: Path
 
 
-@dataclass
-class RoundOutput:
-    server: ServerResult
-    record: Optional[dict[str, Any]]  # None when the round was not evaluated
-    per_client: Optional[dict[int, dict[str, float]]]
-    client_metrics: dict[int, dict[str, float]]
-    train_seconds: float
-    eval_seconds: float
-
-
-def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[str, int]) -> RoundOutput:
-    """One round: sample → train the cohort → server step → (maybe) evaluate. ``totals`` accumulates bytes."""
-    cfg, algo = exp.config, exp.algorithm
-    t0 = time.perf_counter()
-    cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
-    bytes_down = sum(server.broadcast.nbytes(c) for c in cohort)
-    result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
-    server = algo.server_update(server.state, result.uploads)
-    if not tree_allfinite(server.state.params):
-        raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
-    totals["up"] = totals.get("up", 0) + result.bytes_up
-    totals["down"] = totals.get("down", 0) + bytes_down
-    t_train = time.perf_counter() - t0
-    if round_ % cfg.eval_every and round_ != cfg.rounds:
-        return RoundOutput(server, None, None, result.client_metrics, t_train, 0.0)
-    record, per_client = evaluate(exp, server.broadcast, round_)
-    train_losses = [m["train_loss"] for m in result.client_metrics.values() if "train_loss" in m]
-    record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
-                       if train_losses else float("nan"), "clients_sampled": len(cohort),
-                       "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
-                       "cum_bytes_down": totals["down"], **{f"server_{k}": v for k, v in server.metrics.items()}})
-    return RoundOutput(server, record, per_client, result.client_metrics, t_train,
-                       time.perf_counter() - t0 - t_train)
-
-
-def federation_of(data: FederatedData) -> Federation:
-    """Client count and training-set sizes, for servers that keep per-client memory."""
-    return Federation(data.num_clients, tuple(int(idx.numel()) for idx in data.train_idx))
-
-
-def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:
-    """Server initialisation and the round-0 evaluation of the initial model."""
-    server = exp.algorithm.init_server_for(exp.runtime.init_params, federation_of(exp.data))
-    record, per_client = evaluate(exp, server.broadcast, 0)
-    return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0}), per_client
-
-
 def start_progress(exp: Experiment, folder: RunFolder) -> RunProgress:
     """A fresh run: server initialisation and the round-0 evaluation, written to metrics.jsonl."""
-    server, record, per_client = initial_round(exp)
+    server, record, per_client = exp.pattern.start(exp)
     folder.append_jsonl("metrics.jsonl", record)
     return RunProgress(server, 0, [record], per_client, {}, {"up": 0, "down": 0})
 
@@ -274,7 +201,7 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
     state = start
     started = time.perf_counter()
     for round_ in range(state.round + 1, cfg.rounds + 1):
-        out = step_round(exp, state.server, round_, state.totals)
+        out = exp.pattern.step(exp, state.server, round_, state.totals)
         state.server, state.round = out.server, round_
         state.last_train.update(out.client_metrics)
         folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(out.train_seconds, 4),

@@ -69,3 +69,11 @@ class Engine(ABC):
         """Replace the saved client states (when resuming from a checkpoint)."""
         for client_id, state in states:
             self.runtime.store.save(client_id, state)
+
+    def update_client_states(self, states: Iterable[tuple[int, Tree]]) -> None:
+        """Replace the *algorithm's* part of some clients' states, keeping what upload transforms keep beside it
+        (a round pattern that changes node models after training: gossip's mixing)."""
+        pipeline = self.runtime.uploads
+        for client_id, state in states:
+            transform_states = pipeline.split(self.runtime.store.load(client_id))[1] if pipeline.stateful else {}
+            self.runtime.store.save(client_id, pipeline.join(state, transform_states))

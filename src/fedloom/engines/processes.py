@@ -304,6 +304,12 @@ class ProcessEngine(Engine):
             shares[self.owner[client]].append((client, state))
         self._scatter("restore", shares)
 
+    def update_client_states(self, states: Iterable[tuple[int, Tree]]) -> None:
+        shares: dict[int, list[tuple[int, Tree]]] = {}
+        for client, state in states:
+            shares.setdefault(self.owner[client], []).append((client, state))
+        self._scatter("update", shares)
+
     def close(self) -> None:
         """Stop every worker whatever its state: the stop message, then SIGTERM, then SIGKILL (the only one a
         stopped process obeys); then the temporary folder goes. Safe to call twice."""

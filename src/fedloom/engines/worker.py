@@ -53,7 +53,8 @@ def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: A
     handlers = {"train": lambda p: train(engine, *with_broadcast(p)),
                 "evaluate": lambda p: engine.evaluate(*with_broadcast(p)),
                 "states": lambda p: list(engine.client_states()),
-                "restore": lambda p: engine.restore_client_states(p)}
+                "restore": lambda p: engine.restore_client_states(p),
+                "update": lambda p: engine.update_client_states(p)}
     while True:
         try:
             command, payload = conn.recv()

@@ -20,8 +20,12 @@ from fedloom.registry import Registry
 from fedloom.seeding import numpy_generator
 
 ATTACKS: Registry[type] = Registry("attack")
+#: The threat model's option table (``--attack.fraction``), shared by every attack.
+THREATS: Registry[type] = Registry("threat model")
+THREAT_NAMESPACE = "attack"
 
 
+@THREATS.register(THREAT_NAMESPACE)
 @dataclass(frozen=True)
 class ThreatModel:
     """The ``[attack]`` options shared by every attack: which share of the clients is malicious."""

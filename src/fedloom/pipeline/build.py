@@ -8,13 +8,10 @@ from typing import Any, Optional
 
 from fedloom.errors import ConfigError
 from fedloom.pipeline.aggregators import AGGREGATORS, Aggregator
-from fedloom.pipeline.attacks import ATTACKS, Attack, ThreatModel
+from fedloom.pipeline.attacks import ATTACKS, THREAT_NAMESPACE, THREATS, Attack
 from fedloom.pipeline.chain import UploadPipeline
 from fedloom.pipeline.transforms import TRANSFORMS, UploadTransform
 from fedloom.registry import Registry, canonical
-
-#: The option table of the threat model (``--attack.fraction``), shared by every attack.
-THREAT_NAMESPACE = "attack"
 
 
 def transform_names(spec: Optional[str]) -> list[str]:
@@ -29,14 +26,6 @@ def transform_names(spec: Optional[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError(f"--transform {spec!r} names a transform twice")
     return [TRANSFORMS.get(name).registry_name for name in names]
-
-
-def namespaces(cfg: Any) -> list[str]:
-    """Option tables this run's seams may read (``--clip.norm``, ``--krum.f``, ``--attack.fraction`` ...)."""
-    selected = transform_names(cfg.transform) + [AGGREGATORS.get(cfg.aggregator).registry_name]
-    if cfg.attack:
-        selected += [ATTACKS.get(cfg.attack).registry_name, THREAT_NAMESPACE]
-    return selected
 
 
 def _make(registry: Registry, name: str, cfg: Any) -> Any:
@@ -59,22 +48,11 @@ def build_pipeline(cfg: Any, num_clients: int) -> UploadPipeline:
     malicious: frozenset[int] = frozenset()
     if cfg.attack:
         attack = _make(ATTACKS, cfg.attack, cfg)
-        threat = ThreatModel(**_threat_options(cfg))
-        threat.validate()
+        threat = _make(THREATS, THREAT_NAMESPACE, cfg)
         malicious = threat.malicious_clients(cfg.seed, num_clients)
     elif cfg.options.get(THREAT_NAMESPACE):
         raise ConfigError("--attack.* options were given without --attack NAME")
     return UploadPipeline(cfg.seed, build_transforms(cfg), attack, malicious)
-
-
-def _threat_options(cfg: Any) -> dict[str, Any]:
-    from fedloom.config import coerce
-
-    given = dict(cfg.options.get(THREAT_NAMESPACE, {}))
-    unknown = sorted(set(given) - {"fraction"})
-    if unknown:
-        raise ConfigError(f"unknown option(s) {[f'attack.{u}' for u in unknown]}; valid: attack.fraction")
-    return {k: coerce(v, float, f"attack.{k}") for k, v in given.items()}
 
 
 def build_aggregator(cfg: Any, algorithm: Any, num_clients: int) -> Optional[Aggregator]:

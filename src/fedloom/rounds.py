@@ -1,0 +1,110 @@
+"""One round of the star pattern (sample → train the cohort → server step → evaluate) and the evaluation every
+pattern shares. Round patterns (fedloom.patterns) call these; run.py owns the loop, the run folder and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from fedloom.algorithms.base import Federation, ServerResult
+from fedloom.algorithms.tree import tree_allfinite
+from fedloom.data.federated import FederatedData
+from fedloom.errors import TrainingError
+from fedloom.seeding import numpy_generator
+
+if TYPE_CHECKING:
+    from fedloom.run import Experiment
+
+
+def sample_cohort(num_clients: int, join_ratio: float, seed: int, round_: int) -> list[int]:
+    """A uniformly random subset of int(join_ratio·N) clients (at least one), from the round's own stream."""
+    size = max(1, int(join_ratio * num_clients + 1e-9))
+    if size >= num_clients:
+        return list(range(num_clients))
+    rng = numpy_generator(seed, round_, -1, "client-sampling")
+    return sorted(int(c) for c in rng.choice(num_clients, size=size, replace=False))
+
+
+def summarize_clients(per_client: dict[int, dict[str, float]], task: Any, prefix: str = "") -> dict[str, float]:
+    """Pooled metrics (Σ sums, then ratios) plus the distribution of per-client accuracies."""
+    totals: dict[str, float] = {}
+    for sums in per_client.values():
+        for key, value in sums.items():
+            totals[key] = totals.get(key, 0.0) + value
+    record = {f"{prefix}{k}": v for k, v in task.finalize(totals).items()}
+    primary = task.primary_metric
+    values = np.array([task.finalize(s)[primary] for s in per_client.values() if s.get("count", 0) > 0])
+    if values.size:
+        stats = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max(),
+                 "p10": np.percentile(values, 10), "median": np.median(values), "p90": np.percentile(values, 90)}
+        record.update({f"{prefix}client_{primary}_{k}": float(v) for k, v in stats.items()})
+    return record
+
+
+def evaluate(exp: Experiment, broadcast: Any, round_: int) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    clients = list(range(exp.data.num_clients))
+    per_client = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="test")
+    record = summarize_clients(per_client, exp.runtime.task)
+    if exp.config.eval_train:
+        train = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="train")
+        record.update(summarize_clients(train, exp.runtime.task, prefix="train_"))
+    return record, per_client
+
+
+def _rounded(record: dict[str, Any]) -> dict[str, Any]:
+    # 10 significant digits: plenty for metrics, and stable text for byte-for-byte comparisons
+    return {k: (float(f"{v:.10g}") if isinstance(v, float) else v) for k, v in record.items()}
+
+
+@dataclass
+class RoundOutput:
+    server: ServerResult
+    record: Optional[dict[str, Any]]  # None when the round was not evaluated
+    per_client: Optional[dict[int, dict[str, float]]]
+    client_metrics: dict[int, dict[str, float]]
+    train_seconds: float
+    eval_seconds: float
+
+
+def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[str, int]) -> RoundOutput:
+    """One round: sample → train the cohort → server step → (maybe) evaluate. ``totals`` accumulates bytes."""
+    cfg, algo = exp.config, exp.algorithm
+    t0 = time.perf_counter()
+    cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
+    bytes_down = sum(server.broadcast.nbytes(c) for c in cohort)
+    result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
+    uploads = dataclasses.replace(result.uploads, aggregator=exp.runtime.aggregator)
+    server = algo.server_update(server.state, uploads)
+    if not tree_allfinite(server.state.params):
+        raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
+    totals["up"] = totals.get("up", 0) + result.bytes_up
+    totals["down"] = totals.get("down", 0) + bytes_down
+    t_train = time.perf_counter() - t0
+    if round_ % cfg.eval_every and round_ != cfg.rounds:
+        return RoundOutput(server, None, None, result.client_metrics, t_train, 0.0)
+    record, per_client = evaluate(exp, server.broadcast, round_)
+    train_losses = [m["train_loss"] for m in result.client_metrics.values() if "train_loss" in m]
+    record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
+                       if train_losses else float("nan"), "clients_sampled": len(cohort),
+                       "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
+                       "cum_bytes_down": totals["down"], **{f"server_{k}": v for k, v in server.metrics.items()}})
+    return RoundOutput(server, record, per_client, result.client_metrics, t_train,
+                       time.perf_counter() - t0 - t_train)
+
+
+def federation_of(data: FederatedData) -> Federation:
+    """Client count and training-set sizes, for servers that keep per-client memory."""
+    return Federation(data.num_clients, tuple(int(idx.numel()) for idx in data.train_idx))
+
+
+def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:
+    """Server initialisation and the round-0 evaluation of the initial model."""
+    server = exp.algorithm.init_server_for(exp.runtime.init_params, federation_of(exp.data))
+    record, per_client = evaluate(exp, server.broadcast, 0)
+    return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0}), per_client
+
+
