@@ -16,6 +16,7 @@ from typing import Any, NoReturn, Optional, Sequence
 from fedloom.config import (RUN_FIELDS, RunConfig, build_config, component_fields, load_toml, parse_set,
                             set_value)
 from fedloom.errors import ConfigError, FedloomError
+from fedloom.signals import exit_status, termination_handlers
 from fedloom.bench.cli import add_bench_parsers, cmd_bench, cmd_report, resume_raw
 
 PARTITION_FIELDS = ("dataset", "partition", "alpha", "classes_per_client", "balanced", "min_samples", "clients",
@@ -30,8 +31,9 @@ def _registries() -> list[Any]:
     from fedloom.data.base import DATASETS
     from fedloom.models import MODELS
     import fedloom.data.datasets  # noqa: F401
+    from fedloom.seams import SEAM_REGISTRIES
 
-    return [ALGORITHMS, DATASETS, MODELS]
+    return [ALGORITHMS, DATASETS, MODELS, *SEAM_REGISTRIES]  # every registry whose entries have option tables
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -169,9 +171,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedloom.engines import ENGINES
     import fedloom.data.partitioners  # noqa: F401
 
-    algorithms, datasets, models = _registries()
-    for registry in (algorithms, datasets, models, PARTITIONERS, ENGINES):
-        print(f"{registry.kind}s:")
+    from fedloom.patterns import PATTERNS
+    from fedloom.patterns.topology import TOPOLOGIES
+
+    for registry in (*_registries(), PARTITIONERS, ENGINES, PATTERNS, TOPOLOGIES):
+        print(f"{registry.kind[:-1] + 'ies' if registry.kind.endswith('y') else registry.kind + 's'}:")
         for name, obj in registry.items():
             doc = _summary_line(obj)
             options = ", ".join(f"{name}.{f}" for f in component_fields(obj)) if isinstance(obj, type) else ""
@@ -193,13 +197,14 @@ COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = make_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        with termination_handlers():  # SIGTERM/SIGHUP clean up like Ctrl-C (FAILED marker, workers, lock)
+            return COMMANDS[args.command](args)
     except FedloomError as exc:
         print(f"fedloom: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fedloom: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"fedloom: interrupted ({exc})" if str(exc) else "fedloom: interrupted", file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

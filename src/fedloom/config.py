@@ -62,7 +62,9 @@ class RunConfig:
                                      "(a frozen or stopped worker)")
     store: str = _f("auto", "client-state store: memory | disk | auto (disk when states would not fit in RAM)")
     store_dtype: str = _f("float32", "storage dtype of floating client states: float32 | bfloat16 | float16")
-    store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states")
+    store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states (a run uses its own "
+                                        "subfolder of it, keyed by the run folder)")
+    keep_client_states: bool = _f(False, "keep the client states (disk store) after the run completes")
     seed: int = _f(1, "root seed for model init, sampling and batches")
     data_seed: int = _f(0, "seed of the partition and of generated data (kept fixed across training seeds)")
     train_ratio: float = _f(0.75, "per-client train fraction; the rest is the client's test split")
@@ -76,6 +78,15 @@ class RunConfig:
     quiet: bool = _f(False, "no progress bar, only the final line (for logs)")
     checkpoint_every: int = _f(0, "write RUN_DIR/checkpoint.pt every N rounds for --resume (0: never)")
     trackers: Optional[str] = _f(None, "comma-separated mirrors of the metrics: tensorboard, mlflow (optional extras)")
+    transform: Optional[str] = _f(None, "upload transforms applied in order on every client, comma-separated: "
+                                        "clip, gaussian, topk, quantize (options --clip.norm, --topk.ratio ...)")
+    aggregator: str = _f("mean", "how an averaging server combines uploads: mean | median | trimmed-mean | krum "
+                                 "(options --trimmed-mean.beta, --krum.f)")
+    attack: Optional[str] = _f(None, "attack run by a malicious subset of clients fixed by the seed "
+                                     "(--attack.fraction): signflip")
+    pattern: str = _f("star", "round pattern: star (a server) | gossip (no server: nodes average with their "
+                              "--topology neighbours)")
+    topology: str = _f("ring", "gossip topology: ring | torus | complete (Metropolis-Hastings weights)")
     test_split: str = _f("per-client", "per-client: split each client's samples by --train-ratio (PFLlib); global: "
                                        "hold out a stratified (1-train_ratio) of all samples as one test set "
                                        "shared by every client, and partition the rest")

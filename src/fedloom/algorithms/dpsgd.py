@@ -5,17 +5,22 @@ Algorithms? A Case Study for Decentralized Parallel Stochastic Gradient Descent"
 Every node i holds x_i. One iteration, all nodes in parallel:
     x_i ← Σ_j W_ij x_j − γ ∇F_i(x_i; ξ_i)
 i.e. the gradient is taken at the node's *own* current model and added to the neighbourhood average of the
-current models (Algorithm 1 of the paper). Here the gradient step is the run's local SGD (``--local-epochs``,
-``--batch-size``; one minibatch step per iteration is ``--batch-size`` = the node's data size or fewer
-samples per node), so a node sends x_i (its message to the neighbours) and keeps Δ_i = local_sgd(x_i) − x_i,
-and after the gossip sets x_i ← Σ_j W_ij x_j + Δ_i. Nodes are scored with their own x_i; the run also reports
-the average model and the consensus distance (fedloom.patterns.gossip).
+current models (Algorithm 1 of the paper). One round is one such iteration: the node sends x_i (its message to
+the neighbours), takes ``steps`` minibatch SGD steps of ``--batch-size`` samples from x_i (1: the paper's
+single stochastic gradient; the minibatches are drawn from the node's seeded stream), keeps
+Δ_i = x_i' − x_i, and after the gossip sets x_i ← Σ_j W_ij x_j + Δ_i. ``steps = 0`` takes ``--local-epochs``
+full epochs instead: local updates computed at x_i but added to the neighbourhood average grow stale with many
+steps, so node models then drift apart (the consensus distance grows) while their average still learns.
+Nodes are scored with their own x_i; the run also reports the average model and the consensus distance
+(fedloom.patterns.gossip).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
+
+import torch
 
 from fedloom.algorithms.base import ALGORITHMS, Algorithm, Broadcast, ClientResult, ServerResult, ServerState
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_sub
@@ -31,15 +36,32 @@ if TYPE_CHECKING:
 class DPSGD(Algorithm):
     aggregation: ClassVar[str] = "all"  # the gossip pattern mixes every node's message itself
     patterns: ClassVar[tuple[str, ...]] = ("gossip",)
+    steps: int = 1
+
+    def validate(self) -> None:
+        if isinstance(self.steps, bool) or self.steps < 0:
+            raise ConfigError(f"dpsgd.steps must be an integer >= 0 (0: --local-epochs full epochs), got {self.steps}")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         return {"params": tree_clone(init_params)}
 
     def client_update(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         current = state["params"]
-        trained, metrics = ctx.local_sgd(current)
+        if self.steps:
+            trained, metrics = ctx.local_sgd(current, indices=self._minibatches(ctx), epochs=1)
+        else:
+            trained, metrics = ctx.local_sgd(current)
         return ClientResult(upload=current, state={"params": current, "step": tree_sub(trained, current)},
                             weight=1.0, metrics=metrics)
+
+    def _minibatches(self, ctx: "ClientContext") -> torch.Tensor:
+        """``steps`` minibatches of the node's training samples, drawn without replacement (wrapping around
+        when the node holds fewer samples than ``steps · batch_size``)."""
+        own = ctx.train_indices
+        need = self.steps * ctx.sgd.batch_size
+        order = torch.cat([torch.randperm(own.numel(), generator=ctx.generator("dpsgd-minibatch"))
+                           for _ in range(-(-need // own.numel()))])
+        return own[order[:need]]
 
     def after_gossip(self, state: Optional[Tree], mixed: Params) -> Tree:
         """x_i ← Σ_j W_ij x_j + Δ_i."""

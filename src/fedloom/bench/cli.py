@@ -49,7 +49,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print_plan(spec, runs)
         return 0
     result = run_grid(spec, runs)
-    return 0 if not result.failed else 1
+    return 0 if not (result.failed or result.busy) else 1  # an incomplete grid is not a success
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -189,8 +189,12 @@ def expand(spec: GridSpec) -> Iterator[dict[str, Any]]:
 
 
 def _selected(raw: dict[str, Any]) -> set[str]:
+    seams = {canonical(name) for name in str(raw.get("transform") or "").split(",") if name.strip()}
+    seams.add(canonical(str(raw.get("aggregator", "mean"))))
+    if raw.get("attack"):
+        seams |= {canonical(str(raw["attack"])), "attack"}
     return {canonical(str(raw[k])) for k in ("algorithm", "dataset", "model") if raw.get(k)} | \
-        ({"fedavg"} if not raw.get("algorithm") else set())
+        ({"fedavg"} if not raw.get("algorithm") else set()) | seams
 
 
 def _prune_options(raw: dict[str, Any], models: set[str]) -> dict[str, Any]:
@@ -204,12 +208,11 @@ def _prune_options(raw: dict[str, Any], models: set[str]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ validation
 def _registries() -> tuple[Any, set[str], set[str]]:
     from fedloom.algorithms import ALGORITHMS
-    from fedloom.data.base import DATASETS
     from fedloom.models import MODELS
     import fedloom.data.datasets  # noqa: F401  (registration)
+    from fedloom.seams import known_namespaces
 
-    known = set(ALGORITHMS.names()) | set(DATASETS.names()) | set(MODELS.names())
-    return ALGORITHMS, known, set(MODELS.names())
+    return ALGORITHMS, known_namespaces(), set(MODELS.names())
 
 
 def check_algorithms(spec: GridSpec, raws: list[dict[str, Any]]) -> None:

@@ -69,7 +69,7 @@ class Gossip(RoundPattern):
         server = ServerResult(ServerState(params=params), Broadcast(params=params), {"consensus_distance": 0.0})
         record, per_client = evaluate(exp, server.broadcast, 0)
         record.update(self._average_model_record(exp, server.broadcast, 0))
-        return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0}), per_client
+        return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0, "consensus_distance": 0.0}), per_client
 
     def step(self, exp: "Experiment", server: ServerResult, round_: int, totals: dict[str, int]) -> RoundOutput:
         cfg, algo, nodes = exp.config, exp.algorithm, list(range(exp.data.num_clients))
