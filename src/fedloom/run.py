@@ -25,12 +25,12 @@ from fedloom.data.base import DATASETS, PartitionSpec
 from fedloom.data.federated import FederatedData, build_federated_data
 from fedloom.data.summary import write_partition_report
 from fedloom.engines import ENGINES, Engine, EngineOptions
-from fedloom.engines.context import Runtime
+from fedloom.engines.context import Architectures, Runtime
 from fedloom.engines.local_sgd import SGDConfig
 from fedloom.engines.state_store import ClientStateStore, make_store
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS, build_model, default_model_for
-from fedloom.models.base import InitParams
+from fedloom.models.base import InitParams, SplitModel
 from fedloom.patterns import PATTERNS, RoundPattern
 from fedloom.patterns.star import Star
 from fedloom.pipeline.build import build_aggregator, build_pipeline
@@ -75,14 +75,18 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     partition = cfg.partition or DATASETS.get(dataset).default_partition
     from fedloom.data.base import PARTITIONERS  # partitioners are registered by import above
     partition = PARTITIONERS.get(partition).registry_name
-    model = canonical(MODELS.get(cfg.model).registry_name) if cfg.model else None
+    model = ",".join(model_names(cfg.model)) or None
     seams = resolve_seams(cfg)
     seam_tables = seam_options(seams)  # validated first: "--attack.fraction without --attack" says so
-    selected = [algorithm, dataset] + ([model] if model else []) + seam_namespaces(seams)
+    selected = [algorithm, dataset] + model_names(model) + seam_namespaces(seams)
     check_option_namespaces(cfg, selected + [canonical(m) for m in MODELS.names()], known_namespaces())
     options = {algorithm: dataclasses.asdict(component_options(ALGORITHMS, algorithm, cfg)),
                dataset: dataclasses.asdict(component_options(DATASETS, dataset, cfg)), **seam_tables}
     build_pipeline(seams, cfg.clients)  # the transform chain's order and the attack, checked before any data
+    if len(set(model_names(model))) > 1 and ALGORITHMS.get(algorithm).shared_architecture:
+        raise ConfigError(f"--model {model} gives clients different architectures, but {algorithm} exchanges "
+                          f"model parameters, which needs one architecture for every client; use one model, or "
+                          f"an algorithm for heterogeneous models (e.g. local)")
     PATTERNS.get(seams.pattern)().check(seams, component_options(ALGORITHMS, algorithm, cfg), cfg.clients)
     out = cfg.out or f"runs/{algorithm}-{dataset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(seams, algorithm=algorithm, dataset=dataset, partition=partition, model=model,
@@ -109,31 +113,70 @@ def load_data(cfg: RunConfig, device: torch.device) -> FederatedData:
 
 
 def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) -> Experiment:
-    vocab = data.dataset.vocab_size  # token datasets: the text models size their embedding from it
-    model_name = cfg.model or default_model_for(data.input_shape, vocab, data.num_classes)
-    cfg = dataclasses.replace(cfg, model=model_name)
-    model_options = dataclasses.asdict(component_options(MODELS, model_name, cfg))
-    cfg = dataclasses.replace(cfg, options={**cfg.options, model_name: model_options})
-    model = build_model(model_name, model_options, data.input_shape, data.num_classes, cfg.seed,
-                        vocab_size=vocab).to(device)
-    model.requires_grad_(False)  # the template's own tensors are never trained
-    init_params = InitParams({name: p.detach().clone() for name, p in model.named_parameters()}, cfg.seed,
-                             model)  # knows its seed: algorithms draw extra modules from it
+    cfg, models = build_models(cfg, data, device)
+    model, init_params = models[0]
+    architectures = federation_architectures(cfg, models, data.num_clients)
     task = TASKS.get(getattr(DATASETS.get(cfg.dataset), "task", "classification"))()
     sgd = SGDConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.local_epochs, momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay)
     algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
-    algorithm.validate_for_model(init_params)  # options that must fit the model (fedala.layer_idx...)
+    for _, params in models:
+        algorithm.validate_for_model(params)  # options that must fit the model (fedala.layer_idx...)
+    if architectures is not None and algorithm.shared_architecture:
+        raise ConfigError(f"--model {cfg.model} gives clients different architectures, but "
+                          f"{algorithm.registry_name} exchanges model parameters, which needs one architecture for "
+                          f"every client; use one model, or an algorithm for heterogeneous models (e.g. local)")
     store = client_store(cfg, algorithm, init_params, data.num_clients, device)
     runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
                       store=store, init_params=init_params, total_rounds=cfg.rounds, precision=cfg.precision,
                       eval_batch_size=cfg.eval_batch_size or (256 if device.type == "cpu" else 4096),
                       uploads=build_pipeline(cfg, data.num_clients),
-                      aggregator=build_aggregator(cfg, algorithm, data.num_clients))
+                      aggregator=build_aggregator(cfg, algorithm, data.num_clients), architectures=architectures)
     pattern = PATTERNS.get(cfg.pattern)()
     pattern.check(cfg, algorithm, data.num_clients)
     engine = ENGINES.get(cfg.engine)(runtime, engine_options(cfg))
     return Experiment(cfg, data, algorithm, engine, runtime, pattern)
+
+
+def model_names(spec: Optional[str]) -> list[str]:
+    """``--model cnn,mlp`` → ``["cnn", "mlp"]`` (canonical; client i gets the (i mod len)-th)."""
+    if not spec:
+        return []
+    names = [part.strip() for part in spec.split(",")]
+    if any(not name for name in names):
+        raise ConfigError(f"--model {spec!r}: empty name in the list (use e.g. --model cnn,mlp)")
+    return [canonical(MODELS.get(name).registry_name) for name in names]
+
+
+def build_models(cfg: RunConfig, data: FederatedData,
+                 device: torch.device) -> tuple[RunConfig, list[tuple[SplitModel, InitParams]]]:
+    """Every distinct model of the run (in order of first appearance), each with its initial parameters from
+    the run seed's model-init stream; the config gets the model names and their resolved options."""
+    vocab = data.dataset.vocab_size  # token datasets: the text models size their embedding from it
+    names = model_names(cfg.model) or [default_model_for(data.input_shape, vocab, data.num_classes)]
+    cfg = dataclasses.replace(cfg, model=",".join(names))
+    built = []
+    for name in dict.fromkeys(names):
+        model_options = dataclasses.asdict(component_options(MODELS, name, cfg))
+        cfg = dataclasses.replace(cfg, options={**cfg.options, name: model_options})
+        model = build_model(name, model_options, data.input_shape, data.num_classes, cfg.seed,
+                            vocab_size=vocab).to(device)
+        model.requires_grad_(False)  # the template's own tensors are never trained
+        init_params = InitParams({n: p.detach().clone() for n, p in model.named_parameters()}, cfg.seed,
+                                 model)  # knows its seed: algorithms draw extra modules from it
+        built.append((model, init_params))
+    return cfg, built
+
+
+def federation_architectures(cfg: RunConfig, models: list[tuple[SplitModel, InitParams]],
+                             num_clients: int) -> Optional[Architectures]:
+    """None when every client has the same model; else which architecture each client has."""
+    names = model_names(cfg.model)
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) < 2:
+        return None
+    arch_of = tuple(distinct.index(names[client % len(names)]) for client in range(num_clients))
+    return Architectures(tuple(distinct), tuple(m for m, _ in models), tuple(p for _, p in models), arch_of)
 
 
 def engine_options(cfg: RunConfig) -> EngineOptions:

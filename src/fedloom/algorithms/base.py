@@ -126,6 +126,9 @@ class Algorithm:
     vectorizable: ClassVar[bool] = True
     #: True if clients evaluate with parameters of their own rather than the broadcast model.
     personalized: ClassVar[bool] = False
+    #: True when clients exchange model parameters, so every client must have the same architecture; False
+    #: for algorithms that run on a federation of mixed architectures (``--model cnn,mlp``).
+    shared_architecture: ClassVar[bool] = True
     #: Round patterns the algorithm runs under (fedloom.patterns): "star" (a server) and/or "gossip" (none).
     patterns: ClassVar[tuple[str, ...]] = ("star",)
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("local")
 @dataclass(frozen=True)
 class Local(Algorithm):
+    shared_architecture = False  # nothing is exchanged: every client may have its own architecture
     personalized = True
 
     def init_server(self, init_params: Params) -> ServerResult:

@@ -25,6 +25,17 @@ from fedloom.tasks.base import Task
 CarryLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any, Any], tuple[torch.Tensor, Any]]
 
 
+@dataclass(frozen=True)
+class Architectures:
+    """A federation of mixed architectures (``--model cnn,mlp``): client i trains and is scored with
+    ``models[arch_of[i]]``, initialised with ``init_params[arch_of[i]]``."""
+
+    names: tuple[str, ...]
+    models: tuple[SplitModel, ...]
+    init_params: tuple[Params, ...]
+    arch_of: tuple[int, ...]
+
+
 @dataclass
 class Runtime:
     model: SplitModel  # a template whose own parameters are never trained; used via functional_call
@@ -40,6 +51,19 @@ class Runtime:
     total_rounds: Optional[int] = None  # the run's --rounds (schedules over the run, final fine-tuning)
     uploads: UploadPipeline = field(default_factory=UploadPipeline)  # attack → transforms → wire, per client
     aggregator: Optional[Aggregator] = None  # None: the algorithm's own rule (the weighted mean)
+    architectures: Optional[Architectures] = None  # None: every client has ``model``
+
+    def arch_of(self, client_id: int) -> int:
+        return 0 if self.architectures is None else self.architectures.arch_of[client_id]
+
+    def for_arch(self, arch: int) -> "Runtime":
+        """This runtime seen by the clients of one architecture (its model and initial parameters)."""
+        if self.architectures is None:
+            return self
+        return replace(self, model=self.architectures.models[arch], init_params=self.architectures.init_params[arch])
+
+    def for_client(self, client_id: int) -> "Runtime":
+        return self.for_arch(self.arch_of(client_id))
 
     def keep_all(self, algorithm: Any) -> bool:
         """Whether the server step needs every upload (the algorithm's rule or a robust aggregator), so that
@@ -76,7 +100,7 @@ class Runtime:
         return self.task.per_sample_loss(self.apply(params, x), y)
 
     def client_context(self, client_id: int, round_: int) -> "ClientContext":
-        return ClientContext(self, client_id, round_)
+        return ClientContext(self.for_client(client_id), client_id, round_)
 
 
 class ClientContext:

@@ -54,8 +54,8 @@ def evaluate_stream(runtime: Runtime, items: Iterable[tuple[int, Params]], share
         idx = split_indices(runtime, client_id, split)
         if params is shared:
             pooled.append((client_id, idx))
-        else:
-            results.update(evaluate_group(runtime, params, [(client_id, idx)]))
+        else:  # the client's own architecture (a mixed federation never shares parameters)
+            results.update(evaluate_group(runtime.for_client(client_id), params, [(client_id, idx)]))
     results.update(evaluate_group(runtime, shared, pooled))
     return dict(sorted(results.items()))
 

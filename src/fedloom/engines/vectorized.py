@@ -69,7 +69,7 @@ class VectorizedEngine(SerialEngine):
 
     def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
                     round_: int) -> tuple[list[int], PackContext, ClientResult]:
-        ctx = PackContext(self.runtime, pack, round_, self.options.slots, self.usage)
+        ctx = self._pack_context(pack, round_)
         result = algorithm.client_update(ctx, self._pack_broadcast(broadcast, pack), self._pack_state(algorithm, pack))
         return pack, ctx, result
 
@@ -88,7 +88,7 @@ class VectorizedEngine(SerialEngine):
     def _eval_items(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int],
                     round_: int) -> Iterator[tuple[int, Params]]:
         for pack in self._packs(clients):
-            ctx = PackContext(self.runtime, pack, round_, self.options.slots, self.usage)
+            ctx = self._pack_context(pack, round_)
             params = algorithm.eval_params(ctx, self._pack_broadcast(broadcast, pack),
                                            self._pack_state(algorithm, pack))
             if params is broadcast.params:
@@ -109,9 +109,18 @@ class VectorizedEngine(SerialEngine):
             log.warning("vectorized engine: running %s serially (%s)", type(algorithm).__name__, reason)
 
     def _packs(self, clients: list[int]) -> Iterator[list[int]]:
+        """Packs of at most ``pack_clients`` clients, each of one architecture (a pack stacks parameters)."""
         size = self.options.pack_clients
-        for start in range(0, len(clients), size):
-            yield clients[start:start + size]
+        by_arch: dict[int, list[int]] = {}
+        for client_id in clients:
+            by_arch.setdefault(self.runtime.arch_of(client_id), []).append(client_id)
+        for group in by_arch.values():
+            for start in range(0, len(group), size):
+                yield group[start:start + size]
+
+    def _pack_context(self, pack: list[int], round_: int) -> PackContext:
+        runtime = self.runtime.for_client(pack[0])
+        return PackContext(runtime, pack, round_, self.options.slots, self.usage)
 
     def _pack_state(self, algorithm: Algorithm, pack: list[int]) -> Optional[Tree]:
         states = [self._load_state(algorithm, client_id) for client_id in pack]
