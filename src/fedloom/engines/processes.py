@@ -386,7 +386,10 @@ class _SharedTempDir:
             self.users -= 1
             if self.users > 0 or self.path is None:
                 return
-            resource_sharer.stop(timeout=1)  # its listener socket lives in the folder; it restarts on demand
+            try:
+                resource_sharer.stop(timeout=1)  # its listener socket lives in the folder; it restarts on demand
+            except OSError:  # its socket is already gone: the folder goes anyway
+                pass
             mp_process.current_process()._config["tempdir"] = self.previous  # noqa: SLF001
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
@@ -448,4 +451,4 @@ def _for_clients(broadcast: Broadcast, clients: list[int]) -> Broadcast:
     if broadcast.personal is None:
         return broadcast
     return Broadcast(broadcast.params, broadcast.extra, {c: broadcast.personal[c] for c in clients
-                                                         if c in broadcast.personal})
+                                                         if c in broadcast.personal}, broadcast.wire)

@@ -10,6 +10,7 @@ its parent has gone (a kill -9 of the CLI), so no orphan keeps computing.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import signal
 import threading
@@ -34,7 +35,8 @@ def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: A
     # Ctrl-C reaches the whole foreground process group; stopping the workers is the main process's job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if beat is not None:  # first, so that a slow start-up (data loading) is seen as alive
-        start_heartbeat(beat, os.getppid())
+        parent = multiprocessing.parent_process()  # the pid it was started by, even if that one is gone already
+        start_heartbeat(beat, parent.pid if parent is not None else os.getppid())
     torch.set_num_threads(1)  # one thread per process: robust when the machine is shared
     try:
         engine = build_worker_engine(run_config, inner_engine, options)
