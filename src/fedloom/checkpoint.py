@@ -102,14 +102,16 @@ class RunProgress:
 def _server_to_plain(server: ServerResult) -> dict[str, Any]:
     state, cast = server.state, server.broadcast
     return {"state": {"params": state.params, "round": state.round, "extra": state.extra},
-            "broadcast": {"params": cast.params, "extra": cast.extra, "personal": cast.personal},
+            "broadcast": {"params": cast.params, "extra": cast.extra, "personal": cast.personal,
+                          **({"wire": cast.wire} if cast.wire is not None else {})},
             "metrics": dict(server.metrics)}
 
 
 def _server_from_plain(plain: dict[str, Any]) -> ServerResult:
     state, cast = plain["state"], plain["broadcast"]
     return ServerResult(ServerState(params=state["params"], round=state["round"], extra=state["extra"]),
-                        Broadcast(params=cast["params"], extra=cast["extra"], personal=cast["personal"]),
+                        Broadcast(params=cast["params"], extra=cast["extra"], personal=cast["personal"],
+                                  wire=cast.get("wire")),
                         plain["metrics"])
 
 

@@ -116,3 +116,15 @@ def test_stateful_transforms_keep_their_state_beside_the_algorithms() -> None:
 
 def test_flatten_names_nested_trees() -> None:
     assert set(flatten({"a": {"b": torch.zeros(1)}, "c": torch.zeros(2)})) == {"a/b", "c"}
+
+
+def test_a_broadcast_declaring_a_wire_form_is_counted_by_it() -> None:
+    """FedKSeed-style download: K accumulated scalars stand for the whole model the client rebuilds."""
+    from fedloom.algorithms.base import Broadcast
+
+    model = {"w": torch.zeros(100_000)}
+    scalars = Compact({"grads": torch.zeros(4096)}, lambda arrays: model)
+    assert Broadcast(params=model).nbytes(0) == 400_000
+    assert Broadcast(params=model, wire=scalars).nbytes(0) == 4096 * 4
+    personal = Broadcast(params=model, personal={0: {"h": torch.zeros(10)}}, wire=scalars)
+    assert personal.nbytes(0) == 4096 * 4 + 40 and personal.for_client(0).wire is scalars

@@ -137,4 +137,4 @@ class VectorizedEngine(SerialEngine):
         personal = [broadcast.personal.get(client_id) for client_id in pack]
         if any(p is None for p in personal):
             raise NotVectorizable("personal broadcast missing for some clients of a pack")
-        return Broadcast(broadcast.params, broadcast.extra, tree_stack(personal))
+        return Broadcast(broadcast.params, broadcast.extra, tree_stack(personal), broadcast.wire)
