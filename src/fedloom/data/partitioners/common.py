@@ -74,6 +74,36 @@ def check_positive(value: float, name: str, partition: str) -> None:
         raise ConfigError(f"{partition}: {name} must be a positive number (got {value})")
 
 
+def dirichlet_setup(labels: np.ndarray, spec: PartitionSpec, partition: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """What every Dirichlet label partition starts with: labels as int64, alpha and the client count checked,
+    the sample indices of each class (in increasing label order). Draws nothing."""
+    labels = as_labels(labels)
+    check_positive(spec.alpha, "alpha", partition)
+    check_clients(len(labels), spec)
+    return labels, class_indices(labels)
+
+
+def dirichlet_cut(idx: np.ndarray, owners: np.ndarray, alpha: float, owner: np.ndarray, sizes: np.ndarray,
+                  rng: np.random.Generator) -> None:
+    """Deal one class among ``owners`` (PFLlib's Dirichlet step): shuffle its samples ``idx``, draw
+    p ~ Dir(alpha · 1_|owners|), give share 0 to owners already holding >= n/N samples (``balance``; n =
+    ``len(owner)`` samples, N = ``len(sizes)`` clients), cut the shuffled samples in proportions p. Writes the
+    new owners into ``owner[idx]`` and adds the counts to ``sizes[owners]``, in place."""
+    idx = rng.permutation(idx)
+    p = balance(rng.dirichlet(np.full(len(owners), float(alpha))), sizes[owners] < len(owner) / len(sizes))
+    counts = np.diff(np.concatenate(([0], (np.cumsum(p) * len(idx)).astype(np.int64)[:-1], [len(idx)])))
+    owner[idx] = np.repeat(owners, counts)
+    sizes[owners] += counts
+
+
+def balance(p: np.ndarray, open_: np.ndarray) -> np.ndarray:
+    """Zero the share of clients that are full and renormalize; falls back to uniform over open clients."""
+    q = np.where(open_, np.nan_to_num(p), 0.0)
+    if q.sum() <= 0:
+        q = open_.astype(np.float64) if open_.any() else np.ones_like(p)
+    return q / q.sum()
+
+
 def largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
     """Integers proportional to ``weights`` that sum exactly to ``total`` (Hamilton's largest-remainder rule)."""
     share = total * np.asarray(weights, dtype=np.float64) / np.sum(weights)

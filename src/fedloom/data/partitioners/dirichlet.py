@@ -19,13 +19,7 @@ from typing import Optional
 import numpy as np
 
 from fedloom.data.base import PARTITIONERS, PartitionSpec
-from fedloom.data.partitioners.common import (
-    as_labels,
-    check_clients,
-    check_positive,
-    class_indices,
-    draw_until_min_size,
-)
+from fedloom.data.partitioners.common import dirichlet_cut, dirichlet_setup, draw_until_min_size
 
 MAX_RESAMPLES = 50
 
@@ -35,35 +29,19 @@ def dirichlet_partition(
     labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator, natural_ids: Optional[np.ndarray] = None
 ) -> list[np.ndarray]:
     """Label-skewed split with per-class Dir(alpha) proportions; see the module docstring."""
-    labels = as_labels(labels)
-    check_positive(spec.alpha, "alpha", "dirichlet")
-    check_clients(len(labels), spec)
-    by_class = class_indices(labels)
+    labels, by_class = dirichlet_setup(labels, spec, "dirichlet")
     return draw_until_min_size(lambda: (draw_owner(by_class, len(labels), spec, rng), None), labels, spec, rng,
                                "dirichlet", MAX_RESAMPLES)
 
 
 def draw_owner(by_class: list[np.ndarray], n: int, spec: PartitionSpec, rng: np.random.Generator) -> np.ndarray:
     """One draw of the PFLlib-style Dirichlet split, as a per-sample owner array."""
-    k = spec.num_clients
     owner = np.empty(n, dtype=np.int64)
-    sizes = np.zeros(k, dtype=np.int64)
+    sizes = np.zeros(spec.num_clients, dtype=np.int64)
+    everyone = np.arange(spec.num_clients)
     for idx in by_class:
-        idx = rng.permutation(idx)
-        p = rng.dirichlet(np.full(k, float(spec.alpha)))
-        p = balance(p, sizes < n / k)
-        counts = np.diff(np.concatenate(([0], (np.cumsum(p) * len(idx)).astype(np.int64)[:-1], [len(idx)])))
-        owner[idx] = np.repeat(np.arange(k), counts)
-        sizes += counts
+        dirichlet_cut(idx, everyone, spec.alpha, owner, sizes, rng)
     return owner
-
-
-def balance(p: np.ndarray, open_: np.ndarray) -> np.ndarray:
-    """Zero the share of clients that are full and renormalize; falls back to uniform over open clients."""
-    q = np.where(open_, np.nan_to_num(p), 0.0)
-    if q.sum() <= 0:
-        q = open_.astype(np.float64) if open_.any() else np.ones_like(p)
-    return q / q.sum()
 
 
 dirichlet_partition.params = ("alpha",)  # type: ignore[attr-defined]

@@ -26,14 +26,7 @@ from typing import Optional
 import numpy as np
 
 from fedloom.data.base import PARTITIONERS, PartitionSpec
-from fedloom.data.partitioners.common import (
-    as_labels,
-    check_clients,
-    check_positive,
-    class_indices,
-    draw_until_min_size,
-)
-from fedloom.data.partitioners.dirichlet import balance
+from fedloom.data.partitioners.common import dirichlet_cut, dirichlet_setup, draw_until_min_size
 from fedloom.errors import ConfigError
 
 MAX_RESAMPLES = 50
@@ -44,10 +37,7 @@ def extended_dirichlet_partition(
     labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator, natural_ids: Optional[np.ndarray] = None
 ) -> list[np.ndarray]:
     """C classes per client with Dir(alpha) quantities; see the module docstring."""
-    labels = as_labels(labels)
-    check_positive(spec.alpha, "alpha", "extended-dirichlet")
-    check_clients(len(labels), spec)
-    by_class = class_indices(labels)
+    labels, by_class = dirichlet_setup(labels, spec, "extended-dirichlet")
     if not 1 <= spec.classes_per_client <= len(by_class):
         raise ConfigError(f"extended-dirichlet: classes_per_client must be between 1 and the number of classes "
                           f"({len(by_class)}); got {spec.classes_per_client}")
@@ -84,11 +74,7 @@ def draw_owner(
         owners = np.flatnonzero(allowed[:, c])
         if not len(owners):
             continue
-        idx = rng.permutation(idx)
-        p = balance(rng.dirichlet(np.full(len(owners), float(spec.alpha))), sizes[owners] < n / spec.num_clients)
-        counts = np.diff(np.concatenate(([0], (np.cumsum(p) * len(idx)).astype(np.int64)[:-1], [len(idx)])))
-        owner[idx] = np.repeat(owners, counts)
-        sizes[owners] += counts
+        dirichlet_cut(idx, owners, spec.alpha, owner, sizes, rng)
     return owner
 
 

@@ -26,13 +26,7 @@ from typing import Optional
 import numpy as np
 
 from fedloom.data.base import PARTITIONERS, PartitionSpec
-from fedloom.data.partitioners.common import (
-    as_labels,
-    check_clients,
-    check_positive,
-    class_indices,
-    parts_from_owner,
-)
+from fedloom.data.partitioners.common import dirichlet_setup, parts_from_owner
 from fedloom.data.partitioners.sizes import client_sizes
 
 DEFAULT_DIST = "equal"
@@ -43,11 +37,9 @@ def inner_dirichlet_partition(
     labels: np.ndarray, spec: PartitionSpec, rng: np.random.Generator, natural_ids: Optional[np.ndarray] = None
 ) -> list[np.ndarray]:
     """Fixed client sizes, each filled from its own Dir(alpha) label mix; see the module docstring."""
-    labels = as_labels(labels)
-    check_positive(spec.alpha, "alpha", "inner-dirichlet")
-    check_clients(len(labels), spec)
+    labels, by_class = dirichlet_setup(labels, spec, "inner-dirichlet")
     sizes = client_sizes(len(labels), spec, rng, DEFAULT_DIST)
-    pools = [rng.permutation(idx) for idx in class_indices(labels)]
+    pools = [rng.permutation(idx) for idx in by_class]
     prior = np.array([len(p) for p in pools], dtype=np.float64) / len(labels)
     mixes = rng.dirichlet(float(spec.alpha) * len(pools) * prior, size=spec.num_clients)
     slots = rng.permutation(np.repeat(np.arange(spec.num_clients), sizes))
