@@ -60,6 +60,7 @@ def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from fedloom.rounds import federation_of
     from fedloom.run import build_experiment, initial_round, load_data, step_round
 
     cfg = run_config(workload, mode, rounds, out)
@@ -71,7 +72,7 @@ def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
     if mode == "plain":
         return measure_plain(exp, rounds, setup)
     server, _, _ = initial_round(exp) if workload != "scale" else (exp.algorithm.init_server(
-        exp.runtime.init_params), None, None)
+        exp.runtime.init_params, federation_of(exp.data)), None, None)
     seconds, cpu, accuracy, totals = [], [], [], {}
     for r in range(1, rounds + 1):
         c0, t0 = cpu_seconds(worker_pids), time.perf_counter()

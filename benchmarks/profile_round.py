@@ -29,13 +29,14 @@ def main() -> int:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))
     from engines import run_config
+    from fedloom.rounds import federation_of
     from fedloom.run import build_experiment, load_data, step_round
 
     with tempfile.TemporaryDirectory() as scratch:
         cfg = run_config(args.workload, args.engine, 1, scratch)
         data = load_data(cfg, torch.device("cpu"))
         exp = build_experiment(cfg, data, torch.device("cpu"))
-        server = exp.algorithm.init_server(exp.runtime.init_params)
+        server = exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
         profile, start = cProfile.Profile(), time.perf_counter()
         profile.enable()
         step_round(exp, server, 1, {})

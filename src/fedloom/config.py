@@ -359,13 +359,63 @@ def validate_data_dir(cfg: RunConfig) -> None:
     _check(path.is_dir(), f"--data-dir {cfg.data_dir} is not a folder")
 
 
-def check_minimums(owner: Any, prefix: str, minimums: dict[str, int]) -> None:
-    """For the options dataclasses' checks: ConfigError naming the first option of ``owner`` below its minimum
-    (counts, sizes, lengths); None means unset and is allowed."""
-    for name, minimum in minimums.items():
-        value = getattr(owner, name)
-        if value is not None and value < minimum:
-            raise ConfigError(f"{prefix}.{name} must be >= {minimum}, got {value}")
+# ----------------------------------------------------------------------------------------------- option ranges
+#: The field-metadata keys ``hp`` writes and ``check_fields`` reads.
+BOUND_KEYS = ("ge", "gt", "le", "lt")
+
+
+def hp(default: Any, *, ge: Any = None, gt: Any = None, le: Any = None, lt: Any = None,
+       choices: Optional[tuple[Any, ...]] = None, help: str = "") -> Any:
+    """A component option (an algorithm's, dataset's, model's, transform's... dataclass field) declared once with
+    its range: ``ge``/``gt``/``le``/``lt`` bound a number, ``choices`` lists the allowed values. ``check_fields``
+    enforces them (make_component calls it for every component it builds), so an options class writes no
+    ``raise ConfigError`` for a plain range; checks that involve several fields or the model stay as code."""
+    bounds = {key: bound for key, bound in zip(BOUND_KEYS, (ge, gt, le, lt)) if bound is not None}
+    metadata: dict[str, Any] = {"help": help, "bounds": bounds}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return field(default=default, metadata=metadata)
+
+
+def check_fields(owner: Any, prefix: Optional[str] = None) -> None:
+    """ConfigError for the first field of the options dataclass ``owner`` outside the range its ``hp`` metadata
+    declares, in one line naming the option, the bound and the value (``ditto.personal_epochs must be >= 1, got
+    0``). ``prefix`` defaults to the class's registry name. None means unset and is allowed; a boolean never
+    passes a numeric bound (True is not 1); NaN fails every bound."""
+    prefix = prefix if prefix is not None else getattr(type(owner), "registry_name", type(owner).__name__.lower())
+    for fld in dataclasses.fields(owner):
+        value = getattr(owner, fld.name)
+        if value is None:
+            continue
+        choices = fld.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{prefix}.{fld.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        bounds = fld.metadata.get("bounds")
+        if bounds and not _within(value, bounds):
+            raise ConfigError(f"{prefix}.{fld.name} must be {_range_text(bounds)}, got {value}")
+
+
+_COMPARE = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+            "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def _within(value: Any, bounds: dict[str, Any]) -> bool:
+    """A real number (not a bool, not inf or NaN) satisfying every bound."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return all(_COMPARE[key][1](value, bound) for key, bound in bounds.items())
+
+
+def _range_text(bounds: dict[str, Any]) -> str:
+    """">= 1", "> 0", "in (0, 1]"... worded as the hand-written checks were."""
+    lower = next(((k, b) for k, b in bounds.items() if k in ("ge", "gt")), None)
+    upper = next(((k, b) for k, b in bounds.items() if k in ("le", "lt")), None)
+    if lower and upper:
+        return f"in {'[' if lower[0] == 'ge' else '('}{lower[1]}, {upper[1]}{']' if upper[0] == 'le' else ')'}"
+    key, bound = lower or upper
+    return f"{_COMPARE[key][0]} {bound}"
 
 
 def make_component(registry: Registry, name: str, given: dict[str, Any]) -> Any:
@@ -386,8 +436,11 @@ def make_component(registry: Registry, name: str, given: dict[str, Any]) -> Any:
         instance = cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid options for {registry.kind} '{key}': {exc}") from None
-    if hasattr(instance, "validate"):
-        instance.validate()
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        validate()  # the base classes' validate() runs check_fields, then a subclass's cross-field checks
+    else:
+        check_fields(instance, key)
     return instance
 
 

@@ -103,7 +103,7 @@ def federation_of(data: FederatedData) -> Federation:
 
 def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:
     """Server initialisation and the round-0 evaluation of the initial model."""
-    server = exp.algorithm.init_server_for(exp.runtime.init_params, federation_of(exp.data))
+    server = exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
     record, per_client = evaluate(exp, server.broadcast, 0)
     return server, _rounded({"round": 0, **record, "bytes_up": 0, "bytes_down": 0}), per_client
 

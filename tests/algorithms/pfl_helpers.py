@@ -21,7 +21,7 @@ def experiment(name: str, rounds: int = 2, **hyper: Any) -> Experiment:
 
 
 def start(exp: Experiment) -> ServerResult:
-    return exp.algorithm.init_server_for(exp.runtime.init_params, federation_of(exp.data))
+    return exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
 
 
 def train_round(exp: Experiment, server: ServerResult, round_: int,

@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "core"))
 
 from fedloom.algorithms.base import ServerResult  # noqa: E402
 from fedloom.cli import main  # noqa: E402
+from fedloom.rounds import federation_of  # noqa: E402
 from fedloom.run import Experiment  # noqa: E402
 
 from helpers import make_experiment  # noqa: E402
@@ -26,7 +27,7 @@ def experiment(algorithm: str, **overrides: Any) -> Experiment:
 
 
 def start(exp: Experiment) -> ServerResult:
-    return exp.algorithm.init_server(exp.runtime.init_params)
+    return exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
 
 
 def play_round(exp: Experiment, server: ServerResult, round_: int) -> tuple[Any, ServerResult]:

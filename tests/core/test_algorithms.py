@@ -7,13 +7,14 @@ from fedloom.algorithms.fedavg_ft import FedAvgFT
 from fedloom.algorithms.fedprox import FedProx
 from fedloom.algorithms.local import Local
 from fedloom.algorithms.tree import tree_add, tree_sq_dist
+from fedloom.rounds import federation_of
 from fedloom.run import sample_cohort
 
 from helpers import make_experiment, with_algorithm
 
 
 def one_round(exp, round_=1):
-    server = exp.algorithm.init_server(exp.runtime.init_params)
+    server = exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
     cohort = list(range(exp.data.num_clients))
     result = exp.engine.train_cohort(exp.algorithm, server.broadcast, cohort, round_)
     return server, result, exp.algorithm.server_update(server.state, result.uploads)
@@ -36,7 +37,7 @@ def test_fedavg_global_model_is_sample_weighted_average_of_client_models() -> No
 
 def test_fedprox_zero_mu_is_fedavg_and_positive_mu_pulls_toward_global() -> None:
     exp = make_experiment(algorithm="fedavg", lr=0.1)
-    server = exp.algorithm.init_server(exp.runtime.init_params)
+    server = exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
     ctx = exp.runtime.client_context(0, 1)
     results = {}
     for name, algo in {"fedavg": FedAvg(), "mu0": FedProx(mu=0.0), "mu1": FedProx(mu=1.0)}.items():
@@ -79,7 +80,7 @@ def test_fedavg_ft_trains_like_fedavg_but_evaluates_fine_tuned_models() -> None:
 
 def test_client_results_do_not_depend_on_cohort_order() -> None:
     exp = make_experiment(algorithm="fedprox", options={"fedprox": {"mu": 0.1}})
-    server = exp.algorithm.init_server(exp.runtime.init_params)
+    server = exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
     forward = exp.engine.train_cohort(exp.algorithm, server.broadcast, [0, 1, 2, 3], 1).uploads.weighted_mean()
     backward = exp.engine.train_cohort(exp.algorithm, server.broadcast, [3, 2, 1, 0], 1).uploads.weighted_mean()
     for name in forward:

@@ -313,17 +313,18 @@ ALGORITHM_ROWS = [
 ]
 
 DATASET_MODEL_ROWS = [
-    run("--dataset", "synthetic", "--synthetic.alpha", "-1", expect="synthetic: alpha and beta must be >= 0"),
+    run("--dataset", "synthetic", "--synthetic.alpha", "-1", expect="synthetic.alpha must be >= 0, got -1.0"),
     run("--dataset", "synthetic", "--synthetic.beta", "nan", expect="invalid value 'nan' for synthetic.beta"),
-    run("--dataset", "synthetic", "--synthetic.devices", "0", expect="synthetic: devices must be >= 1"),
-    run("--dataset", "synthetic", "--synthetic.dimension", "0", expect="synthetic: need dimension >= 1"),
-    run("--dataset", "synthetic", "--synthetic.num-classes", "1", expect="num_classes >= 2"),
+    run("--dataset", "synthetic", "--synthetic.devices", "0", expect="synthetic.devices must be >= 1, got 0"),
+    run("--dataset", "synthetic", "--synthetic.dimension", "0", expect="synthetic.dimension must be >= 1, got 0"),
+    run("--dataset", "synthetic", "--synthetic.num-classes", "1", expect="synthetic.num_classes must be >= 2, got 1"),
     run("--dataset", "synthetic", "--synthetic.max-samples-per-device", "0",
-        expect="synthetic: max_samples_per_device must be >= 1"),
+        expect="synthetic.max_samples_per_device must be >= 1, got 0"),
     run("--dataset", "synthetic", "--synthetic.iid", "maybe", expect="invalid value 'maybe' for synthetic.iid"),
     run("--dataset", "mnist1d", "--mnist1d.num-samples", "5", expect="mnist1d.num_samples must be >= 10, got 5"),
-    run("--dataset", "mnist1d", "--mnist1d.seed", "-1", expect="mnist1d.seed must be >= 0, got -1"),
-    run("--dataset", "mnist1d", "--mnist1d.seed", "4294967296", expect="mnist1d.seed must be at most 4294967295"),
+    run("--dataset", "mnist1d", "--mnist1d.seed", "-1", expect="mnist1d.seed must be in [0, 4294967295], got -1"),
+    run("--dataset", "mnist1d", "--mnist1d.seed", "4294967296",
+        expect="mnist1d.seed must be in [0, 4294967295], got 4294967296"),
     run("--dataset", "emnist", "--emnist.split", "nope", expect="emnist.split must be one of"),
     run("--dataset", "ag-news", "--ag-news.max-len", "0", expect="ag-news.max_len must be >= 1, got 0"),
     run("--dataset", "ag-news", "--ag-news.vocab-size", "2", expect="ag-news.vocab_size must be >= 3, got 2"),
@@ -481,7 +482,7 @@ REPORT_PARTITION_ROWS = [
     cmd("partition", "--batch-size", "0", expect="--batch-size must be >= 1"),
     cmd("partition", "--test-split", "x", expect="unknown test_split 'x'"),
     cmd("partition", "--partition", "shard", "--shards-per-client", "0", expect="--shards-per-client must be >= 1"),
-    cmd("partition", "--dataset", "synthetic", "--synthetic.alpha", "-1", expect="synthetic: alpha and beta"),
+    cmd("partition", "--dataset", "synthetic", "--synthetic.alpha", "-1", expect="synthetic.alpha must be >= 0"),
     cmd("partition", "--balanced", "maybe", expect="unrecognized arguments: maybe"),
 ]
 

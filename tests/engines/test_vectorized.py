@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from fedloom.engines import EngineOptions
 from fedloom.engines.local_sgd import LocalSGD, SGDConfig
 from fedloom.engines.pack_sgd import PackHooks, PackJob, PackSGD, client_batches
+from fedloom.rounds import federation_of
 
 from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records
 
@@ -40,7 +41,7 @@ def test_one_local_step_matches_serial_to_float32_rounding() -> None:
     vector = on_engine("vectorized", EngineOptions(slots=4), algorithm="fedavg", clients=6, local_epochs=1)
     for exp in (serial, vector):
         exp.runtime.sgd = SGDConfig(lr=0.05, batch_size=10_000, epochs=1)  # one full-batch step per client
-    server = serial.algorithm.init_server(serial.runtime.init_params)
+    server = serial.algorithm.init_server(serial.runtime.init_params, federation_of(serial.data))
     a = serial.engine.train_cohort(serial.algorithm, server.broadcast, list(range(6)), 1).uploads.weighted_mean()
     b = vector.engine.train_cohort(vector.algorithm, server.broadcast, list(range(6)), 1).uploads.weighted_mean()
     assert max_param_diff(a, b) < 1e-6

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from fedloom.algorithms.base import Algorithm, Broadcast, ClientResult, ServerResult, ServerState
+from fedloom.algorithms.base import Algorithm, Broadcast, ClientResult, Federation, ServerResult, ServerState
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_select, tree_sub
 from fedloom.algorithms.uploads import Uploads
 from fedloom.models.base import is_body, is_head
@@ -21,9 +21,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BodySharing(Algorithm):
-    personalized = True
-
-    def init_server(self, init_params: Params) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         body = tree_clone(tree_select(init_params, is_body))
         return ServerResult(state=ServerState(params=body), broadcast=Broadcast(params=body))
 

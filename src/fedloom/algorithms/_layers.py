@@ -65,13 +65,3 @@ def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def device_of(params: Params) -> torch.device:
     return next(iter(params.values())).device
-
-
-def prefixed(tree: Params, prefix: str) -> Params:
-    """Flat ``prefix + name`` keys, to train several trees in one local-SGD parameter dict."""
-    return {prefix + name: value for name, value in tree.items()}
-
-
-def unprefixed(flat: Params, prefix: str) -> Params:
-    """The entries of ``flat`` under ``prefix``, with the prefix removed (the inverse of ``prefixed``)."""
-    return {name[len(prefix):]: value for name, value in flat.items() if name.startswith(prefix)}

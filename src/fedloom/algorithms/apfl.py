@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-from fedloom.algorithms._naming import model_part, tagged, untagged
+from fedloom.algorithms._naming import model_part, tag_name, tagged, untagged
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sub
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
 PERSONAL = "personal"
-ALPHA = "apfl/alpha"
+ALPHA = tag_name("apfl", "alpha")
 PFLLIB_ALPHA_DECAY = 0.02
 
 
@@ -41,15 +41,10 @@ def mix(alpha: torch.Tensor, personal: Params, other: Params) -> Params:
 @ALGORITHMS.register("apfl")
 @dataclass(frozen=True)
 class APFL(FedAvg):
-    personalized = True
     # the projection of α uses local_sgd's after_batch, which the vectorized pack does not take yet
     vectorizable = False
-    alpha: float = 1.0
+    alpha: float = hp(1.0, ge=0, le=1, help="initial mixing weight α")
     pfllib_compat: bool = False
-
-    def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"apfl.alpha must be in [0, 1], got {self.alpha}")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         return {"personal": tree_clone(init_params), "alpha": torch.tensor(float(self.alpha))}

@@ -27,43 +27,31 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 import torch.nn.functional as F
 
-from fedloom.algorithms._naming import model_part
+from fedloom.algorithms._naming import model_part, tag_name
 from fedloom.algorithms._stacks import repeated, row, weighted_rows, with_rows
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.algorithms.uploads import Uploads
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
-DR = "apple/p"
+DR = tag_name("apple", "p")  # the DR vector's entry in the flat training dict (see _naming)
 
 
 @ALGORITHMS.register("apple")
 @dataclass(frozen=True)
 class APPLE(Algorithm):
     aggregation = "all"
-    personalized = True
-    dr_lr: float = 0.01
-    mu: float = 0.1
-    L: float = 1.0
+    dr_lr: float = hp(0.01, ge=0, help="η_p, learning rate of the DR vector")
+    mu: float = hp(0.1, ge=0, help="μ, pull of p toward the sample fractions p0")
+    L: float = hp(1.0, ge=0, help="share of the rounds over which the pull anneals to 0")
     pfllib_compat: bool = False
 
-    def validate(self) -> None:
-        if not self.dr_lr >= 0:
-            raise ConfigError(f"apple.dr_lr must be >= 0, got {self.dr_lr}")
-        if not self.mu >= 0:
-            raise ConfigError(f"apple.mu must be >= 0, got {self.mu}")
-        if not self.L >= 0:
-            raise ConfigError(f"apple.L must be >= 0, got {self.L}")
-
     # ------------------------------------------------------------------ server
-    def init_server(self, init_params: Params) -> ServerResult:
-        raise RuntimeError("apple's server keeps one core per client: start it with init_server_for")
-
-    def init_server_for(self, init_params: Params, federation: Federation) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         sizes = torch.tensor(federation.train_sizes, dtype=torch.float32)
         extra = {"cores": repeated(init_params, federation.num_clients), "p0": sizes / sizes.sum()}
         return ServerResult(ServerState(params={}, extra=extra), Broadcast(params={}, extra=extra))

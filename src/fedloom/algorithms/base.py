@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from fedloom.algorithms.tree import Params, Tree, tree_bytes, tree_clone
+from fedloom.config import check_fields
 from fedloom.registry import Registry
 
 if TYPE_CHECKING:
@@ -124,8 +125,6 @@ class Algorithm:
     aggregation: ClassVar[str] = "weighted_mean"
     #: False if client_update has data-dependent Python control flow a vectorized engine cannot batch.
     vectorizable: ClassVar[bool] = True
-    #: True if clients evaluate with parameters of their own rather than the broadcast model.
-    personalized: ClassVar[bool] = False
     #: True when clients exchange model parameters, so every client must have the same architecture; False
     #: for algorithms that run on a federation of mixed architectures (``--model cnn,mlp``).
     shared_architecture: ClassVar[bool] = True
@@ -133,22 +132,21 @@ class Algorithm:
     patterns: ClassVar[tuple[str, ...]] = ("star",)
 
     def validate(self) -> None:
-        """Raise ConfigError for invalid hyperparameters."""
+        """Raise ConfigError for invalid hyperparameters: the ranges the fields declare with ``config.hp``
+        (checked by ``config.check_fields``). A subclass with checks that involve several fields calls
+        ``super().validate()`` first."""
+        check_fields(self)
 
     def validate_for_model(self, init_params: Params) -> None:
         """Raise ConfigError for options that do not fit the run's model (a layer index past its last tensor, a
         head it needs and the model lacks). Called once by run.build_experiment, as soon as the model exists,
         so that the mistake costs one line and no run folder. Default: nothing to check."""
 
-    def init_server(self, init_params: Params) -> ServerResult:
-        """Initial server state and the first broadcast. Default: broadcast the initial model."""
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
+        """Initial server state and the first broadcast, for the clients ``federation`` describes (servers that
+        keep per-client memory size it with it). Default: broadcast the initial model."""
         state = ServerState(params=tree_clone(init_params))
         return ServerResult(state=state, broadcast=Broadcast(params=state.params))
-
-    def init_server_for(self, init_params: Params, federation: Federation) -> ServerResult:
-        """``init_server`` for algorithms whose server must know the federation (the round loop calls this).
-        Default: ``init_server(init_params)``."""
-        return self.init_server(init_params)
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         """State of a client that has never trained (called lazily by the engine). Default: none."""

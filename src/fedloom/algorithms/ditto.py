@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Optional
 
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.fedavg import FedAvg
-from fedloom.algorithms._naming import sq_dist
-from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sub
-from fedloom.errors import ConfigError
+from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sq_dist, tree_sub
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
@@ -30,15 +29,9 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("ditto")
 @dataclass(frozen=True)
 class Ditto(FedAvg):
-    personalized = True
-    mu: float = 0.1
-    personal_epochs: int = 1
-
-    def validate(self) -> None:
-        if not self.mu >= 0:
-            raise ConfigError(f"ditto.mu must be >= 0, got {self.mu}")
-        if self.personal_epochs < 1:  # 0 would score every client with its never-trained initial model
-            raise ConfigError(f"ditto.personal_epochs must be >= 1, got {self.personal_epochs}")
+    mu: float = hp(0.1, ge=0, help="μ, the pull of the personal model toward the global one")
+    # 0 would score every client with its never-trained initial model
+    personal_epochs: int = hp(1, ge=1, help="epochs of the personal model per round")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         return {"personal": tree_clone(init_params)}
@@ -48,7 +41,7 @@ class Ditto(FedAvg):
         personal = state["personal"]
         if self.personal_epochs:
             personal, _ = ctx.local_sgd(personal, epochs=self.personal_epochs, purpose="personal",
-                                        extra_loss=lambda v, aux: 0.5 * self.mu * sq_dist(v, anchor))
+                                        extra_loss=lambda v, aux: 0.5 * self.mu * tree_sq_dist(v, anchor))
         trained, metrics = ctx.local_sgd(broadcast.params)
         return ClientResult(upload=tree_sub(trained, broadcast.params), state={"personal": personal},
                             weight=ctx.num_train_samples, metrics=metrics)

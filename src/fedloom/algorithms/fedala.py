@@ -36,6 +36,7 @@ import torch
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sub
+from fedloom.config import hp
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,30 +48,18 @@ SAMPLE_STREAM = "fedala-sample"
 @ALGORITHMS.register("fedala")
 @dataclass(frozen=True)
 class FedALA(FedAvg):
-    personalized = True
     # the start phase loops until the loss settles: data-dependent Python control flow, not batchable
     vectorizable = False
 
-    eta: float = 1.0  # η, the ALA weight learning rate (-et)
-    rand_percent: float = 80.0  # s, the % of local training data ALA learns on (-s)
-    layer_idx: int = 2  # p, top parameter tensors ALA weights (-p; 2 = the classifier's weight and bias; 0 = all)
-    threshold: float = 0.1  # start phase stops when the std of the last num_pre_loss losses is below this
-    num_pre_loss: int = 10
-    max_start_passes: int = 1000  # a guard only (PFLlib loops without bound) against a loss that never settles
+    eta: float = hp(1.0, gt=0, help="η, the ALA weight learning rate (-et)")
+    rand_percent: float = hp(80.0, gt=0, le=100, help="s, the % of local training data ALA learns on (-s)")
+    # p (-p): 2 = the classifier's weight and bias; at most the model's tensor count (validate_for_model)
+    layer_idx: int = hp(2, ge=0, help="p, top parameter tensors ALA weights (0 = all)")
+    threshold: float = hp(0.1, gt=0, help="the start phase stops when the std of the last losses is below this")
+    num_pre_loss: int = hp(10, ge=1, help="losses the start-phase std is taken over")
+    # a guard only (PFLlib loops without bound) against a loss that never settles
+    max_start_passes: int = hp(1000, ge=1, help="most passes of the start phase")
     pfllib_compat: bool = False  # True: a contiguous slice at a random offset instead of a random subset
-
-    def validate(self) -> None:
-        if not self.eta > 0:
-            raise ConfigError(f"fedala.eta must be > 0, got {self.eta}")
-        if not 0 < self.rand_percent <= 100:
-            raise ConfigError(f"fedala.rand_percent must be in (0, 100], got {self.rand_percent}")
-        if self.layer_idx < 0:
-            raise ConfigError(f"fedala.layer_idx must be >= 0 (0 = all layers), got {self.layer_idx}")
-        if not self.threshold > 0:
-            raise ConfigError(f"fedala.threshold must be > 0, got {self.threshold}")
-        for name in ("num_pre_loss", "max_start_passes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"fedala.{name} must be >= 1, got {getattr(self, name)}")
 
     def validate_for_model(self, init_params: Params) -> None:
         # a larger p would silently mean "all tensors" (a Python slice past the start)

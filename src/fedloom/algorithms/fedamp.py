@@ -24,10 +24,9 @@ import torch
 from fedloom.algorithms._stacks import flattened, repeated, weighted_rows, with_rows
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
-from fedloom.algorithms._naming import sq_dist
-from fedloom.algorithms.tree import Params, Tree, tree_clone
+from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sq_dist
 from fedloom.algorithms.uploads import Uploads
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
@@ -37,24 +36,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class FedAMP(Algorithm):
     aggregation = "all"
-    personalized = True
-    alpha_k: float = 1.0
-    sigma: float = 1.0
-    lamda: float = 1.0
+    alpha_k: float = hp(1.0, gt=0, help="α_K, the attention scale")
+    sigma: float = hp(1.0, gt=0, help="σ, the attention bandwidth")
+    lamda: float = hp(1.0, ge=0, help="λ, weight of the pull toward the cloud model")
     pfllib_compat: bool = False
 
-    def validate(self) -> None:
-        for name in ("alpha_k", "sigma"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"fedamp.{name} must be > 0, got {getattr(self, name)}")
-        if not self.lamda >= 0:
-            raise ConfigError(f"fedamp.lamda must be >= 0, got {self.lamda}")
-
     # ------------------------------------------------------------------ server
-    def init_server(self, init_params: Params) -> ServerResult:
-        raise RuntimeError("fedamp's server keeps one model per client: start it with init_server_for")
-
-    def init_server_for(self, init_params: Params, federation: Federation) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         models = repeated(init_params, federation.num_clients)
         return ServerResult(ServerState(params={}, extra={"models": models}), Broadcast(params={}))
 
@@ -94,8 +82,8 @@ class FedAMP(Algorithm):
     def attraction(self, params: Params, aux: Any) -> torch.Tensor:
         if self.pfllib_compat:
             frozen = {name: value.detach() for name, value in params.items()}
-            return 0.5 * self.lamda / self.alpha_k * sq_dist(frozen, aux["anchor"]).sqrt()
-        return 0.5 * self.lamda / self.alpha_k * sq_dist(params, aux["anchor"])
+            return 0.5 * self.lamda / self.alpha_k * tree_sq_dist(frozen, aux["anchor"]).sqrt()
+        return 0.5 * self.lamda / self.alpha_k * tree_sq_dist(params, aux["anchor"])
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
         return state["model"]

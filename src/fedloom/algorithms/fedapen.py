@@ -30,39 +30,29 @@ import torch
 import torch.nn.functional as F
 
 from fedloom.algorithms import _layers as L
+from fedloom.algorithms._naming import tagged, untagged
 from fedloom.algorithms.base import ALGORITHMS, ApplyFn, Broadcast, ClientResult, Predictor
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree, tree_sub
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
-PRIVATE, SHARED = "private.", "shared."  # prefixes of the two models in the flat training dict
+PRIVATE, SHARED = "private", "shared"  # tags of the two models in the flat training dict (see _naming)
 LAMBDA_STREAM = "fedapen-lambda"
 
 
 @ALGORITHMS.register("fedapen")
 @dataclass(frozen=True)
 class FedAPEN(FedAvg):
-    personalized = True
     # λ learning is a loop of its own with a generator of another round (ctx.generator(round_=...))
     vectorizable = False
 
-    val_ratio: float = 0.05  # the adaptability (validation) share of the training data ([0.95, 0.05])
-    lambda_lr: float = 1e-3  # SGD learning rate of λ
-    lambda_epochs: int = 10  # passes over the validation slice per round
-    init_lambda: float = 0.5
-
-    def validate(self) -> None:
-        if not 0 <= self.val_ratio < 1:
-            raise ConfigError(f"fedapen.val_ratio must be in [0, 1), got {self.val_ratio}")
-        if not self.lambda_lr > 0:
-            raise ConfigError(f"fedapen.lambda_lr must be > 0, got {self.lambda_lr}")
-        if self.lambda_epochs < 0:
-            raise ConfigError(f"fedapen.lambda_epochs must be >= 0, got {self.lambda_epochs}")
-        if not 0 <= self.init_lambda <= 1:
-            raise ConfigError(f"fedapen.init_lambda must be in [0, 1], got {self.init_lambda}")
+    val_ratio: float = hp(0.05, ge=0, lt=1, help="the adaptability (validation) share of the training data")
+    lambda_lr: float = hp(1e-3, gt=0, help="SGD learning rate of λ")
+    lambda_epochs: int = hp(10, ge=0, help="passes over the validation slice per round")
+    init_lambda: float = hp(0.5, ge=0, le=1, help="λ before the first adaptability step")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         # InitParams.fresh: the template's own initialisation from the run's "fedapen-private" stream
@@ -75,11 +65,11 @@ class FedAPEN(FedAvg):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         train, _ = self.split(ctx)
         lam = self.current_lambda(ctx, broadcast, state, ctx.round - 1)  # the step after server step r - 1
-        start = {**L.prefixed(state["private"], PRIVATE), **L.prefixed(broadcast.params, SHARED)}
+        start = {**tagged(PRIVATE, state["private"]), **tagged(SHARED, broadcast.params)}
         trained, metrics = ctx.local_sgd(start, indices=train, batch_loss=mutual_loss_hook(ctx.apply),
                                          aux={"lambda": lam})
-        shared = L.unprefixed(trained, SHARED)
-        new_state = {"private": L.unprefixed(trained, PRIVATE), "lambda": lam, "fresh": torch.tensor(False)}
+        shared = untagged(SHARED, trained)
+        new_state = {"private": untagged(PRIVATE, trained), "lambda": lam, "fresh": torch.tensor(False)}
         # unweighted average of the shared models on the server: every client weighs 1
         return ClientResult(upload=tree_sub(shared, broadcast.params), state=new_state, weight=1.0,
                             metrics=metrics)
@@ -122,7 +112,7 @@ def predict(apply: ApplyFn, tree: Tree, x: torch.Tensor) -> torch.Tensor:
 
 def mutual_loss_hook(apply: ApplyFn) -> Any:
     def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
-        p, s, lam = apply(L.unprefixed(w, PRIVATE), x), apply(L.unprefixed(w, SHARED), x), aux["lambda"]
+        p, s, lam = apply(untagged(PRIVATE, w), x), apply(untagged(SHARED, w), x), aux["lambda"]
         private = _ce(p, y) + _kl(p, s.detach()) + _ce(lam * p + (1 - lam) * s.detach(), y)
         shared = _ce(s, y) + _kl(s, p.detach()) + _ce(lam * p.detach() + (1 - lam) * s, y)
         return private + shared

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 from fedloom.algorithms.base import ALGORITHMS, Broadcast
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
@@ -23,15 +23,8 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("fedavg-ft")
 @dataclass(frozen=True)
 class FedAvgFT(FedAvg):
-    personalized = True
-    ft_epochs: int = 1
-    ft_lr: Optional[float] = None  # None: the run's --lr
-
-    def validate(self) -> None:
-        if self.ft_epochs < 0:
-            raise ConfigError(f"fedavg-ft.ft_epochs must be >= 0, got {self.ft_epochs}")
-        if self.ft_lr is not None and not self.ft_lr > 0:
-            raise ConfigError(f"fedavg-ft.ft_lr must be > 0, got {self.ft_lr}")
+    ft_epochs: int = hp(1, ge=0, help="fine-tuning epochs before evaluation (0: score the global model)")
+    ft_lr: Optional[float] = hp(None, gt=0, help="fine-tuning learning rate (None: the run's --lr)")
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
         if self.ft_epochs == 0:

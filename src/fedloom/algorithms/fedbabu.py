@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from fedloom.algorithms._body_sharing import BodySharing
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.tree import Params, Tree
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 from fedloom.models.base import is_body
 
 if TYPE_CHECKING:
@@ -27,11 +27,7 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("fedbabu")
 @dataclass(frozen=True)
 class FedBABU(BodySharing):
-    finetune_epochs: int = 10
-
-    def validate(self) -> None:
-        if self.finetune_epochs < 0:
-            raise ConfigError(f"fedbabu.finetune_epochs must be >= 0, got {self.finetune_epochs}")
+    finetune_epochs: int = hp(10, ge=0, help="epochs of whole-model fine-tuning in the last round")
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         trained, metrics = ctx.local_sgd(self.local_model(broadcast, state), trainable=is_body)

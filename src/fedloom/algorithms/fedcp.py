@@ -34,38 +34,32 @@ import torch
 import torch.nn.functional as F
 
 from fedloom.algorithms import _layers as L
-from fedloom.algorithms.base import (ALGORITHMS, Algorithm, ApplyFn, Broadcast, ClientResult, Predictor,
-                                     ServerResult, ServerState)
+from fedloom.algorithms._naming import tagged, untagged
+from fedloom.algorithms.base import (ALGORITHMS, Algorithm, ApplyFn, Broadcast, ClientResult, Federation,
+                                     Predictor, ServerResult, ServerState)
 from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_map, tree_select
 from fedloom.algorithms.uploads import Uploads
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 from fedloom.models.base import is_body, is_head
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
-CPN = "cpn."  # prefix of the policy network's entries in the flat training dict
+CPN = "cpn"  # tag of the policy network's entries in the flat training dict (cpn/fc.weight, see _naming)
 
 
 @ALGORITHMS.register("fedcp")
 @dataclass(frozen=True)
 class FedCP(Algorithm):
-    personalized = True
     # Gumbel noise needs a per-client generator (ctx.generator), and evaluation is a Predictor
     vectorizable = False
 
-    lamda: float = 5.0  # λ, weight of the MMD term (official run_me.sh: 5; PFLlib's argparse default: 0)
-    tau: float = 1.0  # Gumbel-softmax temperature
+    lamda: float = hp(5.0, ge=0, help="λ, weight of the MMD term (official run_me.sh: 5; PFLlib's argparse: 0)")
+    tau: float = hp(1.0, gt=0, help="Gumbel-softmax temperature")
     pfllib_compat: bool = False  # True: random conditional input until the client's first update
 
-    def validate(self) -> None:
-        if not self.lamda >= 0:
-            raise ConfigError(f"fedcp.lamda must be >= 0, got {self.lamda}")
-        if not self.tau > 0:
-            raise ConfigError(f"fedcp.tau must be > 0, got {self.tau}")
-
     # ------------------------------------------------------------------ server
-    def init_server(self, init_params: Params) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         dim = _feature_dim(init_params)
         gen = init_params.generator("fedcp-cpn")  # InitParams: the run's (seed, purpose) streams
         cpn = {"fc": L.linear_init(gen, dim, 2 * dim), "ln": L.layer_norm_init(2 * dim)}
@@ -88,13 +82,13 @@ class FedCP(Algorithm):
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         received = broadcast.params
-        start = {**tree_select(received, is_body), **state["head"], **L.prefixed(_flat_cpn(broadcast), CPN)}
+        start = {**tree_select(received, is_body), **state["head"], **tagged(CPN, _flat_cpn(broadcast))}
         aux = {"context": self.context(ctx, state), "gumbel": ctx.generator("fedcp-gumbel")}
         trained, metrics = ctx.local_sgd(start, batch_loss=self._loss_hook(ctx.apply, received), aux=aux)
         head_p = tree_select(trained, is_head)
         head_g = {n: 0.5 * head_p[n] + 0.5 * received[n] for n in head_p}  # ½h_p + ½h_g
         upload = {"body": tree_select(trained, is_body), "head": head_g,
-                  "cpn": _nest_cpn(L.unprefixed(trained, CPN))}
+                  "cpn": _nest_cpn(untagged(CPN, trained))}
         return ClientResult(upload=upload, state={"head": head_p, "fresh": torch.tensor(False)},
                             weight=ctx.num_train_samples, metrics=metrics)
 
@@ -116,7 +110,7 @@ class FedCP(Algorithm):
         def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
             body, head_p = tree_select(w, is_body), tree_select(w, is_head)  # functional_call: model keys only
             rep = apply(body, x, "body")
-            policy = _policy(_nest_cpn(L.unprefixed(w, CPN)), rep, aux["context"], self.tau, aux["gumbel"])
+            policy = _policy(_nest_cpn(untagged(CPN, w)), rep, aux["context"], self.tau, aux["gumbel"])
             out = _split_heads(lambda z: apply(head_p, z, "head"), lambda z: apply(head_g, z, "head"), rep, policy)
             with torch.no_grad():
                 rep_g = apply(frozen_body, x, "body")

@@ -31,35 +31,30 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 import torch.nn.functional as F
 
+from fedloom.algorithms._naming import model_part, tag_name
 from fedloom.algorithms.base import (ALGORITHMS, ApplyFn, Broadcast, ClientResult, Predictor, ServerResult,
                                      ServerState)
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_select, tree_sub
 from fedloom.algorithms.uploads import Uploads
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 from fedloom.models.base import is_body, is_head
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
-PRBM = "prbm"  # the PRBM's entry in the flat training dict (not a model parameter name)
+PRBM = "prbm"  # the PRBM's key in the client state and the Predictor tree
+PRBM_PARAM = tag_name("feddbe", PRBM)  # its entry in the flat training dict (see _naming)
 
 
 @ALGORITHMS.register("feddbe")
 @dataclass(frozen=True)
 class FedDBE(FedAvg):
-    personalized = True
     # the running mean is threaded through batches (local_sgd_carry) and evaluation is a Predictor
     vectorizable = False
 
-    momentum: float = 1.0  # m of the running mean (-mo; official run_me.sh 1, PFLlib argparse 0.1)
-    kl_weight: float = 50.0  # κ, weight of the mean regularization (-klw; official run_me.sh 50, argparse 0)
-
-    def validate(self) -> None:
-        if not 0 < self.momentum <= 1:
-            raise ConfigError(f"feddbe.momentum must be in (0, 1], got {self.momentum}")
-        if not self.kl_weight >= 0:
-            raise ConfigError(f"feddbe.kl_weight must be >= 0, got {self.kl_weight}")
+    momentum: float = hp(1.0, gt=0, le=1, help="m of the running mean (-mo; official run_me.sh 1, PFLlib 0.1)")
+    kl_weight: float = hp(50.0, ge=0, help="κ, weight of the mean regularization (-klw; run_me.sh 50)")
 
     # ------------------------------------------------------------------ client
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
@@ -69,11 +64,11 @@ class FedDBE(FedAvg):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         if "global_mean" not in broadcast.extra:
             return self._initialization(ctx, broadcast, state)
-        start = {**broadcast.params, PRBM: state[PRBM]}
+        start = {**broadcast.params, PRBM_PARAM: state[PRBM]}
         zero = torch.zeros_like(state[PRBM])
         trained, _, metrics = ctx.local_sgd_carry(start, zero, self._loss_hook(ctx.apply, broadcast.extra))
-        model = {n: t for n, t in trained.items() if n != PRBM}
-        return ClientResult(upload=tree_sub(model, broadcast.params), state={PRBM: trained[PRBM]},
+        model = model_part(trained)
+        return ClientResult(upload=tree_sub(model, broadcast.params), state={PRBM: trained[PRBM_PARAM]},
                             weight=ctx.num_train_samples, metrics=metrics)
 
     def _initialization(self, ctx: ClientContext, broadcast: Broadcast, state: Tree) -> ClientResult:
@@ -96,11 +91,11 @@ class FedDBE(FedAvg):
         global_mean = extra["global_mean"]  # ḡ is the broadcast, shared by every client: closure allowed
 
         def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any, carry: Any) -> tuple[torch.Tensor, Any]:
-            model = {n: t for n, t in w.items() if n != PRBM}  # functional_call takes model names only
+            model = model_part(w)  # functional_call takes model names only
             rep = apply(model, x, "body")
             running = self._running(carry, rep)
             regularizer = torch.mean(0.5 * (running - global_mean) ** 2)
-            out = apply(model, rep + w[PRBM], "head")
+            out = apply(model, rep + w[PRBM_PARAM], "head")
             return F.cross_entropy(out, y, reduction="none") + self.kl_weight * regularizer, running
 
         return loss

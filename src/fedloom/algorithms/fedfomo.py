@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from fedloom.algorithms._naming import sq_dist
 from fedloom.algorithms._stacks import repeated, row, weighted_rows, with_rows
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
-from fedloom.algorithms.tree import Params, Tree, tree_clone
+from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_sq_dist
 from fedloom.algorithms.uploads import Uploads
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
@@ -49,26 +48,14 @@ REFERENCES = ("start", "trained")
 @dataclass(frozen=True)
 class FedFomo(Algorithm):
     aggregation = "all"
-    personalized = True
     # each client trains on a validation-held-out subset (explicit indices), which a vectorized pack cannot take
     vectorizable = False
-    M: int = 5
-    val_ratio: float = 0.2
-    reference: str = "start"
-
-    def validate(self) -> None:
-        if self.M < 1:
-            raise ConfigError(f"fedfomo.M must be >= 1, got {self.M}")
-        if not 0.0 < self.val_ratio < 1.0:
-            raise ConfigError(f"fedfomo.val_ratio must be in (0, 1), got {self.val_ratio}")
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"fedfomo.reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+    M: int = hp(5, ge=1, help="models downloaded per client")
+    val_ratio: float = hp(0.2, gt=0, lt=1, help="share of the training samples held out for validation")
+    reference: str = hp("start", choices=REFERENCES, help="the previous-round model the weights compare with")
 
     # ------------------------------------------------------------------ server
-    def init_server(self, init_params: Params) -> ServerResult:
-        raise RuntimeError("fedfomo's server keeps one model per client: start it with init_server_for")
-
-    def init_server_for(self, init_params: Params, federation: Federation) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         n = federation.num_clients
         extra = {"models": repeated(init_params, n), "affinity": torch.eye(n),
                  "sent": torch.zeros(n, 0, dtype=torch.long)}
@@ -120,7 +107,7 @@ class FedFomo(Algorithm):
         weights = []
         for k in range(count):
             candidate = row(models, k)
-            distance = ctx.per_client(lambda a, b: sq_dist(a, b).sqrt(), candidate, reference)
+            distance = ctx.per_client(lambda a, b: tree_sq_dist(a, b).sqrt(), candidate, reference)
             weights.append((base - ctx.mean_loss(candidate, val)) / (distance + DISTANCE_EPS))
         return torch.stack(weights)
 

@@ -24,7 +24,7 @@ import torch
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_scale, tree_select, tree_sub
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 from fedloom.models.base import is_body
 
 if TYPE_CHECKING:
@@ -48,16 +48,9 @@ def mmd_rbf(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @ALGORITHMS.register("fedphp")
 @dataclass(frozen=True)
 class FedPHP(FedAvg):
-    personalized = True
-    mu: float = 0.9
-    lamda: float = 0.01
+    mu: float = hp(0.9, ge=0, le=1, help="μ, the HPM's inheritance rate")
+    lamda: float = hp(0.01, ge=0, le=1, help="λ, weight of the MMD term")
     pfllib_compat: bool = False
-
-    def validate(self) -> None:
-        if not 0.0 <= self.mu <= 1.0:
-            raise ConfigError(f"fedphp.mu must be in [0, 1], got {self.mu}")
-        if not 0.0 <= self.lamda <= 1.0:
-            raise ConfigError(f"fedphp.lamda must be in [0, 1], got {self.lamda}")
 
     def init_client_state(self, init_params: Params) -> Optional[Tree]:
         return {"hpm": tree_clone(init_params), "local": tree_clone(init_params)}

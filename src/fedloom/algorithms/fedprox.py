@@ -12,17 +12,13 @@ from dataclasses import dataclass
 from fedloom.algorithms.base import ALGORITHMS, Broadcast
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import tree_sq_dist
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 
 @ALGORITHMS.register("fedprox")
 @dataclass(frozen=True)
 class FedProx(FedAvg):
-    mu: float = 0.01
-
-    def validate(self) -> None:
-        if not self.mu >= 0:
-            raise ConfigError(f"fedprox.mu must be >= 0, got {self.mu}")
+    mu: float = hp(0.01, ge=0, help="μ, weight of the proximal term (0: FedAvg)")
 
     def local_hooks(self, broadcast: Broadcast) -> dict:
         if self.mu == 0:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from fedloom.algorithms._body_sharing import BodySharing
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.tree import Tree
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 from fedloom.models.base import is_body, is_head
 
 if TYPE_CHECKING:
@@ -27,11 +27,8 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("fedrep")
 @dataclass(frozen=True)
 class FedRep(BodySharing):
-    head_epochs: int = 1
-
-    def validate(self) -> None:
-        if self.head_epochs < 1:  # 0 would train the body under, and score with, a never-trained random head
-            raise ConfigError(f"fedrep.head_epochs must be >= 1, got {self.head_epochs}")
+    # 0 would train the body under, and score with, a never-trained random head
+    head_epochs: int = hp(1, ge=1, help="head epochs (body frozen) before the body epochs")
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         params = self.local_model(broadcast, state)

@@ -35,8 +35,6 @@ LINEAR_HEAD = {"head.weight", "head.bias"}
 @ALGORITHMS.register("fedrod")
 @dataclass(frozen=True)
 class FedRoD(FedAvg):
-    personalized = True
-
     def validate_for_model(self, init_params: Params) -> None:
         head = set(tree_select(init_params, is_head))
         if head != LINEAR_HEAD:

@@ -31,38 +31,33 @@ import torch
 import torch.nn.functional as F
 
 from fedloom.algorithms import _layers as L
-from fedloom.algorithms.base import (ALGORITHMS, Algorithm, ApplyFn, Broadcast, ClientResult, Predictor,
-                                     ServerResult, ServerState)
+from fedloom.algorithms._naming import is_model_name, tag_name, tagged, untagged
+from fedloom.algorithms.base import (ALGORITHMS, Algorithm, ApplyFn, Broadcast, ClientResult, Federation,
+                                     Predictor, ServerResult, ServerState)
 from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_map, tree_select
 from fedloom.algorithms.uploads import Uploads
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 from fedloom.models.base import is_body, is_head
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
-GCE, COV = "gce.", "cov."  # prefixes of the extra modules in the flat training dict
+# the extra modules' entries in the flat training dict (see _naming): gce/weight and cov/<branch>.<layer>.<name>
+GCE, COV = tag_name("gce", "weight"), "cov"
 BRANCHES = ("gamma", "beta")
 
 
 @ALGORITHMS.register("gpfl")
 @dataclass(frozen=True)
 class GPFL(Algorithm):
-    personalized = True
     # evaluation is a Predictor (head on the valve's output), which the pack evaluation does not stack yet
     vectorizable = False
 
-    lamda: float = 0.01  # λ, weight of ‖f_G − Ē_y‖ (official run_me.sh: 0.01 for the 4-layer CNN and MLP)
-    mu: float = 0.1  # μ, weight decay of GCE and CoV (0.1 for the CNN/MLP; 0 for ResNet-18/fastText)
-
-    def validate(self) -> None:
-        if not self.lamda >= 0:
-            raise ConfigError(f"gpfl.lamda must be >= 0, got {self.lamda}")
-        if not self.mu >= 0:
-            raise ConfigError(f"gpfl.mu must be >= 0, got {self.mu}")
+    lamda: float = hp(0.01, ge=0, help="λ, weight of ‖f_G − Ē_y‖ (official run_me.sh: 0.01 for the CNN and MLP)")
+    mu: float = hp(0.1, ge=0, help="μ, weight decay of GCE and CoV (0.1 for the CNN/MLP; 0 for ResNet-18)")
 
     # ------------------------------------------------------------------ server
-    def init_server(self, init_params: Params) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         head_weight = next(t for n, t in init_params.items() if is_head(n) and t.dim() == 2)
         classes, dim = int(head_weight.shape[0]), int(head_weight.shape[1])
         gen = init_params.generator("gpfl-modules")  # InitParams: the run's (seed, purpose) streams
@@ -90,12 +85,12 @@ class GPFL(Algorithm):
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         extra = broadcast.extra
-        start = {**broadcast.params, **state["head"], GCE + "weight": extra["gce"],
-                 **L.prefixed(_flat(extra["cov"]), COV)}
+        start = {**broadcast.params, **state["head"], GCE: extra["gce"],
+                 **tagged(COV, _flat(extra["cov"]))}
         aux = {"p_in": state["p_in"], "g_in": state["g_in"]}
         trained, metrics = ctx.local_sgd(start, batch_loss=self._loss_hook(ctx.apply, extra["gce"]),
                                          grad_correction=self._decay if self.mu else None, aux=aux)
-        gce, cov = trained[GCE + "weight"], _nest(L.unprefixed(trained, COV))
+        gce, cov = trained[GCE], _nest(untagged(COV, trained))
         p_in, g_in = self.conditional_inputs(gce, ctx.train_label_counts())
         upload = {"body": tree_select(trained, is_body), "gce": gce, "cov": cov}
         new_state = {"head": tree_select(trained, is_head), "p_in": p_in, "g_in": g_in}
@@ -109,17 +104,17 @@ class GPFL(Algorithm):
 
     def _decay(self, w: Params, grads: Params, aux: Any) -> Params:
         # SGD weight decay μ on GCE and CoV only (the model's own optimizer has none): g + μθ, as torch.optim.SGD
-        return {n: g + self.mu * w[n].detach() if n.startswith((GCE, COV)) else g for n, g in grads.items()}
+        return {n: g + self.mu * w[n].detach() if not is_model_name(n) else g for n, g in grads.items()}
 
     def _loss_hook(self, apply: ApplyFn, frozen_gce: torch.Tensor) -> Any:
         # Ē (the received GCE) is the broadcast, shared by every client, so the closure is allowed
 
         def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
-            cov = _nest(L.unprefixed(w, COV))
+            cov = _nest(untagged(COV, w))
             feat = apply(tree_select(w, is_body), x, "body")
             out = apply(tree_select(w, is_head), valve(cov, feat, aux["p_in"]), "head")
             feat_g = valve(cov, feat, aux["g_in"])
-            angular = angular_loss(feat_g, w[GCE + "weight"], y)
+            angular = angular_loss(feat_g, w[GCE], y)
             anchor = torch.linalg.vector_norm(feat_g - frozen_gce[y].detach())  # Frobenius, over the batch
             return F.cross_entropy(out, y, reduction="none") + angular + self.lamda * anchor
 

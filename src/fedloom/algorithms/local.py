@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from fedloom.algorithms.base import ALGORITHMS, Algorithm, Broadcast, ClientResult, ServerResult, ServerState
+from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
+                                     ServerState)
 from fedloom.algorithms.tree import Params, Tree, tree_clone
 from fedloom.algorithms.uploads import Uploads
 
@@ -18,9 +19,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Local(Algorithm):
     shared_architecture = False  # nothing is exchanged: every client may have its own architecture
-    personalized = True
 
-    def init_server(self, init_params: Params) -> ServerResult:
+    def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         # nothing is ever sent: the broadcast is empty, so bytes down are zero
         return ServerResult(state=ServerState(params={}), broadcast=Broadcast(params={}))
 

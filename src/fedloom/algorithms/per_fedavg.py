@@ -24,7 +24,7 @@ from torch.func import grad
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.tree import Params, Tree, tree_sub
-from fedloom.errors import ConfigError
+from fedloom.config import hp
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
@@ -33,18 +33,11 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("per-fedavg")
 @dataclass(frozen=True)
 class PerFedAvg(FedAvg):
-    personalized = True
     # trains with a 2B batch size, an option the vectorized pack context does not take yet
     vectorizable = False
-    alpha: Optional[float] = None
-    beta: Optional[float] = None
+    alpha: Optional[float] = hp(None, gt=0, help="inner (adaptation) step size α (None: the run's --lr)")
+    beta: Optional[float] = hp(None, gt=0, help="outer step size β (None: the run's --lr)")
     pfllib_compat: bool = False
-
-    def validate(self) -> None:
-        for name in ("alpha", "beta"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"per-fedavg.{name} must be > 0, got {value}")
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         meta_loss = self.meta_loss(ctx)

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
-from fedloom.algorithms._naming import is_model_name, model_part, sq_dist, tagged, untagged
+from fedloom.algorithms._naming import is_model_name, model_part, tagged, untagged
 from fedloom.algorithms.base import ALGORITHMS, Broadcast, ClientResult, ServerResult, ServerState
 from fedloom.algorithms.fedavg import FedAvg
-from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_scale, tree_sq_norm, tree_sub
+from fedloom.algorithms.tree import (Params, Tree, tree_add, tree_clone, tree_scale, tree_sq_dist, tree_sq_norm,
+                                     tree_sub)
 from fedloom.algorithms.uploads import Uploads
+from fedloom.config import hp
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,27 +45,17 @@ SCORED_MODELS = ("personal", "local", "global")
 @ALGORITHMS.register("pfedme")
 @dataclass(frozen=True)
 class PFedMe(FedAvg):
-    personalized = True
     # K steps per batch and the closed-form w update use local_sgd options the vectorized pack lacks yet
     vectorizable = False
-    lamda: float = 15.0
-    personal_lr: float = 0.01
-    K: int = 5
-    beta: float = 1.0
+    lamda: float = hp(15.0, ge=0, help="λ, weight of the Moreau-envelope term")
+    personal_lr: float = hp(0.01, gt=0, help="η_p, learning rate of the K inner steps")
+    K: int = hp(5, ge=1, help="inner steps per batch")
+    beta: float = hp(1.0, gt=0, help="β, the server's step toward the clients' average")
     pfllib_compat: bool = False
-    evaluate: str = "personal"
+    evaluate: str = hp("personal", choices=SCORED_MODELS, help="the scored model: personal θ_i, local w_i, global θ")
 
     def validate(self) -> None:
-        if not self.lamda >= 0:
-            raise ConfigError(f"pfedme.lamda must be >= 0, got {self.lamda}")
-        if not self.personal_lr > 0:
-            raise ConfigError(f"pfedme.personal_lr must be > 0, got {self.personal_lr}")
-        if self.K < 1:
-            raise ConfigError(f"pfedme.K must be >= 1, got {self.K}")
-        if not self.beta > 0:
-            raise ConfigError(f"pfedme.beta must be > 0, got {self.beta}")
-        if self.evaluate not in SCORED_MODELS:
-            raise ConfigError(f"pfedme.evaluate must be one of {', '.join(SCORED_MODELS)}, got {self.evaluate!r}")
+        super().validate()
         if self.pfllib_compat and self.evaluate != "personal":
             raise ConfigError("pfedme.pfllib_compat fixes the scored model (PFLlib's alias scores the global one); "
                               "leave pfedme.evaluate at 'personal'")
@@ -93,7 +85,7 @@ class PFedMe(FedAvg):
     def inner_penalty(self, params: Params, aux: Any) -> torch.Tensor:
         """λ/2‖θ_i − w‖² (+ μ/2‖θ_i‖² in compat mode); w is frozen during the K steps (not trainable)."""
         theta = model_part(params)
-        penalty = 0.5 * self.lamda * sq_dist(theta, untagged(LOCAL, params))
+        penalty = 0.5 * self.lamda * tree_sq_dist(theta, untagged(LOCAL, params))
         if self.pfllib_compat:
             penalty = penalty + 0.5 * PFLLIB_INNER_WEIGHT_DECAY * tree_sq_norm(theta)
         return penalty

@@ -54,9 +54,31 @@ def tree_sq_norm(a: Tree) -> torch.Tensor:
 
 
 def tree_sq_dist(a: Tree, b: Tree) -> torch.Tensor:
-    """Σ ||a - b||² over all leaves (differentiable in a and b)."""
-    return sum(((x - y).pow(2).sum() for x, y in zip(tree_leaves(a), tree_leaves(b))),
-               torch.zeros((), device=_device_of(a)))
+    """Σ_name ‖a[name] − b[name]‖² over all leaves, matched by name (a leaf's path of keys), never by position:
+    states, broadcasts and training dicts may list the same tensors in other orders. Summed in ``a``'s order,
+    differentiable in a and b. This is the one squared distance of the code base (FedProx, Ditto, pFedMe,
+    FedAMP, FedFomo, the gossip consensus distance).
+
+    Raises ValueError when the two trees do not name the same tensors."""
+    left, right = _leaves_by_path(a), _leaves_by_path(b)
+    if left.keys() != right.keys():
+        only_a = sorted(".".join(p) for p in left.keys() - right.keys())
+        only_b = sorted(".".join(p) for p in right.keys() - left.keys())
+        raise ValueError(f"tree_sq_dist: the trees name different tensors (only in the first: {only_a or '-'}; "
+                         f"only in the second: {only_b or '-'})")
+    return sum(((left[path] - right[path]).pow(2).sum() for path in left), torch.zeros((), device=_device_of(a)))
+
+
+def _leaves_by_path(tree: Tree, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], torch.Tensor]:
+    """The leaves of ``tree`` keyed by their path of keys, in the tree's own order."""
+    if tree is None:
+        return {}
+    if isinstance(tree, Mapping):
+        out: dict[tuple[str, ...], torch.Tensor] = {}
+        for key, value in tree.items():
+            out.update(_leaves_by_path(value, (*path, key)))
+        return out
+    return {path: tree}
 
 
 def tree_bytes(tree: Optional[Tree]) -> int:

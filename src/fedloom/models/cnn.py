@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.errors import ConfigError
 from fedloom.models.base import MODELS, SplitModel
 from fedloom.models.batched import fedavg_cnn_batched
@@ -47,10 +47,10 @@ class ChannelsLastConv2d(nn.Conv2d):
 @MODELS.register("cnn")
 @dataclass(frozen=True)
 class FedAvgCNN:
-    feature_dim: int = 512
+    feature_dim: int = hp(512, ge=1, help="width of the representation the head sees")
 
     def __post_init__(self) -> None:
-        check_minimums(self, "cnn", {"feature_dim": 1})
+        check_fields(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         if len(input_shape) != 3 or min(input_shape[1:]) < 16:

@@ -9,18 +9,18 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.models.base import MODELS, SplitModel, flat_size
 
 
 @MODELS.register("mlp")
 @dataclass(frozen=True)
 class MLP:
-    hidden: int = 200
-    layers: int = 2
+    hidden: int = hp(200, ge=1, help="width of every hidden layer")
+    layers: int = hp(2, ge=1, help="hidden layers")
 
     def __post_init__(self) -> None:
-        check_minimums(self, "mlp", {"hidden": 1, "layers": 1})
+        check_fields(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         blocks: list[nn.Module] = [nn.Flatten()]

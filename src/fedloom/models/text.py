@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.errors import ConfigError
 from fedloom.models.base import MODELS, SplitModel
 
@@ -58,11 +58,11 @@ class LastStepLSTM(nn.Module):
 @MODELS.register("fasttext")
 @dataclass(frozen=True)
 class FastText:
-    hidden: int = 32
-    vocab_size: Optional[int] = None
+    hidden: int = hp(32, ge=1, help="embedding and hidden width")
+    vocab_size: Optional[int] = hp(None, ge=1, help="vocabulary size (None: the dataset's)")
 
     def __post_init__(self) -> None:
-        check_minimums(self, "fasttext", {"hidden": 1, "vocab_size": 1})
+        check_fields(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         _check_tokens("fasttext", input_shape)
@@ -76,13 +76,13 @@ class FastText:
 @MODELS.register("char-lstm")
 @dataclass(frozen=True)
 class CharLSTM:
-    embed_dim: int = 8
-    hidden: int = 256
-    layers: int = 2
-    vocab_size: Optional[int] = None
+    embed_dim: int = hp(8, ge=1, help="character embedding width")
+    hidden: int = hp(256, ge=1, help="LSTM width")
+    layers: int = hp(2, ge=1, help="LSTM layers")
+    vocab_size: Optional[int] = hp(None, ge=1, help="vocabulary size (None: the number of classes)")
 
     def __post_init__(self) -> None:
-        check_minimums(self, "char-lstm", {"embed_dim": 1, "hidden": 1, "layers": 1, "vocab_size": 1})
+        check_fields(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         _check_tokens("char-lstm", input_shape)

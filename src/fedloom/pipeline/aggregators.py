@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 
 from fedloom.algorithms.tree import Tree, tree_map
+from fedloom.config import check_fields, hp
 from fedloom.errors import ConfigError
 from fedloom.registry import Registry
 
@@ -29,7 +30,8 @@ class Aggregator:
     needs_all: ClassVar[bool] = True
 
     def validate(self) -> None:
-        """Raise ConfigError for invalid options."""
+        """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
+        check_fields(self)
 
     def check_cohort(self, size: int) -> None:
         """Raise ConfigError if the rule cannot work on cohorts of ``size`` uploads."""
@@ -83,11 +85,7 @@ class TrimmedMean(Aggregator):
     """Coordinate-wise β-trimmed mean (Yin et al., ICML 2018): drop the floor(β·n) largest and smallest values of
     every coordinate, average the rest (unweighted)."""
 
-    beta: float = 0.1
-
-    def validate(self) -> None:
-        if not 0 <= self.beta < 0.5:
-            raise ConfigError(f"trimmed-mean.beta must be in [0, 0.5), got {self.beta}")
+    beta: float = hp(0.1, ge=0, lt=0.5, help="share of the largest and of the smallest values dropped")
 
     def aggregate(self, items: Items) -> Tree:
         cut = math.floor(self.beta * len(items))
@@ -102,14 +100,8 @@ class Krum(Aggregator):
     nearest others; the lowest-scoring upload is the aggregate (Multi-Krum with ``m`` > 1 averages the m best).
     Needs n > 2f + 2."""
 
-    f: int = 1
-    m: int = 1
-
-    def validate(self) -> None:
-        if isinstance(self.f, bool) or self.f < 0:
-            raise ConfigError(f"krum.f must be an integer >= 0, got {self.f}")
-        if isinstance(self.m, bool) or self.m < 1:
-            raise ConfigError(f"krum.m must be an integer >= 1, got {self.m}")
+    f: int = hp(1, ge=0, help="Byzantine uploads tolerated")
+    m: int = hp(1, ge=1, help="best-scored uploads averaged (1: Krum, > 1: Multi-Krum)")
 
     def check_cohort(self, size: int) -> None:
         if size <= 2 * self.f + 2:

@@ -7,14 +7,13 @@ aggregators (fedloom.pipeline.aggregators).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from fedloom.algorithms.tree import Tree, tree_map
-from fedloom.errors import ConfigError
+from fedloom.config import check_fields, hp
 from fedloom.pipeline.context import TransformContext
 from fedloom.registry import Registry
 from fedloom.seeding import numpy_generator
@@ -30,11 +29,11 @@ THREAT_NAMESPACE = "attack"
 class ThreatModel:
     """The ``[attack]`` options shared by every attack: which share of the clients is malicious."""
 
-    fraction: float = 0.1
+    fraction: float = hp(0.1, gt=0, le=1, help="share of the clients that are malicious")
 
     def validate(self) -> None:
-        if not 0 < self.fraction <= 1:
-            raise ConfigError(f"attack.fraction must be in (0, 1], got {self.fraction}")
+        """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
+        check_fields(self)
 
     def malicious_clients(self, seed: int, num_clients: int) -> frozenset[int]:
         """round(fraction·N) client ids (at least one), drawn once from the run seed's own stream."""
@@ -48,7 +47,8 @@ class Attack:
     """Base class: what a malicious client does to its upload (identity here)."""
 
     def validate(self) -> None:
-        """Raise ConfigError for invalid options."""
+        """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
+        check_fields(self)
 
     def corrupt(self, tctx: TransformContext, upload: Tree) -> Tree:
         return upload
@@ -65,11 +65,7 @@ class SignFlip(Attack):
     """Sign flipping (a standard Byzantine update attack, e.g. Damaskinos et al. 2018; Li et al., RSA, AAAI 2019):
     the malicious client uploads −scale·Δ instead of Δ."""
 
-    scale: float = 1.0
-
-    def validate(self) -> None:
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ConfigError(f"signflip.scale must be a positive number, got {self.scale}")
+    scale: float = hp(1.0, gt=0, help="the malicious upload is −scale·Δ")
 
     def corrupt(self, tctx: TransformContext, upload: Tree) -> Tree:
         return tree_map(lambda u: -self.scale * u, upload)

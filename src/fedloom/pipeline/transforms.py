@@ -20,6 +20,7 @@ from typing import ClassVar, Optional
 import torch
 
 from fedloom.algorithms.tree import Tree, tree_map, tree_sq_norm, tree_zeros_like
+from fedloom.config import check_fields, hp
 from fedloom.errors import ConfigError
 from fedloom.pipeline.context import TransformContext
 from fedloom.pipeline.wire import Payload
@@ -38,7 +39,8 @@ class UploadTransform:
     has_codec: ClassVar[bool] = False
 
     def validate(self) -> None:
-        """Raise ConfigError for invalid options."""
+        """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
+        check_fields(self)
 
     def check_chain(self, before: list["UploadTransform"]) -> None:
         """Raise ConfigError if this transform cannot follow ``before`` (e.g. noise without clipping)."""
@@ -59,11 +61,7 @@ class Clip(UploadTransform):
     """L2 clipping of the whole upload: u ← u · min(1, norm / ‖u‖₂) (Abadi et al. 2016; McMahan et al., DP-FedAvg,
     ICLR 2018), so every client's contribution is bounded by ``norm``."""
 
-    norm: float = 1.0
-
-    def validate(self) -> None:
-        if not (math.isfinite(self.norm) and self.norm > 0):
-            raise ConfigError(f"clip.norm must be a positive number, got {self.norm}")
+    norm: float = hp(1.0, gt=0, help="the L2 bound of every upload")
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         norm = float(torch.sqrt(tree_sq_norm(upload)))
@@ -79,11 +77,7 @@ class Gaussian(UploadTransform):
     """Gaussian noise of standard deviation ``multiplier · clip.norm`` on every coordinate (the Gaussian mechanism
     on a clipped update; local noise here — the privacy issue adds server-side noise and the accountant)."""
 
-    multiplier: float = 1.0
-
-    def validate(self) -> None:
-        if not (math.isfinite(self.multiplier) and self.multiplier >= 0):
-            raise ConfigError(f"gaussian.multiplier must be >= 0, got {self.multiplier}")
+    multiplier: float = hp(1.0, ge=0, help="noise standard deviation, in units of clip.norm")
 
     def check_chain(self, before: list[UploadTransform]) -> None:
         if not any(isinstance(t, Clip) for t in before):
@@ -104,14 +98,10 @@ class TopK(UploadTransform):
     Memory", NeurIPS 2018): the client sends the k = ceil(ratio·size) largest-magnitude coordinates of
     (update + residual) and keeps the rest as its residual for the next round. Wire: int32 indices + values."""
 
-    ratio: float = 0.1
+    ratio: float = hp(0.1, gt=0, le=1, help="share of each tensor's coordinates sent")
     error_feedback: bool = True
     stateful: ClassVar[bool] = True
     has_codec: ClassVar[bool] = True
-
-    def validate(self) -> None:
-        if not (0 < self.ratio <= 1):
-            raise ConfigError(f"topk.ratio must be in (0, 1], got {self.ratio}")
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         residual = state if (state is not None and self.error_feedback) else tree_zeros_like(upload)
@@ -163,12 +153,8 @@ class Quantize(UploadTransform):
     per-tensor min/scale grid): q = floor((x − lo)/s + u), u ~ U[0, 1), so E[lo + q·s] = x. Wire: one uint8 per
     value plus lo and s (float32) per tensor."""
 
-    bits: int = 8
+    bits: int = hp(8, ge=1, le=8, help="bits per value")
     has_codec: ClassVar[bool] = True
-
-    def validate(self) -> None:
-        if isinstance(self.bits, bool) or not 1 <= self.bits <= 8:
-            raise ConfigError(f"quantize.bits must be an integer in [1, 8], got {self.bits}")
 
     def encode(self, payload: Payload, tctx: TransformContext) -> Payload:
         gen = tctx.generator("quantize")

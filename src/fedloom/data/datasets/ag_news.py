@@ -20,7 +20,7 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.data.datasets.common import (check_given_dir, check_labels, download_hint, first_found, missing,
                                           search_dirs)
@@ -54,15 +54,15 @@ def read_csv(path: Path) -> tuple[list[str], np.ndarray]:
 class AGNews:
     """AG News as token ids; ``max_len`` tokens per item, vocabulary of at most ``vocab_size`` entries."""
 
-    max_len: int = 200
-    vocab_size: Optional[int] = None
-    min_freq: int = 1
+    max_len: int = hp(200, ge=1, help="tokens per item")
+    vocab_size: Optional[int] = hp(None, ge=3, help="most vocabulary entries (None: every word seen min_freq times)")
+    min_freq: int = hp(1, ge=1, help="fewest occurrences of a word in the vocabulary")
     download: bool = False
 
     default_partition: ClassVar[str] = "dirichlet"
 
     def __post_init__(self) -> None:
-        check_minimums(self, "ag-news", {"max_len": 1, "min_freq": 1, "vocab_size": 3})
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         names = [r.name for r in REMOTE]

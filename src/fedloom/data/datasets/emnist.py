@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.data.datasets.common import check_given_dir, download_hint, first_found, missing, search_dirs
 from fedloom.data.datasets.mnist import idx_quad, pooled_from_idx
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, extract, fetch
-from fedloom.errors import ConfigError
 
 ARCHIVE = RemoteFile("gzip.zip", "https://biometrics.nist.gov/cs_links/EMNIST/gzip.zip",
                      "md5:58c8d27c78d21e728a6bc7b3cc06412e")
@@ -42,14 +42,13 @@ def stems(split: str) -> tuple[str, ...]:
 class EMNIST:
     """EMNIST ``split`` from local idx files; ``download`` fetches NIST's archive when they are missing."""
 
-    split: str = "balanced"
+    split: str = hp("balanced", choices=tuple(CLASS_NAMES), help="which EMNIST split")
     download: bool = False
 
     default_partition: ClassVar[str] = "dirichlet"
 
     def __post_init__(self) -> None:
-        if self.split not in CLASS_NAMES:
-            raise ConfigError(f"emnist.split must be one of {', '.join(CLASS_NAMES)} (got {self.split!r})")
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         names = stems(self.split)

@@ -17,11 +17,11 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.data.datasets.common import check_given_dir, check_labels, check_pairs, first_found, missing, search_dirs
-from fedloom.data.datasets.leaf import (USER_MINIMUMS, cap_samples, choose_users, leaf_dirs, leaf_json_files,
-                                        natural_ids, read_leaf)
+from fedloom.data.datasets.leaf import (cap_samples, choose_users, leaf_dirs, leaf_json_files, natural_ids,
+                                        read_leaf)
 from fedloom.errors import DataError
 
 CLASS_NAMES = list(string.digits + string.ascii_uppercase + string.ascii_lowercase)
@@ -32,14 +32,14 @@ CLASS_NAMES = list(string.digits + string.ascii_uppercase + string.ascii_lowerca
 class FEMNIST:
     """LEAF FEMNIST from user-supplied json; one natural client per writer."""
 
-    users: Optional[int] = None
-    min_user_samples: int = 1
-    max_user_samples: Optional[int] = None
+    users: Optional[int] = hp(None, ge=0, help="users kept (0: every user; None: as many as the run has clients)")
+    min_user_samples: int = hp(1, ge=1, help="fewest samples a kept user has")
+    max_user_samples: Optional[int] = hp(None, ge=1, help="most samples kept per user (None: all)")
 
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        check_minimums(self, "femnist", USER_MINIMUMS)
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, leaf_dirs("femnist"))

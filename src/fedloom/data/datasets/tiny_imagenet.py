@@ -18,11 +18,12 @@ from typing import ClassVar, Optional
 import numpy as np
 import torch
 
+from fedloom.config import check_fields, hp
 from fedloom.data.base import DATASETS, LoadContext, PooledDataset
 from fedloom.data.datasets.common import (check_given_dir, download_hint, first_found, images_to_tensor, missing,
                                           search_dirs)
 from fedloom.data.download import RemoteFile, default_data_root, download_requested, extract, fetch
-from fedloom.errors import ConfigError, DataError
+from fedloom.errors import DataError
 
 REMOTE = RemoteFile("tiny-imagenet-200.zip", "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
                     "md5:90528d7ca1a48142e341f4ef8d21d0de")
@@ -76,14 +77,13 @@ def is_root(d: Path) -> Optional[Path]:
 class TinyImageNet:
     """Tiny-ImageNet train + val; ``max_per_class`` caps training images per class (None = all 500)."""
 
-    max_per_class: Optional[int] = None
+    max_per_class: Optional[int] = hp(None, ge=1, help="training images kept per class (None: all 500)")
     download: bool = False
 
     default_partition: ClassVar[str] = "dirichlet"
 
     def __post_init__(self) -> None:
-        if self.max_per_class is not None and self.max_per_class < 1:
-            raise ConfigError(f"tiny-imagenet.max_per_class must be >= 1 (got {self.max_per_class})")
+        check_fields(self)
 
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, ("", FOLDER, f"tiny-imagenet/{FOLDER}"))
