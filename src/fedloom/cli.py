@@ -1,8 +1,9 @@
 """Command line: ``fedloom run | partition | list``. Thin: parse → RunConfig → call the library.
 
 Flags are generated from RunConfig's fields (``--join-ratio`` for ``join_ratio``) and from the option
-dataclasses of every registered algorithm, dataset and model (``--fedprox.mu``), so the CLI and the config
-file share one schema. Any FedloomError ends as one line on stderr and exit status 2.
+dataclasses of every registered algorithm, dataset, model, seam and engine (``--fedprox.mu``,
+``--processes.workers``), so the CLI and the config file share one schema. Any FedloomError ends as one line on
+stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def _registries() -> list[Any]:
     from fedloom.models import MODELS
     import fedloom.data.datasets  # noqa: F401
     from fedloom.seams import SEAM_REGISTRIES
+    from fedloom.engines import ENGINE_OPTIONS
 
-    return [ALGORITHMS, DATASETS, MODELS, *SEAM_REGISTRIES]  # every registry whose entries have option tables
+    return [ALGORITHMS, DATASETS, MODELS, *SEAM_REGISTRIES, ENGINE_OPTIONS]  # every registry with option tables
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -168,13 +170,12 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fedloom.data.base import PARTITIONERS
-    from fedloom.engines import ENGINES
     import fedloom.data.partitioners  # noqa: F401
 
     from fedloom.patterns import PATTERNS
     from fedloom.patterns.topology import TOPOLOGIES
 
-    for registry in (*_registries(), PARTITIONERS, ENGINES, PATTERNS, TOPOLOGIES):
+    for registry in (*_registries(), PARTITIONERS, PATTERNS, TOPOLOGIES):  # engines: ENGINE_OPTIONS
         print(f"{registry.kind[:-1] + 'ies' if registry.kind.endswith('y') else registry.kind + 's'}:")
         for name, obj in registry.items():
             doc = _summary_line(obj)

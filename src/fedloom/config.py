@@ -55,11 +55,14 @@ class RunConfig:
     precision: str = _f("float32", "forward-pass precision: float32 | bfloat16 (autocast; faster convolutions "
                                    "on GPUs and AVX512-BF16 CPUs, results differ from float32 by rounding)")
     eval_batch_size: int = _f(0, "samples per evaluation forward pass; 0: 256 on CPU (cache-sized), 4096 on GPU")
-    pack_size: int = _f(32, "vectorized engine: clients trained in lockstep (slots)")
-    workers: Optional[int] = _f(None, "processes engine: worker processes (default: number of cores)")
-    worker_engine: str = _f("serial", "processes engine: engine inside each worker (serial | vectorized)")
-    worker_timeout: float = _f(30.0, "processes engine: seconds without a worker heartbeat before the run ends "
-                                     "(a frozen or stopped worker)")
+    # the engines' options (--vectorized.pack-size, --processes.workers...) are stored in these four fields, whose
+    # flags stay as aliases (fedloom.engines.options): run folders and identity hashes predate the namespaces
+    pack_size: int = _f(32, "alias of --vectorized.pack-size: clients trained in lockstep (slots)")
+    workers: Optional[int] = _f(None, "alias of --processes.workers: worker processes (default: number of cores)")
+    worker_engine: str = _f("serial", "alias of --processes.worker-engine: engine inside each worker "
+                                      "(serial | vectorized)")
+    worker_timeout: float = _f(30.0, "alias of --processes.timeout: seconds without a worker heartbeat before the "
+                                     "run ends (a frozen or stopped worker)")
     store: str = _f("auto", "client-state store: memory | disk | auto (disk when states would not fit in RAM)")
     store_dtype: str = _f("float32", "storage dtype of floating client states: float32 | bfloat16 | float16")
     store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states (a run uses its own "

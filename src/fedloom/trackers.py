@@ -8,12 +8,11 @@ that is not installed fails before the run folder is created, with the install c
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fedloom.errors import ConfigError
+from fedloom.extras import require
 from fedloom.registry import Registry, canonical
 
 TRACKERS: Registry[type] = Registry("tracker")
@@ -33,11 +32,8 @@ class Tracker:
 
 
 def _require(module: str, extra: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"tracker '{extra}' needs the optional package '{module.split('.')[0]}': "
-                          f"pip install 'fedloom[{extra}]'") from None
+    """The tracker's package, imported only when the tracker is chosen (fedloom.extras.require)."""
+    return require(module, extra, f"tracker '{extra}'")
 
 
 def numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,18 +1,25 @@
-"""Engines run the two halves of an algorithm for a cohort of clients. The round loop lives in run.py."""
+"""Engines run the two halves of an algorithm for a cohort of clients. The round loop lives in rounds.py.
+
+Two registries: ENGINES (name → engine class) and ENGINE_OPTIONS (name → the engine's frozen options
+dataclass, the schema of its ``--<engine>.<option>`` flags and ``[<engine>]`` tables, see engines/options.py).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
 from fedloom.algorithms.tree import Tree
 from fedloom.algorithms.uploads import Uploads
+from fedloom.config import RunConfig
 from fedloom.engines.context import Runtime
 from fedloom.registry import Registry
 
 ENGINES: Registry[type] = Registry("engine")
+#: Every engine's options dataclass under the engine's name (an engine without options registers an empty one).
+ENGINE_OPTIONS: Registry[type] = Registry("engine")
 
 
 @dataclass
@@ -29,7 +36,8 @@ class EngineOptions:
     slots: clients trained in lockstep by the vectorized engine; pack_clients: clients per vectorized
     client_update call (bounds the memory of stacked parameters); min_clients: below this cohort size the
     vectorized engine loops, which is faster; workers / worker_engine / worker_timeout: the processes engine
-    (worker_timeout: seconds without a worker heartbeat before the run ends).
+    (worker_timeout: seconds without a worker heartbeat before the run ends). ``engines.build.engine_options``
+    fills them from a resolved RunConfig (where ``--processes.*`` and ``--vectorized.*`` are stored).
     """
 
     slots: int = 32
@@ -38,7 +46,7 @@ class EngineOptions:
     workers: int = 2
     worker_engine: str = "serial"
     worker_timeout: float = 30.0
-    run_config: Any = None  # the resolved RunConfig, from which process workers rebuild their runtime
+    run_config: Optional[RunConfig] = None  # the resolved config, from which sharded workers build their runtime
 
 
 class Engine(ABC):

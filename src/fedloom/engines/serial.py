@@ -3,13 +3,22 @@ tested against."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.algorithms.uploads import UploadAccumulator
-from fedloom.engines.base import ENGINES, CohortResult, Engine
+from fedloom.engines.base import ENGINE_OPTIONS, ENGINES, CohortResult, Engine
 from fedloom.engines.evaluation import evaluate_stream
+
+
+# the serial engine takes no options (registered so that every engine has an options table; no docstring:
+# `fedloom list` shows the module's first line)
+@ENGINE_OPTIONS.register("serial")
+@dataclass(frozen=True)
+class SerialOptions:
+    pass
 
 
 @ENGINES.register("serial")

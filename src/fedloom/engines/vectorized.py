@@ -10,6 +10,7 @@ than ``min_clients``, where a plain loop is faster.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
@@ -17,14 +18,23 @@ import torch
 from fedloom.algorithms.base import Algorithm, Broadcast, ClientResult
 from fedloom.algorithms.tree import Params, Tree, tree_bytes, tree_index, tree_stack
 from fedloom.algorithms.uploads import UploadAccumulator
-from fedloom.engines.base import ENGINES, CohortResult, EngineOptions
+from fedloom.engines.base import ENGINE_OPTIONS, ENGINES, CohortResult, EngineOptions
 from fedloom.engines.context import Runtime
 from fedloom.engines.evaluation import evaluate_stream
+from fedloom.engines.options import engine_option
 from fedloom.engines.pack_context import NotVectorizable, PackContext
 from fedloom.engines.pack_sgd import SlotUsage
 from fedloom.engines.serial import SerialEngine
 
 log = logging.getLogger(__name__)
+
+
+# the vectorized engine's options: --vectorized.<option> or a [vectorized] table (no docstring: `fedloom list`
+# shows the module's first line)
+@ENGINE_OPTIONS.register("vectorized")
+@dataclass(frozen=True)
+class VectorizedOptions:
+    pack_size: int = engine_option(32, "pack_size", "clients trained in lockstep (slots)", ge=1)
 
 
 @ENGINES.register("vectorized")

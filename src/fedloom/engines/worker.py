@@ -1,10 +1,13 @@
-"""The worker side of the processes engine (and of a future Ray actor): build a runtime from the resolved
-run config, then serve train / evaluate / states / restore requests until told to stop.
+"""The worker side of a sharded engine: ``ShardWorker`` builds a runtime from the resolved run config (with
+``engines.build.build_runtime``, the same constructor the main process uses) and its own engine over it, then
+answers train / evaluate / states / restore / update requests. It knows nothing of the transport: a process of
+the multiprocessing transport (``worker_main`` below) or a Ray actor would wrap it the same way.
 
-A daemon thread stamps the worker's heartbeat (a shared double) every HEARTBEAT_SECONDS, so the main process
-can tell a slow worker (busy in a long training step: its thread keeps beating) from a frozen or stopped one
-(SIGSTOP stops every thread of a process, so its heartbeat goes stale). The same thread ends the worker when
-its parent has gone (a kill -9 of the CLI), so no orphan keeps computing.
+``worker_main`` is a worker process of the multiprocessing transport: a daemon thread stamps the worker's
+heartbeat (a shared double) every HEARTBEAT_SECONDS, so the main process can tell a slow worker (busy in a long
+training step: its thread keeps beating) from a frozen or stopped one (SIGSTOP stops every thread of a process,
+so its heartbeat goes stale). The same thread ends the worker when its parent has gone (a kill -9 of the CLI),
+so no orphan keeps computing.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from typing import Any, Callable, NoReturn, Optional
 import torch
 
 from fedloom import errors
+from fedloom.config import RunConfig
+from fedloom.engines.base import ENGINES, Engine, EngineOptions
+from fedloom.engines.build import build_runtime
 
-#: Sent in place of a broadcast the worker already received (see ProcessEngine._wire).
+#: Sent in place of a broadcast the worker already received (see ShardedEngine._wire).
 SAME_BROADCAST = "same-broadcast"
 #: How often a worker stamps its heartbeat (and checks that its parent is alive).
 HEARTBEAT_SECONDS = 0.5
@@ -31,7 +37,35 @@ HEARTBEAT_SECONDS = 0.5
 EXIT_ORPHANED = 3
 
 
-def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: Any, beat: Any = None) -> None:
+class ShardWorker:
+    """One worker of a sharded engine, whatever carries its messages: its runtime and engine, and the last
+    broadcast it received (reused when the engine sends SAME_BROADCAST)."""
+
+    def __init__(self, run_config: RunConfig, inner_engine: str, options: EngineOptions) -> None:
+        self.engine = build_worker_engine(run_config, inner_engine, options)
+        self._broadcast: Any = None
+        self._handlers: dict[str, Callable[[Any], Any]] = {
+            "train": lambda p: train(self.engine, *self._with_broadcast(p)),
+            "evaluate": lambda p: self.engine.evaluate(*self._with_broadcast(p)),
+            "states": lambda p: list(self.engine.client_states()),
+            "restore": lambda p: self.engine.restore_client_states(p),
+            "update": lambda p: self.engine.update_client_states(p)}
+
+    def handle(self, command: str, payload: Any) -> Any:
+        """The reply to one request (exceptions propagate: the transport reports them with ``describe``)."""
+        return self._handlers[command](payload)
+
+    def _with_broadcast(self, payload: tuple) -> tuple:
+        if isinstance(payload[1], str) and payload[1] == SAME_BROADCAST:
+            return (payload[0], self._broadcast, *payload[2:])
+        self._broadcast = payload[1]
+        return payload
+
+
+def worker_main(conn: Connection, run_config: RunConfig, inner_engine: str, options: EngineOptions,
+                beat: Any = None) -> None:
+    """A worker process of the multiprocessing transport: build, say ``("ok", None)`` (or the error), then
+    serve ``(command, payload)`` messages from ``conn`` until "stop" or the pipe closes."""
     # Ctrl-C reaches the whole foreground process group; stopping the workers is the main process's job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if beat is not None:  # first, so that a slow start-up (data loading) is seen as alive
@@ -39,24 +73,11 @@ def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: A
         start_heartbeat(beat, parent.pid if parent is not None else os.getppid())
     torch.set_num_threads(1)  # one thread per process: robust when the machine is shared
     try:
-        engine = build_worker_engine(run_config, inner_engine, options)
+        worker = ShardWorker(run_config, inner_engine, options)
         conn.send(("ok", None))
     except BaseException as exc:  # report, then exit: the main process raises it
         conn.send(("error", describe(exc)))
         return
-    held = {}  # the last broadcast received, reused when the main process sends SAME_BROADCAST
-
-    def with_broadcast(payload: tuple) -> tuple:
-        if isinstance(payload[1], str) and payload[1] == SAME_BROADCAST:
-            return (payload[0], held["broadcast"], *payload[2:])
-        held["broadcast"] = payload[1]
-        return payload
-
-    handlers = {"train": lambda p: train(engine, *with_broadcast(p)),
-                "evaluate": lambda p: engine.evaluate(*with_broadcast(p)),
-                "states": lambda p: list(engine.client_states()),
-                "restore": lambda p: engine.restore_client_states(p),
-                "update": lambda p: engine.update_client_states(p)}
     while True:
         try:
             command, payload = conn.recv()
@@ -65,7 +86,7 @@ def worker_main(conn: Connection, run_config: Any, inner_engine: str, options: A
         if command == "stop":
             return
         try:
-            conn.send(("ok", handlers[command](payload)))
+            conn.send(("ok", worker.handle(command, payload)))
         except BaseException as exc:
             conn.send(("error", describe(exc)))
 
@@ -94,17 +115,13 @@ def _exit_orphaned() -> None:
     os._exit(EXIT_ORPHANED)  # no cleanup to wait for: the main process that wanted our results is gone
 
 
-def build_worker_engine(run_config: Any, inner_engine: str, options: Any) -> Any:
-    from fedloom.engines import ENGINES
-    from fedloom.run import build_experiment, load_data, resolve_device
-
-    device = resolve_device(run_config.device)
-    data = load_data(run_config, device)
-    exp = build_experiment(dataclasses.replace(run_config, engine="serial"), data, device)
-    return ENGINES.get(inner_engine)(exp.runtime, dataclasses.replace(options, run_config=None))
+def build_worker_engine(run_config: RunConfig, inner_engine: str, options: EngineOptions) -> Engine:
+    """The engine a worker runs over its own clients: one runtime from the build floor, one engine over it."""
+    built = build_runtime(run_config)
+    return ENGINES.get(inner_engine)(built.runtime, dataclasses.replace(options, run_config=None))
 
 
-def train(engine: Any, algorithm: Any, broadcast: Any, clients: list[int], round_: int) -> dict[str, Any]:
+def train(engine: Engine, algorithm: Any, broadcast: Any, clients: list[int], round_: int) -> dict[str, Any]:
     result = engine.train_cohort(algorithm, broadcast, clients, round_)
     return {"uploads": result.uploads, "metrics": result.client_metrics, "bytes_up": result.bytes_up}
 
