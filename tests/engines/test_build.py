@@ -137,7 +137,7 @@ def test_an_engine_table_in_a_config_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["--engine", "processes", "--workers", "3", "--processes.workers", "2"],
-     "--processes.workers 2 and its alias --workers 3 were both given"),
+     "--processes.workers 2 disagrees with workers = 3 (its alias --workers"),
     (["--engine", "serial", "--processes.workers", "2"],
      "options for engine 'processes' were given, but the run uses serial"),
     (["--engine", "processes", "--vectorized.pack-size", "4"],

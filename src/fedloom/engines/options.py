@@ -68,8 +68,8 @@ def resolve_engine_options(cfg: RunConfig) -> RunConfig:
             target, value = stored[name], getattr(options, name)
             given = getattr(cfg, target)
             if given != RUN_FIELDS[target].default and given != value:
-                raise ConfigError(f"--{namespace}.{flag(name)} {value} and its alias --{flag(target)} {given} were "
-                                  f"both given; give one of them")
+                raise ConfigError(f"--{namespace}.{flag(name)} {value} disagrees with {target} = {given} (its alias "
+                                  f"--{flag(target)}, from the command line or a config file); give only one of them")
             updates[target] = value
     cfg = dataclasses.replace(cfg, **updates,
                               options={ns: table for ns, table in cfg.options.items() if ns not in tables})
