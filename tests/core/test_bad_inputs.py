@@ -503,8 +503,59 @@ RESUME_ROWS = [
     cmd("run", "--resume", "{tmp}/runs/badcfg", expect="--rounds must be >= 1, got 0"),
 ]
 
+# the round protocol's seams: transforms, aggregators, attacks, round patterns, topologies, mixed models
+SEAM_ROWS = [
+    run("--transform", "clap", expect="unknown transform 'clap'"),
+    run("--transform", "clip,,topk", expect="empty name in the list"),
+    run("--transform", "clip,clip", expect="names a transform twice"),
+    run("--transform", "gaussian", expect="needs 'clip' before it"),
+    run("--transform", "topk,gaussian", expect="needs 'clip' before it"),
+    run("--transform", "clip", "--clip.norm", "0", expect="clip.norm must be"),
+    run("--transform", "clip", "--clip.norm", "-1", expect="clip.norm must be"),
+    run("--transform", "clip", "--clip.norm", "nan", expect="clip.norm"),
+    run("--transform", "clip", "--clip.norm", "true", expect="clip.norm"),
+    run("--transform", "clip", "--clip.radius", "1", expect="unrecognized"),
+    run("--transform", "clip,gaussian", "--gaussian.multiplier", "-0.5", expect="gaussian.multiplier"),
+    run("--transform", "topk", "--topk.ratio", "0", expect="topk.ratio must be in (0, 1]"),
+    run("--transform", "topk", "--topk.ratio", "1.5", expect="topk.ratio must be in (0, 1]"),
+    run("--transform", "topk", "--topk.ratio", "-0.1", expect="topk.ratio"),
+    run("--transform", "quantize", "--quantize.bits", "0", expect="quantize.bits"),
+    run("--transform", "quantize", "--quantize.bits", "9", expect="quantize.bits"),
+    run("--transform", "quantize", "--quantize.bits", "4.5", expect="quantize.bits"),
+    run("--clip.norm", "5", expect="options for 'clip'"),
+    run("--aggregator", "medain", expect="unknown aggregator 'medain'"),
+    run("--aggregator", "trimmed-mean", "--trimmed-mean.beta", "0.5", expect="trimmed-mean.beta"),
+    run("--aggregator", "trimmed-mean", "--trimmed-mean.beta", "-0.1", expect="trimmed-mean.beta"),
+    run("--aggregator", "krum", "--krum.f", "-1", expect="krum.f"),
+    run("--aggregator", "krum", "--krum.f", "2", expect="needs more than 2f+2"),
+    run("--aggregator", "krum", "--krum.f", "1", "--join-ratio", "0.6", expect="needs more than 2f+2"),
+    run("--aggregator", "krum", "--krum.m", "0", expect="krum.m"),
+    run("--krum.f", "1", expect="options for 'krum'"),
+    run("--algorithm", "fedfomo", "--aggregator", "median", expect="does not average uploads"),
+    run("--algorithm", "apple", "--aggregator", "krum", expect="does not average uploads"),
+    run("--attack", "labelflop", expect="unknown attack 'labelflop'"),
+    run("--attack", "signflip", "--attack.fraction", "0", expect="attack.fraction must be in (0, 1]"),
+    run("--attack", "signflip", "--attack.fraction", "1.2", expect="attack.fraction must be in (0, 1]"),
+    run("--attack", "signflip", "--signflip.scale", "0", expect="signflip.scale"),
+    run("--attack", "signflip", "--attack.ratio", "0.2", expect="unrecognized"),
+    run("--attack.fraction", "0.2", expect="--attack.* options were given without --attack"),
+    run("--pattern", "ring", expect="unknown round pattern 'ring'"),
+    run("--pattern", "gossip", expect="needs a decentralized algorithm"),
+    run("--algorithm", "dpsgd", expect="has no server; run it with --pattern gossip"),
+    run("--algorithm", "dpsgd", "--pattern", "gossip", "--join-ratio", "0.5", expect="leave --join-ratio at 1"),
+    run("--algorithm", "dpsgd", "--pattern", "gossip", "--topology", "star-ish", expect="unknown topology"),
+    run("--algorithm", "dpsgd", "--pattern", "gossip", "--topology", "torus", "--clients", "7",
+        expect="needs a node count with a factor pair"),
+    run("--algorithm", "dpsgd", "--pattern", "gossip", "--clients", "1", expect="at least 2 clients"),
+    run("--algorithm", "dpsgd", "--pattern", "gossip", "--dpsgd.steps", "-1", expect="dpsgd.steps"),
+    run("--model", "mlp,logreg", expect="needs one architecture for every client"),
+    run("--model", "mlp,,logreg", expect="empty name in the list"),
+    run("--model", "mlp,resnet", expect="unknown model 'resnet'"),
+    run("--algorithm", "ditto", "--model", "mlp,logreg", expect="needs one architecture for every client"),
+]
+
 ROWS = (RUN_FIELD_ROWS + SET_ROWS + ALGORITHM_ROWS + DATASET_MODEL_ROWS + DATA_DIR_ROWS + CONFIG_FILE_ROWS
-        + ARGPARSE_ROWS + GRID_ROWS + REPORT_PARTITION_ROWS + RESUME_ROWS)
+        + ARGPARSE_ROWS + GRID_ROWS + REPORT_PARTITION_ROWS + RESUME_ROWS + SEAM_ROWS)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures

@@ -43,16 +43,21 @@ class Broadcast:
     params: Params
     extra: dict[str, Tree] = field(default_factory=dict)
     personal: Optional[dict[int, Tree]] = None
+    #: The compact form the server actually sends for ``params`` and ``extra`` (a ``pipeline.wire.Compact``,
+    #: e.g. FedKSeed's K accumulated scalars from which every client rebuilds the model); None: the dense trees.
+    wire: Optional[Any] = None
 
     def for_client(self, client_id: int) -> "Broadcast":
         if self.personal is None:
             return self
-        return Broadcast(self.params, self.extra, self.personal.get(client_id))
+        return Broadcast(self.params, self.extra, self.personal.get(client_id), self.wire)
 
     def nbytes(self, client_id: int) -> int:
-        """Bytes client ``client_id`` downloads: the shared part plus its own personal tree."""
+        """Bytes client ``client_id`` downloads: the shared part (its wire form when declared) plus its own
+        personal tree."""
         own = None if self.personal is None else self.personal.get(client_id)
-        return tree_bytes(self.params) + tree_bytes(self.extra) + tree_bytes(own)
+        shared = self.wire.nbytes() if self.wire is not None else tree_bytes(self.params) + tree_bytes(self.extra)
+        return shared + tree_bytes(own)
 
 
 #: ``apply(params, x, part)``: the model template run with an explicit parameter dict (Runtime.apply).
