@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from fedloom.algorithms.base import Federation, ServerResult
+from fedloom.algorithms.base import Federation, ServerResult, ServerState
 from fedloom.algorithms.tree import tree_allfinite
 from fedloom.data.federated import FederatedData
 from fedloom.errors import TrainingError
+from fedloom.pipeline.context import AGGREGATOR_STATE_KEY, AggregationContext
 from fedloom.seeding import numpy_generator
 
 if TYPE_CHECKING:
@@ -77,8 +78,9 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
     cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
     bytes_down = sum(server.broadcast.nbytes(c) for c in cohort)
     result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
-    uploads = dataclasses.replace(result.uploads, aggregator=exp.runtime.aggregator)
-    server = algo.server_update(server.state, uploads)
+    actx = aggregation_context(exp, server.state, round_)
+    uploads = dataclasses.replace(result.uploads, aggregator=exp.runtime.aggregator, context=actx)
+    server = keep_aggregator_memory(algo.server_update(without_aggregator_memory(server.state), uploads), actx)
     if not tree_allfinite(server.state.params):
         raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
     totals["up"] = totals.get("up", 0) + result.bytes_up
@@ -94,6 +96,29 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
                        "cum_bytes_down": totals["down"], **{f"server_{k}": v for k, v in server.metrics.items()}})
     return RoundOutput(server, record, per_client, result.client_metrics, t_train,
                        time.perf_counter() - t0 - t_train)
+
+
+def aggregation_context(exp: Experiment, state: ServerState, round_: int) -> AggregationContext:
+    """The round's view for the server aggregator: its memory from the server state, the malicious ids."""
+    memory = state.extra.get(AGGREGATOR_STATE_KEY, {})
+    return AggregationContext(exp.config.seed, round_, state.params, exp.runtime.uploads.malicious,
+                              dict(memory), services=exp.runtime)
+
+
+def without_aggregator_memory(state: ServerState) -> ServerState:
+    """The server state as the algorithm sees it: its own ``extra`` only (never broadcast by accident)."""
+    if AGGREGATOR_STATE_KEY not in state.extra:
+        return state
+    return state.replace(extra={k: v for k, v in state.extra.items() if k != AGGREGATOR_STATE_KEY})
+
+
+def keep_aggregator_memory(server: ServerResult, actx: AggregationContext) -> ServerResult:
+    """The aggregator's memory back into the server state (whatever the algorithm did with ``extra``), its
+    metrics into the server's."""
+    if actx.state:
+        server.state = server.state.replace(extra={**server.state.extra, AGGREGATOR_STATE_KEY: actx.state})
+    server.metrics.update(actx.metrics)
+    return server
 
 
 def federation_of(data: FederatedData) -> Federation:

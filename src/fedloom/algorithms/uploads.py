@@ -25,13 +25,15 @@ class Uploads:
     items: Optional[list[tuple[int, Tree, float]]] = None  # (client id, upload, weight), by client id
     #: the run's server aggregator (fedloom.pipeline.aggregators); None or a reducible one: the weighted mean
     aggregator: Optional[Any] = None
+    #: the round's fedloom.pipeline.context.AggregationContext, handed to the aggregator
+    context: Optional[Any] = None
 
     def weighted_mean(self) -> Optional[Tree]:
         """What an averaging server combines the uploads into: Σ_i w_i u_i / Σ_i w_i in the uploads' dtype (or
         the run's robust aggregator, ``--aggregator median`` etc., applied to every upload), None when nobody
         uploaded. Algorithms call this and stay unaware of the rule."""
         if self.aggregator is not None and self.aggregator.needs_all:
-            return self.aggregator.aggregate(self.all()) if self.count else None
+            return self.aggregator.aggregate(self.all(), self.context) if self.count else None
         if self.weighted_sum is None or self.total_weight <= 0:
             return None
         return tree_map(lambda s: (s / self.total_weight).to(torch.float32), self.weighted_sum)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 
 from fedloom.algorithms.tree import Tree, tree_map
 from fedloom.config import check_fields, hp
 from fedloom.errors import ConfigError
+from fedloom.pipeline.context import AggregationContext
 from fedloom.registry import Registry
 
 AGGREGATORS: Registry[type] = Registry("aggregator")
@@ -27,6 +28,9 @@ Items = list[tuple[int, Tree, float]]
 
 @dataclass(frozen=True)
 class Aggregator:
+    """Base class. ``aggregate(items, ctx)`` combines every upload of a round (``ctx``: the round's
+    :class:`~fedloom.pipeline.context.AggregationContext`, None in unit tests of stateless rules)."""
+
     needs_all: ClassVar[bool] = True
 
     def validate(self) -> None:
@@ -36,7 +40,7 @@ class Aggregator:
     def check_cohort(self, size: int) -> None:
         """Raise ConfigError if the rule cannot work on cohorts of ``size`` uploads."""
 
-    def aggregate(self, items: Items) -> Tree:
+    def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
         raise NotImplementedError
 
 
@@ -53,7 +57,7 @@ class Mean(Aggregator):
 
     needs_all: ClassVar[bool] = False
 
-    def aggregate(self, items: Items) -> Tree:
+    def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
         total = sum(weight for _, _, weight in items)
         return tree_map(lambda s: (s / total).float(), _weighted_sum(items))
 
@@ -70,7 +74,7 @@ class Median(Aggregator):
     """Coordinate-wise median (Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust Distributed Learning: Towards
     Optimal Statistical Rates", ICML 2018), unweighted; for an even count the mean of the two middle values."""
 
-    def aggregate(self, items: Items) -> Tree:
+    def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
         def median(s: torch.Tensor) -> torch.Tensor:
             ordered = s.sort(dim=0).values
             n = ordered.shape[0]
@@ -87,7 +91,7 @@ class TrimmedMean(Aggregator):
 
     beta: float = hp(0.1, ge=0, lt=0.5, help="share of the largest and of the smallest values dropped")
 
-    def aggregate(self, items: Items) -> Tree:
+    def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
         cut = math.floor(self.beta * len(items))
         return tree_map(lambda s: s.sort(dim=0).values[cut:s.shape[0] - cut].mean(dim=0), _stack(items))
 
@@ -116,7 +120,7 @@ class Krum(Aggregator):
         # column 0 of each sorted row is the point itself (distance 0)
         return distances.sort(dim=1).values[:, 1:closest + 1].sum(dim=1)
 
-    def aggregate(self, items: Items) -> Tree:
+    def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
         best = torch.argsort(self.scores(items), stable=True)[:self.m].tolist()
         chosen = [items[i] for i in best]
         return tree_map(lambda s: s.mean(dim=0), _stack(chosen))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,3 +22,31 @@ class TransformContext:
 
     def generator(self, purpose: str) -> torch.Generator:
         return torch_generator(self.seed, self.round, self.client_id, f"upload:{purpose}")
+
+
+#: Key of ``ServerState.extra`` under which a stateful aggregator's memory is kept (and checkpointed).
+AGGREGATOR_STATE_KEY = "__aggregator__"
+
+
+@dataclass
+class AggregationContext:
+    """What a server aggregator may know in one round, beside the uploads themselves.
+
+    ``global_params`` are the server's parameters the cohort trained from (uploads of most algorithms are
+    updates relative to them). ``malicious`` is the threat model's set of malicious ids: only an oracle
+    ("ideal") or a metric may read it, never a real defense. ``state`` is the aggregator's own memory across
+    rounds (a tree with string keys: FoolsGold's histories, Snowball's VAE); it is kept in the server state and
+    checkpointed with it. ``metrics`` are reported as ``server_<key>`` in metrics.jsonl (e.g. the true/false
+    positive rates of the clients a selecting defense admitted). Randomness only through :meth:`generator`."""
+
+    seed: int
+    round: int
+    global_params: dict
+    malicious: frozenset[int] = frozenset()
+    state: dict = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: services of the runtime a defense may use (FLTrust's root-set training): set by the round, may be None
+    services: object = None
+
+    def generator(self, purpose: str) -> torch.Generator:
+        return torch_generator(self.seed, self.round, -1, f"aggregate:{purpose}")
