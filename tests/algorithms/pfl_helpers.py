@@ -35,7 +35,7 @@ def eval_params(exp: Experiment, server: ServerResult, client: int, round_: int)
     ctx = exp.runtime.client_context(client, round_)
     state = exp.runtime.store.load(client)
     if state is None:
-        state = exp.algorithm.init_client_state(exp.runtime.init_params)
+        state = exp.algorithm.init_client_state(exp.runtime.init_params, 0)
     return exp.algorithm.eval_params(ctx, server.broadcast.for_client(client), state)
 
 

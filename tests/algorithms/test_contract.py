@@ -50,3 +50,21 @@ def test_pack_members_work_or_say_not_vectorizable() -> None:
     assert ctx.init_params is serial.init_params and ctx.total_rounds == serial.total_rounds
     trained, _ = ctx.local_sgd(params, epochs=1, batch_size=5)
     assert next(iter(trained.values())).shape[0] == 2
+
+
+def test_init_client_state_is_told_the_client() -> None:
+    """A client's first state is built for that client (its id), e.g. a per-client seed or a personal head."""
+    from dataclasses import dataclass
+
+    from fedloom.algorithms.local import Local
+    from fedloom.engines.serial import SerialEngine
+
+    @dataclass(frozen=True)
+    class Tagged(Local):
+        def init_client_state(self, init_params, client_id):  # type: ignore[no-untyped-def]
+            return {"params": init_params, "who": torch.tensor(float(client_id))}
+
+    exp = make_experiment(clients=4)
+    engine = SerialEngine(exp.runtime)
+    for cid in (0, 3):
+        assert engine._load_state(Tagged(), cid)["who"].item() == cid

@@ -47,7 +47,7 @@ def test_ala_is_skipped_while_global_equals_local_and_start_phase_runs_once(monk
     exp = experiment("fedala")
     algo, server = exp.algorithm, start(exp)
     ctx = exp.runtime.client_context(0, 1)
-    state = algo.init_client_state(exp.runtime.init_params)
+    state = algo.init_client_state(exp.runtime.init_params, 0)
     assert algo.adaptive_local_aggregation(ctx, server.broadcast.params, state, 0)[2] is False
     passes = []
     monkeypatch.setattr(FedALA, "_learn_weights", counting(FedALA._learn_weights, passes))

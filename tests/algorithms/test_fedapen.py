@@ -59,7 +59,7 @@ def test_validation_slice_is_held_out_of_training() -> None:
     assert len(val) == int(0.05 * ctx.num_train_samples) > 0
     assert set(train.tolist()) | set(val.tolist()) == set(ctx.train_indices.tolist())
     assert not set(train.tolist()) & set(val.tolist())
-    fresh = exp.algorithm.init_client_state(exp.runtime.init_params)
+    fresh = exp.algorithm.init_client_state(exp.runtime.init_params, 0)
     result = exp.algorithm.client_update(ctx, start(exp).broadcast, fresh)
     assert result.metrics["samples"] == len(train)
 
@@ -68,7 +68,7 @@ def test_mutual_learning_trains_both_models_differently_from_plain_sgd() -> None
     exp = experiment("fedapen")
     server = start(exp)
     ctx = exp.runtime.client_context(0, 1)
-    fresh = exp.algorithm.init_client_state(exp.runtime.init_params)
+    fresh = exp.algorithm.init_client_state(exp.runtime.init_params, 0)
     assert tree_sq_dist(fresh["private"], exp.runtime.init_params) > 0  # its own initialisation
     result = exp.algorithm.client_update(ctx, server.broadcast, fresh)
     assert tree_sq_dist(result.state["private"], fresh["private"]) > 0

@@ -24,7 +24,7 @@ def test_policy_splits_each_feature_between_the_two_heads() -> None:
     ctx = exp.runtime.client_context(0, 1)
     x, _ = ctx.data(ctx.train_indices[:32])
     rep = ctx.apply(server.broadcast.params, x, "body")
-    context = exp.algorithm.context(ctx, exp.algorithm.init_client_state(exp.runtime.init_params))
+    context = exp.algorithm.context(ctx, exp.algorithm.init_client_state(exp.runtime.init_params, 0))
     s_p, s_g = _policy(server.broadcast.extra["cpn"], rep, context, 1.0, torch.Generator().manual_seed(0))
     assert s_p.shape == s_g.shape == rep.shape
     torch.testing.assert_close(s_p + s_g, torch.ones_like(s_p))
@@ -36,7 +36,7 @@ def first_update(exp, cid: int = 0):
     server = start(exp)
     ctx = exp.runtime.client_context(cid, 1)
     return server, exp.algorithm.client_update(ctx, server.broadcast,
-                                               exp.algorithm.init_client_state(exp.runtime.init_params))
+                                               exp.algorithm.init_client_state(exp.runtime.init_params, 0))
 
 
 def test_uploaded_global_head_is_half_personal_half_received() -> None:
@@ -81,7 +81,7 @@ def test_evaluation_uses_the_policy_and_the_personal_head() -> None:
 def test_pfllib_compat_uses_a_random_first_context() -> None:
     exp = experiment("fedcp")
     ctx = exp.runtime.client_context(0, 1)
-    fresh = exp.algorithm.init_client_state(exp.runtime.init_params)
+    fresh = exp.algorithm.init_client_state(exp.runtime.init_params, 0)
     compat = dataclasses.replace(exp.algorithm, pfllib_compat=True)
     random_context = compat.context(ctx, fresh)
     assert torch.equal(random_context, compat.context(exp.runtime.client_context(0, 5), fresh))

@@ -19,7 +19,7 @@ def first_update(cid: int = 0, **options):
     exp = experiment("gpfl", options={"gpfl": options})
     server = start(exp)
     ctx = exp.runtime.client_context(cid, 1)
-    fresh = exp.algorithm.init_client_state(exp.runtime.init_params)
+    fresh = exp.algorithm.init_client_state(exp.runtime.init_params, 0)
     result = exp.algorithm.client_update(ctx, server.broadcast, fresh)
     return exp, server, result
 
@@ -50,7 +50,7 @@ def test_weight_decay_mu_shrinks_gce_and_cov_but_not_the_model() -> None:
 
 def test_conditional_inputs_come_from_the_clients_trained_embedding() -> None:
     exp, server, result = first_update(1)
-    assert torch.count_nonzero(exp.algorithm.init_client_state(exp.runtime.init_params)["p_in"]) == 0
+    assert torch.count_nonzero(exp.algorithm.init_client_state(exp.runtime.init_params, 0)["p_in"]) == 0
     counts = exp.runtime.client_context(1, 1).train_label_counts()
     gce = result.upload["gce"]
     torch.testing.assert_close(result.state["p_in"], (counts / counts.sum()) @ gce)

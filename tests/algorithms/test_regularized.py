@@ -18,7 +18,7 @@ from pfl_helpers import distance, eval_params, experiment, same, start, train_ro
 def client_update(exp, algorithm, client=0, round_=1, server=None):
     server = server or start(exp)
     ctx = exp.runtime.client_context(client, round_)
-    return algorithm.client_update(ctx, server.broadcast, algorithm.init_client_state(exp.runtime.init_params))
+    return algorithm.client_update(ctx, server.broadcast, algorithm.init_client_state(exp.runtime.init_params, 0))
 
 
 def test_ditto_global_update_is_fedavgs_and_lambda_pulls_the_personal_model_to_the_global_one() -> None:

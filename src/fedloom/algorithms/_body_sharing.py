@@ -25,7 +25,7 @@ class BodySharing(Algorithm):
         body = tree_clone(tree_select(init_params, is_body))
         return ServerResult(state=ServerState(params=body), broadcast=Broadcast(params=body))
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         # every client starts from the same initial head (PFLlib seeds every client's model identically)
         return {"head": tree_clone(tree_select(init_params, is_head))}
 

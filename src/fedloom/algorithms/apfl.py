@@ -46,7 +46,7 @@ class APFL(FedAvg):
     alpha: float = hp(1.0, ge=0, le=1, help="initial mixing weight α")
     pfllib_compat: bool = False
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"personal": tree_clone(init_params), "alpha": torch.tensor(float(self.alpha))}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -153,8 +153,9 @@ class Algorithm:
         state = ServerState(params=tree_clone(init_params))
         return ServerResult(state=state, broadcast=Broadcast(params=state.params))
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
-        """State of a client that has never trained (called lazily by the engine). Default: none."""
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
+        """State of client ``client_id`` before it has ever trained (called lazily by the engine), from the
+        initial parameters of that client's own model (``--model cnn,mlp``: its architecture's). Default: none."""
         return None
 
     def client_update(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -33,7 +33,7 @@ class Ditto(FedAvg):
     # 0 would score every client with its never-trained initial model
     personal_epochs: int = hp(1, ge=1, help="epochs of the personal model per round")
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"personal": tree_clone(init_params)}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

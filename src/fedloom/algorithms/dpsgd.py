@@ -42,7 +42,7 @@ class DPSGD(Algorithm):
         if isinstance(self.steps, bool) or self.steps < 0:
             raise ConfigError(f"dpsgd.steps must be an integer >= 0 (0: --local-epochs full epochs), got {self.steps}")
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"params": tree_clone(init_params)}
 
     def client_update(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

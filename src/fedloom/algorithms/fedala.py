@@ -67,7 +67,7 @@ class FedALA(FedAvg):
             raise ConfigError(f"fedala.layer_idx must be at most {len(init_params)}, the number of parameter "
                               f"tensors of this model (0 = all), got {self.layer_idx}")
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         params = tree_clone(init_params)
         return {"params": params, "weights": {n: torch.ones_like(params[n]) for n in self._top(params)},
                 "start": torch.tensor(True)}
@@ -82,7 +82,7 @@ class FedALA(FedAvg):
                             weight=ctx.num_train_samples, metrics=metrics)
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
-        state = state if state is not None else self.init_client_state(broadcast.params)
+        state = state if state is not None else self.init_client_state(broadcast.params, ctx.client_id)
         return self.adaptive_local_aggregation(ctx, broadcast.params, state, ctx.round)[0]
 
     # ------------------------------------------------------------------ ALA

@@ -69,7 +69,7 @@ class FedAMP(Algorithm):
         return weights.float()
 
     # ------------------------------------------------------------------ client
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"model": tree_clone(init_params)}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -54,7 +54,7 @@ class FedAPEN(FedAvg):
     lambda_epochs: int = hp(10, ge=0, help="passes over the validation slice per round")
     init_lambda: float = hp(0.5, ge=0, le=1, help="λ before the first adaptability step")
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         # InitParams.fresh: the template's own initialisation from the run's "fedapen-private" stream
         private = init_params.fresh("fedapen-private")
         device = L.device_of(private)
@@ -99,7 +99,7 @@ class FedAPEN(FedAvg):
 
     # ------------------------------------------------------------------ evaluation
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Predictor:
-        state = state if state is not None else self.init_client_state(ctx.runtime.init_params)
+        state = state if state is not None else self.init_client_state(ctx.runtime.init_params, ctx.client_id)
         lam = self.current_lambda(ctx, broadcast, state, ctx.round)
         return Predictor({"private": state["private"], "shared": broadcast.params, "lambda": lam}, predict)
 

@@ -77,7 +77,7 @@ class FedCP(Algorithm):
         return ServerResult(state=state, broadcast=Broadcast(params=state.params, extra=state.extra))
 
     # ------------------------------------------------------------------ client
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"head": tree_clone(tree_select(init_params, is_head)), "fresh": torch.tensor(True)}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
@@ -121,7 +121,7 @@ class FedCP(Algorithm):
 
     # ------------------------------------------------------------------ evaluation
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Predictor:
-        state = state if state is not None else self.init_client_state(broadcast.params)
+        state = state if state is not None else self.init_client_state(broadcast.params, ctx.client_id)
         seed = torch.randint(0, 2**62, (1,), generator=ctx.generator("fedcp-eval-gumbel"))
         tree = {"body": tree_select(broadcast.params, is_body), "head_p": state["head"],
                 "head_g": tree_select(broadcast.params, is_head), "cpn": broadcast.extra["cpn"],

@@ -57,7 +57,7 @@ class FedDBE(FedAvg):
     kl_weight: float = hp(50.0, ge=0, help="κ, weight of the mean regularization (-klw; run_me.sh 50)")
 
     # ------------------------------------------------------------------ client
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         weight = next(t for n, t in init_params.items() if is_head(n) and t.dim() == 2)
         return {PRBM: weight.new_zeros(weight.shape[1])}
 
@@ -113,7 +113,7 @@ class FedDBE(FedAvg):
 
     # ------------------------------------------------------------------ evaluation
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Predictor:
-        state = state if state is not None else self.init_client_state(broadcast.params)
+        state = state if state is not None else self.init_client_state(broadcast.params, ctx.client_id)
         return Predictor({"params": broadcast.params, PRBM: state[PRBM]}, predict)
 
 

@@ -75,7 +75,7 @@ class FedFomo(Algorithm):
         return ServerResult(state, Broadcast(params={}, personal=personal))
 
     # ------------------------------------------------------------------ client
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"model": tree_clone(init_params), "anchor": tree_clone(init_params)}
 
     def split(self, ctx: ClientContext) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,7 @@ class FedPHP(FedAvg):
     lamda: float = hp(0.01, ge=0, le=1, help="λ, weight of the MMD term")
     pfllib_compat: bool = False
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"hpm": tree_clone(init_params), "local": tree_clone(init_params)}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -41,7 +41,7 @@ class FedRoD(FedAvg):
             raise ConfigError(f"fedrod needs a model whose head is a single Linear layer (head.weight, head.bias); "
                               f"this model's head has {', '.join(sorted(head)) or 'no parameters'}")
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"head": tree_clone(tree_select(init_params, is_head))}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -77,7 +77,7 @@ class GPFL(Algorithm):
         return ServerResult(state=state, broadcast=Broadcast(params=state.params, extra=state.extra))
 
     # ------------------------------------------------------------------ client
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         head = tree_clone(tree_select(init_params, is_head))
         weight = next(t for t in head.values() if t.dim() == 2)
         zeros = weight.new_zeros(weight.shape[1])
@@ -122,7 +122,7 @@ class GPFL(Algorithm):
 
     # ------------------------------------------------------------------ evaluation
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Predictor:
-        state = state if state is not None else self.init_client_state(broadcast.params)
+        state = state if state is not None else self.init_client_state(broadcast.params, ctx.client_id)
         tree = {"body": broadcast.params, "head": state["head"], "cov": broadcast.extra["cov"],
                 "p_in": state["p_in"]}
         return Predictor(tree, predict)

@@ -24,7 +24,7 @@ class Local(Algorithm):
         # nothing is ever sent: the broadcast is empty, so bytes down are zero
         return ServerResult(state=ServerState(params={}), broadcast=Broadcast(params={}))
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"params": tree_clone(init_params)}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -65,7 +65,7 @@ class PFedMe(FedAvg):
         """What the client-state store holds per client: θ_i, plus w_i only when w_i is the scored model."""
         return ("personal", "local") if self.evaluate == "local" else ("personal",)
 
-    def init_client_state(self, init_params: Params) -> Optional[Tree]:
+    def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {name: tree_clone(init_params) for name in self.kept_models}
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -159,7 +159,7 @@ def client_store(cfg: RunConfig, algorithm: Algorithm, init_params: dict, num_cl
                  device: torch.device) -> ClientStateStore:
     """The configured store; ``auto`` measures one client's initial state and goes to disk when every client
     keeping one would take more than a quarter of physical memory."""
-    state_bytes = tree_bytes(algorithm.init_client_state(init_params))
+    state_bytes = tree_bytes(algorithm.init_client_state(init_params, 0))
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     root = store_root(cfg)
     return make_store(cfg.store, cfg.store_dtype, root, device, state_bytes, num_clients, budget)

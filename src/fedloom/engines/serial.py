@@ -26,7 +26,7 @@ class SerialEngine(Engine):
     def _load_state(self, algorithm: Algorithm, client_id: int) -> Optional[Tree]:
         state = self.runtime.uploads.split(self.runtime.store.load(client_id))[0]
         if state is None:
-            state = algorithm.init_client_state(self.runtime.for_client(client_id).init_params)
+            state = algorithm.init_client_state(self.runtime.for_client(client_id).init_params, client_id)
         return state
 
     def _transform_states(self, client_id: int) -> dict[str, Any]:
