@@ -60,11 +60,13 @@ def seam_options(cfg: RunConfig) -> dict[str, dict[str, Any]]:
 
 
 def known_namespaces() -> set[str]:
+    """Every name an option table may carry: components, seams and engines (``[processes]``)."""
     from fedloom.algorithms import ALGORITHMS
     from fedloom.data.base import DATASETS
+    from fedloom.engines.base import ENGINE_OPTIONS
     from fedloom.models import MODELS
 
-    known = set(ALGORITHMS.names()) | set(DATASETS.names()) | set(MODELS.names())
+    known = set(ALGORITHMS.names()) | set(DATASETS.names()) | set(MODELS.names()) | set(ENGINE_OPTIONS.names())
     for registry in SEAM_REGISTRIES:
         known |= set(registry.names())
     return known

@@ -149,3 +149,16 @@ def test_shipped_reference_covers_the_pfllib_leaderboard() -> None:
     fedavg = [r for r in rows if r["algorithm"] == "fedavg" and r["dataset"] == "cifar100"
               and r["partition"] == "dirichlet-0.1"]
     assert fedavg[0]["accuracy"] == "31.89" and fedavg[0]["std"] == "0.47"
+
+
+def test_engine_tables_configure_the_runs_that_use_that_engine(tmp_path: Path) -> None:
+    """``[base.processes]`` is an option table like an algorithm's: it configures the runs on that engine and is
+    dropped from the others (so the serial runs of the grid are not refused for an unused engine table)."""
+    text = GRID.replace("[base.fedprox]", "[base.processes]\nworkers = 3\n\n[base.fedprox]") + \
+        'engine = ["serial", "processes"]\n'
+    runs = plan(load_grid(write_grid(tmp_path, text)))
+    on_processes = [r.config for r in runs if r.config.engine == "processes"]
+    assert on_processes and all(cfg.workers == 3 for cfg in on_processes)
+    assert all("processes" not in r.config.options for r in runs)
+    with pytest.raises(ConfigError, match="proceses"):
+        plan(load_grid(write_grid(tmp_path, text.replace("[base.processes]", "[base.proceses]"))))

@@ -23,6 +23,8 @@ from fedloom.engines import processes
 from fedloom.engines.processes import exit_description, heartbeat_silence, sweep_stale_temp_dirs
 from fedloom.engines.worker import heartbeat_loop
 
+from processhelpers import children_of
+
 RUN = ["run", "--dataset", "digits", "--clients", "6", "--engine", "processes", "--workers", "2", "--device", "cpu",
        "--quiet", "--threads", "1"]
 FOREVER = "100000"  # rounds: a run that is still going whenever the test acts on it
@@ -76,19 +78,6 @@ def runs() -> Iterator[Runs]:
     manager = Runs()
     yield manager
     manager.cleanup()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[-1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def cmdline(pid: int) -> bytes:

@@ -4,3 +4,4 @@ import sys
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "bench"))  # benchhelpers.cli
+sys.path.insert(0, os.path.join(HERE, "..", "core"))  # processhelpers

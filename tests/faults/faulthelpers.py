@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from processhelpers import children_of
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Ditto keeps a personal model per client: with a partial cohort, states written after the last checkpoint
 # are exactly what a wrong resume would let leak into the continued run.
@@ -56,20 +58,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc), e.g. a processes-engine run's workers."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[-1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_gone(pids: Sequence[int], timeout: float = 20) -> list[int]:

@@ -193,8 +193,12 @@ def _selected(raw: dict[str, Any]) -> set[str]:
     seams.add(canonical(str(raw.get("aggregator", "mean"))))
     if raw.get("attack"):
         seams |= {canonical(str(raw["attack"])), "attack"}
+    engine = canonical(str(raw.get("engine") or "serial"))
+    table = raw.get("options", {}).get(engine, {})
+    inner = raw.get("worker_engine") or table.get("worker_engine") or table.get("worker-engine")
+    engines = {engine} | ({canonical(str(inner))} if inner else set())
     return {canonical(str(raw[k])) for k in ("algorithm", "dataset", "model") if raw.get(k)} | \
-        ({"fedavg"} if not raw.get("algorithm") else set()) | seams
+        ({"fedavg"} if not raw.get("algorithm") else set()) | seams | engines
 
 
 def _prune_options(raw: dict[str, Any], models: set[str]) -> dict[str, Any]:
@@ -231,7 +235,8 @@ def check_namespaces(spec: GridSpec, raws: list[dict[str, Any]]) -> None:
     used = {ns for raw in raws for ns in raw.get("options", {})}
     typos = sorted(used - known)
     if typos:
-        raise ConfigError(f"grid {spec.path}: option table(s) {typos} name no algorithm, dataset or model")
+        raise ConfigError(f"grid {spec.path}: option table(s) {typos} name no algorithm, dataset, model, engine "
+                          f"or seam (transform, aggregator, attack)")
 
 
 def run_label(cfg: RunConfig, digest: str) -> str:

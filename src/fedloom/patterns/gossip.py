@@ -56,10 +56,11 @@ def consensus_distance(models: list[Params]) -> tuple[Params, float]:
 
 @PATTERNS.register("gossip")
 class Gossip(RoundPattern):
+    def unsupported_hint(self, algorithm: Any) -> str:
+        return "gossip needs a decentralized algorithm (e.g. dpsgd); this one needs a server (--pattern star)"
+
     def check(self, cfg: Any, algorithm: Any, num_clients: int) -> None:
-        if "gossip" not in algorithm.patterns:
-            raise ConfigError(f"--pattern gossip needs a decentralized algorithm (e.g. dpsgd); "
-                              f"{algorithm.registry_name} needs a server (--pattern star)")
+        super().check(cfg, algorithm, num_clients)
         if cfg.join_ratio != 1.0:
             raise ConfigError("--pattern gossip: every node trains every round; leave --join-ratio at 1")
         mixing_matrix(cfg.topology, num_clients)

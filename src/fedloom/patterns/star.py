@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fedloom.algorithms.base import ServerResult
-from fedloom.errors import ConfigError
 from fedloom.patterns.base import PATTERNS, RoundPattern
 from fedloom.rounds import RoundOutput, initial_round, step_round
 
@@ -15,10 +14,8 @@ if TYPE_CHECKING:
 
 @PATTERNS.register("star")
 class Star(RoundPattern):
-    def check(self, cfg: Any, algorithm: Any, num_clients: int) -> None:
-        if "star" not in algorithm.patterns:
-            raise ConfigError(f"algorithm {algorithm.registry_name} has no server; run it with "
-                              f"--pattern {algorithm.patterns[0]}")
+    def unsupported_hint(self, algorithm: Any) -> str:
+        return f"it has no server; {super().unsupported_hint(algorithm)}"
 
     def start(self, exp: "Experiment") -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:
         return initial_round(exp)
