@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from fedloom.algorithms.base import ServerResult
 from fedloom.errors import ConfigError
@@ -19,11 +19,15 @@ class RoundPattern:
     """Base class. ``server`` is the ServerResult the loop carries (and checkpoints): for serverless patterns
     its params are the average model, used for evaluation and reporting only."""
 
+    #: the pattern whose algorithms this one runs, as declared in ``Algorithm.patterns``: None, this pattern's
+    #: own name; ``"star"`` for a new pattern that runs every server algorithm (a cyclic or asynchronous round)
+    algorithms_of: Optional[str] = None
+
     def check(self, cfg: Any, algorithm: Any, num_clients: int) -> None:
         """Raise ConfigError when the run's settings make no sense for this pattern (before training). The
         base check: the algorithm declares the pattern; subclasses add their own after ``super().check``."""
         name = getattr(self, "registry_name", type(self).__name__.lower())
-        if name not in algorithm.patterns:
+        if (self.algorithms_of or name) not in algorithm.patterns:
             raise ConfigError(f"algorithm {algorithm.registry_name} does not run in the {name} pattern: "
                               f"{self.unsupported_hint(algorithm)}")
 
