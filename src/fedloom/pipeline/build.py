@@ -13,6 +13,8 @@ from fedloom.pipeline.chain import UploadPipeline
 from fedloom.pipeline.transforms import TRANSFORMS, UploadTransform
 from fedloom.registry import Registry, canonical
 
+import fedloom.pipeline.defenses  # noqa: F401,E402,I001  (registers the robust aggregators)
+
 
 def transform_names(spec: Optional[str]) -> list[str]:
     """``"clip, topk"`` → ``["clip", "topk"]`` (canonical, validated names)."""
