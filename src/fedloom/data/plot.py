@@ -1,11 +1,15 @@
 """Partition figures, drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend change).
 
-- partition.png: a clients x classes heatmap of label counts with a colorbar, above a bar plot of client sizes
-  (train/test). Per-cell counts are written only up to ANNOTATE_MAX_CLIENTS clients.
+- partition.png: a clients x classes heatmap of label counts on a log colour scale (empty cells grey, so 0 and a
+  few samples never look alike when client sizes are skewed) above a bar plot of client sizes (train/test).
+  Per-cell counts are written only up to ANNOTATE_MAX_CLIENTS clients. Beyond SUMMARY_CLIENTS clients the
+  heatmap shows HEATMAP_SAMPLE clients evenly spaced by id and the bars become histograms of client sizes and
+  of classes per client: one patch per client would cost seconds per thousand clients and show nothing.
 - label_distribution.png: per-client label distribution as stacked bars, in counts (top) and in percent of the
   client (bottom), like flwr-datasets' plot_label_distributions. Beyond BAR_MAX_CLIENTS clients the bars are
   drawn as gap-free stacked steps (one polygon per class: fast and still readable for hundreds of clients).
-  Up to LEGEND_MAX_CLASSES classes get a legend of distinct colours; more classes get a colour scale.
+  Up to LEGEND_MAX_CLASSES classes get a legend of distinct colours; more classes get a colour scale. Beyond
+  SUMMARY_CLIENTS clients it shows the same evenly spaced sample of clients as the heatmap.
 With a global test set, both show the clients' own (train) samples; the shared test set is named in the title.
 """
 
@@ -17,35 +21,62 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from fedloom.data.federated import FederatedData
+from fedloom.data.summary import SUMMARY_CLIENTS, size_bins
 
 ANNOTATE_MAX_CLIENTS = 30
 BAR_MAX_CLIENTS = 60
 LEGEND_MAX_CLASSES = 20
+HEATMAP_SAMPLE = 100
+
+
+def shown_clients(num_clients: int) -> np.ndarray:
+    """Every client, or HEATMAP_SAMPLE evenly spaced by id (first and last included) beyond SUMMARY_CLIENTS."""
+    if num_clients <= SUMMARY_CLIENTS:
+        return np.arange(num_clients)
+    return np.unique(np.linspace(0, num_clients - 1, HEATMAP_SAMPLE).round().astype(np.int64))
+
+
+def partition_figure(fd: FederatedData) -> Figure:
+    """The heatmap + client sizes figure of ``fd`` (a matplotlib Figure on the Agg canvas)."""
+    counts = fd.client_label_counts()
+    n = fd.num_clients
+    if n <= SUMMARY_CLIENTS:
+        fig = Figure(figsize=(_width(n), 6.5), layout="constrained")
+        FigureCanvasAgg(fig)
+        heat_ax, bar_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        _heatmap(fig, heat_ax, counts, fd, np.arange(n))
+        _size_bars(bar_ax, fd)
+    else:
+        fig = Figure(figsize=(_width(HEATMAP_SAMPLE), 7.0), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplot_mosaic([["heat", "heat"], ["sizes", "classes"]], height_ratios=[3, 1.3])
+        _heatmap(fig, axes["heat"], counts, fd, shown_clients(n))
+        _histograms(axes["sizes"], axes["classes"], counts)
+    fig.suptitle(_title(fd, "label counts"))
+    return fig
 
 
 def plot_partition(fd: FederatedData, path: Path) -> None:
-    """Save the heatmap + size bar plot of ``fd`` to ``path`` (PNG)."""
-    counts = fd.client_label_counts()
-    n = fd.num_clients
-    fig = Figure(figsize=(_width(n), 6.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    heat_ax, bar_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    _heatmap(fig, heat_ax, counts, fd)
-    _size_bars(bar_ax, fd)
-    fig.suptitle(_title(fd, "label counts"))
-    fig.savefig(path, dpi=110)
+    """Save the heatmap + size figure of ``fd`` to ``path`` (PNG)."""
+    partition_figure(fd).savefig(path, dpi=110)
 
 
 def plot_label_distribution(fd: FederatedData, path: Path) -> None:
     """Save stacked bars of each client's label distribution (counts and percentages) to ``path`` (PNG)."""
-    counts = fd.client_label_counts().astype(np.float64)
+    label_distribution_figure(fd).savefig(path, dpi=110)
+
+
+def label_distribution_figure(fd: FederatedData) -> Figure:
+    """Stacked bars of each shown client's label distribution, in counts (top) and percent (bottom)."""
+    clients = shown_clients(fd.num_clients)
+    counts = fd.client_label_counts()[clients].astype(np.float64)
     sizes = counts.sum(axis=1, keepdims=True)
     percent = 100.0 * np.divide(counts, sizes, out=np.zeros_like(counts), where=sizes > 0)
-    fig = Figure(figsize=(_width(fd.num_clients) + 1.5, 7.0), layout="constrained")
+    fig = Figure(figsize=(_width(len(clients)) + 1.5, 7.0), layout="constrained")
     FigureCanvasAgg(fig)
     count_ax, pct_ax = fig.subplots(2, 1, sharex=True)
     colors = _class_colors(fd.num_classes)
@@ -54,11 +85,15 @@ def plot_label_distribution(fd: FederatedData, path: Path) -> None:
     count_ax.set_ylabel("samples")
     pct_ax.set_ylabel("% of client")
     pct_ax.set_ylim(0, 100)
-    pct_ax.set_xlabel("client")
+    pct_ax.set_xlabel(_client_axis(fd.num_clients, len(clients)))
     _client_ticks(pct_ax, fd.num_clients)
     _class_key(fig, count_ax, pct_ax, colors, fd)
     fig.suptitle(_title(fd, "label distribution"))
-    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _client_axis(num_clients: int, shown: int) -> str:
+    return "client" if shown == num_clients else f"{shown} of {num_clients} clients, evenly spaced by id"
 
 
 def _width(num_clients: int) -> float:
@@ -123,19 +158,45 @@ def _class_key(  # type: ignore[no-untyped-def]
     fig.colorbar(mappable, ax=[count_ax, pct_ax], label="class index", pad=0.01)
 
 
-def _heatmap(fig: Figure, ax, counts: np.ndarray, fd: FederatedData) -> None:  # type: ignore[no-untyped-def]
-    img = ax.imshow(counts.T, aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(img, ax=ax, label="samples", pad=0.01)
+def _heatmap(  # type: ignore[no-untyped-def]
+    fig: Figure, ax, counts: np.ndarray, fd: FederatedData, clients: np.ndarray
+) -> None:
+    """Counts of the ``clients`` rows on a log colour scale; empty cells are grey (outside the scale)."""
+    shown = counts[clients]
+    top = max(int(shown.max()) if shown.size else 1, 2)
+    cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
+    img = ax.imshow(np.ma.masked_equal(shown.T, 0), aspect="auto", cmap=cmap, interpolation="nearest",
+                    norm=LogNorm(vmin=1, vmax=top))
+    fig.colorbar(img, ax=ax, label="samples (log scale; grey = 0)", pad=0.01)
     names = fd.dataset.class_names or [str(c) for c in range(fd.num_classes)]
     if fd.num_classes <= 40:
         ax.set_yticks(range(fd.num_classes), labels=[str(s) for s in names[: fd.num_classes]], fontsize=8)
     ax.set_ylabel("class")
+    if len(clients) < fd.num_clients:
+        ax.set_xlabel(_client_axis(fd.num_clients, len(clients)))
+        ticks = np.linspace(0, len(clients) - 1, 6).round().astype(int)
+        ax.set_xticks(ticks, labels=[str(clients[t]) for t in ticks])
     if fd.num_clients <= ANNOTATE_MAX_CLIENTS and fd.num_classes <= 40:
-        top = counts.max() if counts.size else 0
-        for (i, c), v in np.ndenumerate(counts):
-            if v:
-                color = "black" if v > 0.6 * top else "white"
+        for (i, c), v in np.ndenumerate(shown):
+            if v:  # dark text on the bright end of viridis, white on the dark end
+                color = "black" if np.log(v) > 0.6 * np.log(top) else "white"
                 ax.text(i, c, str(v), ha="center", va="center", fontsize=6, color=color)
+
+
+def _histograms(size_ax, class_ax, counts: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Histograms of client sizes and of classes per client (the many-client stand-in for per-client bars)."""
+    sizes = counts.sum(axis=1)
+    edges = size_bins(sizes, bins=20)
+    size_ax.hist(sizes, bins=edges, color="tab:blue")
+    if len(edges) > 2 and edges[-1] > 20 * max(edges[0], 1):
+        size_ax.set_xscale("log")
+    size_ax.set_xlabel("client size (samples)")
+    size_ax.set_ylabel("clients")
+    classes = (counts > 0).sum(axis=1)
+    values, number = np.unique(classes, return_counts=True)
+    class_ax.bar(values, number, width=0.8, color="tab:green")
+    class_ax.set_xlabel("classes per client")
+    class_ax.set_ylabel("clients")
 
 
 def _size_bars(ax, fd: FederatedData) -> None:  # type: ignore[no-untyped-def]

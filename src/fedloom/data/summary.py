@@ -70,30 +70,74 @@ def class_labels(fd: FederatedData) -> list[str]:
     return list(names) if names and len(names) == fd.num_classes else [str(c) for c in range(fd.num_classes)]
 
 
+#: beyond this many clients the table, the heatmap and the bar plots summarize instead of listing every client
+SUMMARY_CLIENTS = 50
+#: clients listed at each end (most and least skewed) of a summarized table
+EXTREME_CLIENTS = 5
+
+
 def format_table(fd: FederatedData) -> str:
     """A per-client table (client, train, test, label counts per class, EMD to the global label mix) with a
-    header, a total row and a summary line."""
+    header, a total row and a summary line. Beyond SUMMARY_CLIENTS clients: histograms of client sizes and of
+    classes per client, and only the most and least skewed clients (label_counts.csv keeps every client)."""
     counts = fd.client_label_counts()
     emd = label_emd(counts)
-    rows = [[str(i), str(tr), str(te)] + [str(v) for v in row] + [f"{e:.3f}"]
-            for i, (tr, te, row, e) in enumerate(zip(fd.train_sizes(), fd.test_sizes(), counts, emd))]  # fmt: skip
-    test_total = len(fd.test_idx[0]) if fd.test_split == "global" and fd.num_clients else fd.test_sizes().sum()
-    total = [["total", str(fd.train_sizes().sum()), str(test_total)] + [str(v) for v in counts.sum(0)] + [""]]
+    sizes = counts.sum(axis=1)
+    many = fd.num_clients > SUMMARY_CLIENTS
+    order = np.argsort(-emd, kind="stable")  # most skewed first (ties: lowest client id first)
+    shown = np.concatenate([order[:EXTREME_CLIENTS], order[-EXTREME_CLIENTS:]]) if many else np.arange(len(emd))
+    train, test = fd.train_sizes(), fd.test_sizes()
+    rows = [[str(i), str(train[i]), str(test[i])] + [str(v) for v in counts[i]] + [f"{emd[i]:.3f}"] for i in shown]
+    test_total = len(fd.test_idx[0]) if fd.test_split == "global" and fd.num_clients else test.sum()
+    total = ["total", str(train.sum()), str(test_total)] + [str(v) for v in counts.sum(0)] + [""]
     header = ["client", "train", "test"] + [str(c) for c in range(fd.num_classes)] + ["EMD"]
-    widths = [max(len(r[j]) for r in [header] + rows + total) for j in range(len(header))]
+    widths = [max(len(r[j]) for r in [header, total, *rows]) for j in range(len(header))]
     line = lambda r: "  ".join(v.rjust(w) for v, w in zip(r, widths))  # noqa: E731
-    s = partition_summary(fd)
+    body = [line(r) for r in rows]
+    if many:
+        body = [f"{EXTREME_CLIENTS} most skewed clients (highest label EMD):", *body[:EXTREME_CLIENTS],
+                f"{EXTREME_CLIENTS} least skewed clients:", *body[EXTREME_CLIENTS:]]
     out = [
         f"{fd.dataset.name}: {fd.num_clients} clients, partition {describe(fd)}, train_ratio {fd.train_ratio}, "
         f"test split {_test_note(fd)}",
         *_legend(fd),
-        line(header), *[line(r) for r in rows], line(total[0]),
-        f"client size {s['client_size_mean']:.1f} ± {s['client_size_std']:.1f} "
-        f"(min {s['client_size_min']}, max {s['client_size_max']}); classes/client "
-        f"{s['mean_classes_per_client']:.2f}; mean label EMD to the global mix {s['mean_label_emd']:.3f}; "
+        *(_histograms(sizes, (counts > 0).sum(axis=1)) if many else []),
+        line(header), *body, line(total),
+        f"client size {sizes.mean():.1f} ± {sizes.std():.1f} (min {sizes.min()}, max {sizes.max()}); "
+        f"classes/client {(counts > 0).sum(axis=1).mean():.2f}; mean label EMD to the global mix {emd.mean():.3f}; "
         f"hash {fd.partition_hash[:12]}",
     ]  # fmt: skip
+    if many:
+        out.append(f"({fd.num_clients} clients summarized; every client is in label_counts.csv with --out)")
     return "\n".join(out)
+
+
+def size_bins(sizes: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Integer bin edges for client sizes: geometric when the sizes span more than a factor of 20 (a few
+    large clients would otherwise squeeze every small one into the first bin), else linear."""
+    low, high = int(sizes.min()), int(sizes.max()) + 1
+    if high - low <= bins:
+        return np.arange(low, high + 1)
+    edges = np.geomspace(max(low, 1), high, bins + 1) if high > 20 * max(low, 1) else np.linspace(low, high, bins + 1)
+    edges = np.unique(np.round(edges).astype(np.int64))
+    edges[0] = low
+    return edges
+
+
+def _histograms(sizes: np.ndarray, classes: np.ndarray) -> list[str]:
+    """Text histograms of client sizes and of classes per client (one line per bin, bars scaled to 40 chars)."""
+    edges = size_bins(sizes)
+    size_counts, _ = np.histogram(sizes, bins=edges)
+    size_labels = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:])]
+    values, class_counts = np.unique(classes, return_counts=True)
+    return ["client sizes (samples: clients):", *_bars(size_labels, size_counts),
+            "classes per client (classes: clients):", *_bars([str(v) for v in values], class_counts)]
+
+
+def _bars(labels: list[str], counts: np.ndarray) -> list[str]:
+    width = max(len(s) for s in labels)
+    top = max(int(counts.max()), 1)
+    return [f"  {lab.rjust(width)}  {int(n):>7}  {'#' * int(round(40 * n / top))}" for lab, n in zip(labels, counts)]
 
 
 def _legend(fd: FederatedData) -> list[str]:
