@@ -143,6 +143,9 @@ def save_checkpoint(run_dir: Path, cfg: RunConfig, progress: RunProgress,
     target = run_dir / CHECKPOINT_NAME
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp")
     try:
+        from fedloom.tracking import file_mode
+
+        os.fchmod(fd, file_mode())  # like every file of the run folder (mkstemp alone gives 0600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(MAGIC + json.dumps(header, sort_keys=True, default=str).encode() + b"\n" + body)
             handle.flush()

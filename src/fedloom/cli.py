@@ -98,6 +98,10 @@ def make_parser() -> argparse.ArgumentParser:
                                   default=argparse.SUPPRESS, metavar="V")
     sub.add_parser("list", help="list algorithms, datasets, models, partitioners and engines", allow_abbrev=False)
     add_bench_parsers(sub)
+    for command in sub.choices.values():  # read early by main (plugins.specs_from_argv); declared for --help
+        command.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                             help="import a plugin module or .py file that registers components (repeatable; "
+                                  "also read from $FEDLOOM_IMPORT, see docs/python.md)")
     return parser
 
 
@@ -197,6 +201,10 @@ COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
+        from fedloom.plugins import import_plugin, specs_from_argv
+
+        for spec in specs_from_argv(sys.argv[1:] if argv is None else argv):
+            import_plugin(spec)  # before the parser: the plugin's option flags must exist
         args = make_parser().parse_args(argv)
         with termination_handlers():  # SIGTERM/SIGHUP clean up like Ctrl-C (FAILED marker, workers, lock)
             return COMMANDS[args.command](args)

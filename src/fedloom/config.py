@@ -472,9 +472,59 @@ def _toml_value(value: Any) -> str:
 
 
 def to_toml(cfg: RunConfig) -> str:
-    """The resolved config as TOML (None values omitted), readable back by load_toml."""
-    lines = [f"{name} = {_toml_value(getattr(cfg, name))}" for name in RUN_FIELDS if getattr(cfg, name) is not None]
+    """The resolved config as TOML (None values omitted), readable back by load_toml. Fields that the chosen
+    partitioner, engine or round pattern does not read are left out while they hold their default (reading the
+    file back restores the same value, so the run's identity hash is unchanged); one that was set to another
+    value stays, marked with a comment, because the identity of the run includes it."""
+    unused = inapplicable_fields(cfg)
+    lines = []
+    for name in RUN_FIELDS:
+        value = getattr(cfg, name)
+        if value is None or (name in unused and value == RUN_FIELDS[name].default):
+            continue
+        note = f"  # not used: {unused[name]}" if name in unused else ""
+        lines.append(f"{name} = {_toml_value(value)}{note}")
     for namespace, opts in sorted(cfg.options.items()):
         lines.append(f"\n[{namespace}]")
         lines += [f"{key} = {_toml_value(val)}" for key, val in sorted(opts.items()) if val is not None]
     return "\n".join(lines) + "\n"
+
+
+# fields read only by some partitioners (a partitioner's ``params``), engines (their options' ``stored_as``) or
+# round patterns; the others apply to every run
+_GOSSIP_FIELDS = {"topology": "gossip"}
+
+
+def inapplicable_fields(cfg: RunConfig) -> dict[str, str]:
+    """RunConfig fields that the resolved ``cfg`` does not use, each with the reason (``partition
+    'dirichlet'``). Empty when a name does not resolve (an unresolved config keeps every field)."""
+    from fedloom.data.base import PARTITIONERS
+    from fedloom.engines import ENGINE_OPTIONS
+    from fedloom.engines.options import engines_in_use, stored_fields
+    from fedloom.errors import FedloomError
+    import fedloom.data.partitioners  # noqa: F401  (registration)
+
+    try:
+        unused = _unused_partition_fields(cfg, PARTITIONERS)
+        stored = {name: set(stored_fields(cls).values()) for name, cls in ENGINE_OPTIONS.items()}
+        used = set().union(*(stored.get(e, set()) for e in engines_in_use(cfg)))
+        unused.update({f: f"engine '{cfg.engine}'" for f in sorted(set().union(*stored.values()) - used)})
+    except FedloomError:
+        return {}
+    for name, pattern in _GOSSIP_FIELDS.items():
+        if canonical(cfg.pattern) != pattern:
+            unused[name] = f"pattern '{cfg.pattern}'"
+    return unused
+
+
+def _unused_partition_fields(cfg: RunConfig, partitioners: Registry) -> dict[str, str]:
+    """Partition fields read by some partitioner but not by the chosen one (nor, for feature-shift, by its base
+    partitioner)."""
+    if not cfg.partition:
+        return {}
+    every = {p for _, fn in partitioners.items() for p in getattr(fn, "params", ())}
+    chosen = partitioners.get(cfg.partition)
+    used = set(getattr(chosen, "params", ()))
+    if "base_partition" in used and cfg.base_partition in partitioners:
+        used |= set(getattr(partitioners.get(cfg.base_partition), "params", ()))
+    return {name: f"partition '{cfg.partition}'" for name in sorted(every - used) if name in RUN_FIELDS}

@@ -42,6 +42,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
+        _load_plugins()
         key = canonical(name)
         if key not in self._items:
             raise ConfigError(self.unknown_message(name))
@@ -53,10 +54,21 @@ class Registry(Generic[T]):
         return msg + (f". Did you mean '{close[0]}'?" if close else "")
 
     def __contains__(self, name: str) -> bool:
+        _load_plugins()
         return canonical(name) in self._items
 
     def names(self) -> list[str]:
+        _load_plugins()
         return sorted(self._items)
 
     def items(self) -> Iterator[tuple[str, T]]:
+        _load_plugins()
         return iter(sorted(self._items.items()))
+
+
+def _load_plugins() -> None:
+    """Third-party components (entry points, $FEDLOOM_IMPORT) are imported on the first lookup in any registry
+    (fedloom.plugins), so that they are listed and found like built-in ones."""
+    from fedloom import plugins
+
+    plugins.ensure_loaded()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sys
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,6 +37,7 @@ from fedloom.pipeline.build import build_pipeline
 from fedloom.plots import accuracy_curve
 from fedloom.seams import known_namespaces, resolve_seams, seam_namespaces, seam_options
 from fedloom.registry import canonical
+from fedloom.provenance import provenance
 from fedloom.tracking import RunFolder
 from fedloom.trackers import TrackerGroup, make_trackers
 
@@ -105,7 +108,15 @@ from fedloom.rounds import (RoundOutput, evaluate, federation_of, initial_round,
 class RunOutcome:
     summary: dict[str, Any]
     records: list[dict[str, Any]]
-    folder: Path
+    folder: Optional[Path]  # None for a run kept in memory (fedloom.api.run(out=None))
+    clients: list[dict[str, Any]] = field(default_factory=list)  # clients.csv's rows
+    server: Any = None  # the final ServerResult (server state and last broadcast)
+    config: Optional[RunConfig] = None  # the resolved config the run used
+
+
+def wants_stop(progress: Optional[Callable[[int, dict], Any]], round_: int, record: dict[str, Any]) -> bool:
+    """Call the per-round callback; a callback that returns False asks the run to end after this round."""
+    return progress is not None and progress(round_, record) is False
 
 
 def start_progress(exp: Experiment, folder: RunFolder) -> RunProgress:
@@ -115,14 +126,18 @@ def start_progress(exp: Experiment, folder: RunFolder) -> RunProgress:
     return RunProgress(server, 0, [record], per_client, {}, {"up": 0, "down": 0})
 
 
-def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], None]],
-               start: RunProgress) -> RunOutcome:
+def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[int, dict], Any]],
+               start: RunProgress, stopped: bool = False) -> RunOutcome:
     """Rounds ``start.round + 1 .. cfg.rounds``, checkpointing every ``cfg.checkpoint_every`` rounds, then
-    clients.csv, the plot and the summary."""
+    clients.csv, the plot and the summary. A ``progress`` callback that returns False ends the run after the
+    round it was called for (``stopped``: it already did so for the initial evaluation); the summary then
+    records the rounds actually run and ``stopped_early``."""
     cfg, task = exp.config, exp.runtime.task
     state = start
     started = time.perf_counter()
     for round_ in range(state.round + 1, cfg.rounds + 1):
+        if stopped:
+            break
         out = exp.pattern.step(exp, state.server, round_, state.totals)
         state.server, state.round = out.server, round_
         state.last_train.update(out.client_metrics)
@@ -132,38 +147,43 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
             state.records.append(out.record)
             state.per_client = out.per_client
             folder.append_jsonl("metrics.jsonl", out.record)
-            if progress:
-                progress(round_, out.record)
-        if cfg.checkpoint_every and round_ % cfg.checkpoint_every == 0 and round_ < cfg.rounds:
+            stopped = wants_stop(progress, round_, out.record)
+        if cfg.checkpoint_every and round_ % cfg.checkpoint_every == 0 and round_ < cfg.rounds and not stopped:
             elapsed = state.wall_seconds + time.perf_counter() - started
             save_checkpoint(folder.path, cfg, dataclasses.replace(state, wall_seconds=elapsed),
                             exp.engine.client_states())
     wall = state.wall_seconds + time.perf_counter() - started
     records, per_client, last_train, totals = state.records, state.per_client, state.last_train, state.totals
-    write_client_table(exp, folder, per_client, last_train)
+    clients = write_client_table(exp, folder, per_client, last_train)
     primary = task.primary_metric
-    accuracy_curve(records, folder.path / "accuracy.png",
-                   f"{cfg.algorithm} on {cfg.dataset} ({cfg.partition}, {cfg.clients} clients, seed {cfg.seed})")
+    if folder.path is not None:  # a run kept in memory draws nothing
+        accuracy_curve(records, folder.path / "accuracy.png", f"{cfg.algorithm} on {cfg.dataset} "
+                       f"({cfg.partition}, {cfg.clients} clients, seed {cfg.seed})")
     best = max(records, key=lambda r: r[primary])
     summary = {"best_accuracy": best[primary], "best_round": best["round"], "final_accuracy": records[-1][primary],
-               "final_loss": records[-1].get("loss"), "rounds": cfg.rounds, "wall_seconds": round(wall, 3),
+               "final_loss": records[-1].get("loss"), "rounds": state.round, "wall_seconds": round(wall, 3),
                "algorithm": cfg.algorithm, "dataset": cfg.dataset, "partition": cfg.partition, "model": cfg.model,
                "clients": cfg.clients, "seed": cfg.seed, "engine": cfg.engine, "threads": cfg.threads,
                "device": str(exp.runtime.device), "total_bytes_up": totals["up"],
-               "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash}
-    return RunOutcome(summary, records, folder.path)
+               "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash,
+               "provenance": provenance(exp.runtime.device, cfg.threads)}
+    if state.round < cfg.rounds:
+        summary.update(stopped_early=True, rounds_planned=cfg.rounds)
+    return RunOutcome(summary, records, folder.path, clients, state.server, cfg)
 
 
 def write_client_table(exp: Experiment, folder: RunFolder, per_client: dict[int, dict[str, float]],
-                       last_train: dict[int, dict[str, float]]) -> None:
+                       last_train: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """clients.csv (final metrics of every client); returns its rows as dicts of numbers."""
     task, rows = exp.runtime.task, []
     for cid in sorted(per_client):
         metrics = task.finalize(per_client[cid])
         rows.append([cid, int(exp.data.train_idx[cid].numel()), int(exp.data.test_idx[cid].numel()),
                      f"{metrics[task.primary_metric]:.6f}", f"{metrics.get('loss', float('nan')):.6f}",
                      f"{last_train.get(cid, {}).get('train_loss', float('nan')):.6f}"])
-    folder.write_csv("clients.csv", ["client", "train_samples", "test_samples", task.primary_metric, "loss",
-                                     "last_local_train_loss"], rows)
+    header = ["client", "train_samples", "test_samples", task.primary_metric, "loss", "last_local_train_loss"]
+    folder.write_csv("clients.csv", header, rows)
+    return [{key: (int(v) if i < 3 else float(v)) for i, (key, v) in enumerate(zip(header, row))} for row in rows]
 
 
 def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None]] = None,
@@ -172,16 +192,22 @@ def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None
     run folder exists; a failure during training leaves a FAILED marker and no summary.json. ``resume``
     continues the existing run folder ``cfg.out`` from its checkpoint (or from round 0 if it has none).
     The folder is locked for the whole run (one writer), see docs/reliability.md."""
+    exp = prepare_experiment(cfg, resume)
+    try:
+        return _run_in_folder(exp, progress, resume)
+    finally:
+        exp.engine.close()  # stops worker processes, if the engine has any
+
+
+def prepare_experiment(cfg: RunConfig, resume: bool = False) -> Experiment:
+    """Resolve and check ``cfg``, set this process's torch threads, load the data and build the experiment
+    (nothing is written yet). The caller closes ``exp.engine``."""
     cfg = resolve_config(cfg)
     check_run_paths(cfg, resume)
     torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     data = load_data(cfg, device)
-    exp = build_experiment(cfg, data, device)
-    try:
-        return _run_in_folder(exp, progress, resume)
-    finally:
-        exp.engine.close()  # stops worker processes, if the engine has any
+    return build_experiment(cfg, data, device)
 
 
 def _run_in_folder(exp: Experiment, progress: Optional[Callable[[int, dict], None]], resume: bool) -> RunOutcome:
@@ -193,11 +219,12 @@ def _run_in_folder(exp: Experiment, progress: Optional[Callable[[int, dict], Non
     try:
         trackers.start(folder.path, exp.config.to_dict())
         wrapped = trackers.wrap(progress)
+        stopped = False
         if start is None:
             start = begin_run(exp, folder)
-            if wrapped:
-                wrapped(0, start.records[0])  # the initial model's evaluation (trackers plot it as step 0)
-        outcome = run_rounds(exp, folder, wrapped, start)
+            # the initial model's evaluation (trackers plot it as step 0)
+            stopped = wants_stop(wrapped, 0, start.records[0])
+        outcome = run_rounds(exp, folder, wrapped, start, stopped)
         folder.finish(outcome.summary)
         remove_checkpoint(folder.path)
         if not exp.config.keep_client_states:
@@ -237,3 +264,17 @@ def check_run_paths(cfg: RunConfig, resume: bool) -> None:
         raise ConfigError(f"{checkpoint} is not a checkpoint file (it is a folder); move it away")
     if cfg.store_dir:
         check_store_dir(Path(cfg.store_dir))
+
+
+# ------------------------------------------------------------------------------------------------ fedloom.run(...)
+class _CallableModule(types.ModuleType):
+    """``import fedloom.run`` binds this module to the package attribute ``fedloom.run``, which is also the
+    documented Python entry point ``fedloom.run(...)``: calling the module calls :func:`fedloom.api.run`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from fedloom.api import run
+
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -26,9 +26,26 @@ COMPLETE_MARKER = "summary.json"
 FAILED_MARKER = "FAILED"
 
 
+def file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` gives a new file: 0666 less the umask (0644 under the usual
+    022). ``tempfile.mkstemp`` creates its files 0600, which made config.toml and summary.json unreadable to
+    colleagues on a shared machine while metrics.jsonl was not; atomic writes apply this mode explicitly.
+    Linux reports the umask in /proc/self/status (thread-safe); elsewhere it is read by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -133,3 +150,27 @@ class RunFolder:
     def finish(self, summary: dict[str, Any]) -> None:
         (self.path / FAILED_MARKER).unlink(missing_ok=True)
         self.write_json(COMPLETE_MARKER, summary)
+
+
+class MemoryFolder:
+    """A run "folder" kept in memory (``fedloom.api.run(out=None)``): the same writes as RunFolder, into dicts;
+    ``path`` is None, so nothing that needs a file (plots, checkpoints) is drawn or saved."""
+
+    path = None
+
+    def __init__(self) -> None:
+        self.texts: dict[str, str] = {}
+        self.lines: dict[str, list[dict[str, Any]]] = {}
+        self.tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
+
+    def write_text(self, name: str, text: str) -> None:
+        self.texts[name] = text
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_text(name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
+        self.lines.setdefault(name, []).append(dict(record))
+
+    def write_csv(self, name: str, header: list[str], rows: Iterable[list[Any]]) -> None:
+        self.tables[name] = (list(header), [list(row) for row in rows])
