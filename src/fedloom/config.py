@@ -86,7 +86,9 @@ class RunConfig:
     aggregator: str = _f("mean", "how an averaging server combines uploads: mean | median | trimmed-mean | krum "
                                  "(options --trimmed-mean.beta, --krum.f)")
     attack: Optional[str] = _f(None, "attack run by a malicious subset of clients fixed by the seed "
-                                     "(--attack.fraction): signflip")
+                                     "(--attack.fraction, --attack.sampling plain|exact): labelflip | badnets | dba "
+                                     "(data) | scaling | signflip | gaussian-attack (update) | alie | ipm | minmax "
+                                     "| minsum (omniscient); see docs/trust-attacks.md")
     pattern: str = _f("star", "round pattern: star (a server) | gossip (no server: nodes average with their "
                               "--topology neighbours)")
     topology: str = _f("ring", "gossip topology: ring | torus | complete (Metropolis-Hastings weights)")

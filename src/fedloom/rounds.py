@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from fedloom.algorithms.base import Federation, ServerResult, ServerState
 from fedloom.algorithms.tree import tree_allfinite
 from fedloom.data.federated import FederatedData
 from fedloom.errors import TrainingError
+from fedloom.pipeline.attacks import POISONED_SPLIT
 from fedloom.pipeline.context import AGGREGATOR_STATE_KEY, AggregationContext
 from fedloom.seeding import numpy_generator
 
@@ -21,9 +22,13 @@ if TYPE_CHECKING:
     from fedloom.run import Experiment
 
 
-def sample_cohort(num_clients: int, join_ratio: float, seed: int, round_: int) -> list[int]:
-    """A uniformly random subset of int(join_ratio·N) clients (at least one), from the round's own stream."""
+def sample_cohort(num_clients: int, join_ratio: float, seed: int, round_: int,
+                  sampler: Optional[Callable[[int, int, int, int], list[int]]] = None) -> list[int]:
+    """A uniformly random subset of int(join_ratio·N) clients (at least one), from the round's own stream; or,
+    when the threat model gives a ``sampler`` (exact attacker counts), the cohort of that size it draws."""
     size = max(1, int(join_ratio * num_clients + 1e-9))
+    if sampler is not None:
+        return sampler(num_clients, size, seed, round_)
     if size >= num_clients:
         return list(range(num_clients))
     rng = numpy_generator(seed, round_, -1, "client-sampling")
@@ -50,10 +55,25 @@ def evaluate(exp: Experiment, broadcast: Any, round_: int) -> tuple[dict[str, fl
     clients = list(range(exp.data.num_clients))
     per_client = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="test")
     record = summarize_clients(per_client, exp.runtime.task)
+    record.update(attack_metrics(exp, broadcast, clients, round_))
     if exp.config.eval_train:
         train = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split="train")
         record.update(summarize_clients(train, exp.runtime.task, prefix="train_"))
     return record, per_client
+
+
+def attack_metrics(exp: Experiment, broadcast: Any, clients: list[int], round_: int) -> dict[str, float]:
+    """``asr``: the evaluated models' accuracy on the attack's poisoned test split (a backdoor's trigger-stamped
+    samples whose true label is not the target, scored against the target), pooled over clients; nothing when
+    the run's attack has no such split."""
+    if exp.runtime.uploads.eval_view(POISONED_SPLIT) is None:
+        return {}
+    sums = exp.engine.evaluate(exp.algorithm, broadcast, clients, round_, split=POISONED_SPLIT)
+    totals: dict[str, float] = {}
+    for client_sums in sums.values():
+        for key, value in client_sums.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {"asr": exp.runtime.task.finalize(totals)[exp.runtime.task.primary_metric]} if totals else {}
 
 
 def _rounded(record: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +95,7 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
     """One round: sample → train the cohort → server step → (maybe) evaluate. ``totals`` accumulates bytes."""
     cfg, algo = exp.config, exp.algorithm
     t0 = time.perf_counter()
-    cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_)
+    cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_, exp.runtime.uploads.cohort_sampler)
     bytes_down = sum(server.broadcast.nbytes(c) for c in cohort)
     result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
     actx = aggregation_context(exp, server.state, round_)

@@ -147,8 +147,8 @@ class ClientContext:
     @torch.no_grad()
     def mean_loss(self, params: Params, indices: torch.Tensor) -> torch.Tensor:
         """Mean task loss of ``params`` over some of this client's samples (a validation slice), as a tensor."""
-        x, y = self.runtime.data.dataset.x, self.runtime.data.dataset.y
-        return self.runtime.task.mean_loss(self.apply(params, x[indices]), y[indices])
+        x, y = self.data(indices)
+        return self.runtime.task.mean_loss(self.apply(params, x), y)
 
     def generator(self, purpose: str, round_: Optional[int] = None) -> torch.Generator:
         """A generator unique to (root seed, round, client, purpose). ``round_`` names another round's stream:
@@ -159,8 +159,17 @@ class ClientContext:
 
     def data(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of some of this client's samples, for an algorithm's own small loop over data
-        that is not local SGD on the model (FedALA's weight learning, FedAPEN's ensemble weight)."""
-        return self.runtime.data.dataset.x[indices], self.runtime.data.dataset.y[indices]
+        that is not local SGD on the model (FedALA's weight learning, FedAPEN's ensemble weight); a malicious
+        client's data are poisoned here as in local SGD."""
+        x, y = self.runtime.data.dataset.x[indices], self.runtime.data.dataset.y[indices]
+        poison = self.poison()
+        return (x, y) if poison is None else poison.corrupt_batch(indices, x, y)
+
+    def poison(self) -> Any:
+        """This client's data-level attack (a BatchPoison), None unless the threat model makes it malicious."""
+        data = self.runtime.data
+        return self.runtime.uploads.poison_for(self.client_id, data.train_idx[self.client_id], data.num_classes,
+                                               data.input_shape)
 
     def local_sgd_carry(self, params: Params, carry: Any, batch_loss: CarryLoss,
                         **options: Any) -> tuple[Params, Any, dict[str, float]]:
@@ -206,7 +215,7 @@ class ClientContext:
         overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         runner = LocalSGD(self.runtime.batch_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
-                          describe=f"client {self.client_id}, round {self.round}")
+                          describe=f"client {self.client_id}, round {self.round}", poison=self.poison())
         return runner.run(params, self.train_indices if indices is None else indices, cfg,
                           self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
                           grad_correction=grad_correction, trainable=trainable, aux=aux,

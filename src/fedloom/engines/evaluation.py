@@ -8,7 +8,7 @@ evaluated one at a time as they stream past, so memory never holds more than one
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -19,9 +19,12 @@ Sums = dict[str, float]
 
 
 @torch.no_grad()
-def forward_in_chunks(runtime: Runtime, params: Params, indices: torch.Tensor) -> torch.Tensor:
+def forward_in_chunks(runtime: Runtime, params: Params, indices: torch.Tensor,
+                      inputs: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+    """Model outputs for ``indices``; ``inputs`` changes each chunk's inputs first (a split's view)."""
     x = runtime.data.dataset.x
-    outputs = [runtime.apply(params, x[chunk]) for chunk in indices.split(runtime.eval_batch_size)]
+    view = inputs or (lambda batch: batch)
+    outputs = [runtime.apply(params, view(x[chunk])) for chunk in indices.split(runtime.eval_batch_size)]
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
@@ -29,13 +32,17 @@ def sums_of(runtime: Runtime, outputs: torch.Tensor, targets: torch.Tensor) -> S
     return {key: float(value) for key, value in runtime.task.eval_sums(outputs, targets).items()}
 
 
-def evaluate_group(runtime: Runtime, params: Params, clients: list[tuple[int, torch.Tensor]]) -> dict[int, Sums]:
-    """Evaluate several clients that share ``params`` with one pass over their concatenated indices."""
+def evaluate_group(runtime: Runtime, params: Params, clients: list[tuple[int, torch.Tensor]],
+                   split: str = "test") -> dict[int, Sums]:
+    """Evaluate several clients that share ``params`` with one pass over their concatenated indices (of
+    ``split``: a split with a view, the attack's poisoned one, changes inputs and targets)."""
     if not clients:
         return {}
     indices = torch.cat([idx for _, idx in clients])
-    outputs = forward_in_chunks(runtime, params, indices)
+    view = runtime.uploads.eval_view(split)
+    outputs = forward_in_chunks(runtime, params, indices, None if view is None else view.stamp)
     targets = runtime.data.dataset.y[indices]
+    targets = targets if view is None else view.relabel(targets)
     results, start = {}, 0
     for client_id, idx in clients:
         stop = start + idx.shape[0]
@@ -55,11 +62,17 @@ def evaluate_stream(runtime: Runtime, items: Iterable[tuple[int, Params]], share
         if params is shared:
             pooled.append((client_id, idx))
         else:  # the client's own architecture (a mixed federation never shares parameters)
-            results.update(evaluate_group(runtime.for_client(client_id), params, [(client_id, idx)]))
-    results.update(evaluate_group(runtime, shared, pooled))
+            results.update(evaluate_group(runtime.for_client(client_id), params, [(client_id, idx)], split))
+    results.update(evaluate_group(runtime, shared, pooled, split))
     return dict(sorted(results.items()))
 
 
 def split_indices(runtime: Runtime, client_id: int, split: str) -> torch.Tensor:
+    """A client's samples of ``split``: its training samples for "train", else its test samples, of which a
+    split with a view (the attack's poisoned split) keeps those the view counts."""
     data = runtime.data
-    return data.test_idx[client_id] if split == "test" else data.train_idx[client_id]
+    if split == "train":
+        return data.train_idx[client_id]
+    indices = data.test_idx[client_id]
+    view = runtime.uploads.eval_view(split)
+    return indices if view is None else indices[view.keep(data.dataset.y[indices])]

@@ -60,6 +60,8 @@ class LocalSGD:
     x: torch.Tensor
     y: torch.Tensor
     describe: str  # "client 3, round 7" for error messages
+    #: a malicious client's data-level attack (fedloom.pipeline.attacks.BatchPoison): changes its batches
+    poison: Optional[Any] = None
 
     def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
             extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
@@ -80,6 +82,8 @@ class LocalSGD:
         for epoch in range(cfg.epochs):
             for batch in epoch_batches(indices, cfg.batch_size, generator):
                 xb, yb = self.x[batch], self.y[batch]
+                if self.poison is not None:
+                    xb, yb = self.poison.corrupt_batch(batch, xb, yb)
                 for _ in range(steps_per_batch):
                     loss = loss_fn(work, xb, yb)
                     if extra_loss is not None:

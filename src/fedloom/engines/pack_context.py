@@ -108,8 +108,10 @@ class PackContext:
         overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         stacked = self.stacked_names(params)
-        jobs = [PackJob(pos, cid, client_batches(self.runtime.data.train_idx[cid], cfg,
-                                                 torch_generator(self.runtime.seed, self.round, cid, purpose)))
+        data = self.runtime.data
+        jobs = [PackJob(pos, cid, client_batches(data.train_idx[cid], cfg,
+                                                 torch_generator(self.runtime.seed, self.round, cid, purpose)),
+                        self.runtime.uploads.poison_for(cid, data.train_idx[cid], data.num_classes, data.input_shape))
                 for pos, cid in enumerate(self.client_ids)]
         runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                          self.slots, self.usage, self._batched_model(params))

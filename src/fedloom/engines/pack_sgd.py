@@ -33,6 +33,8 @@ class PackJob:
     position: int
     client_id: int
     batches: list[torch.Tensor]
+    #: a malicious client's data-level attack (fedloom.pipeline.attacks.BatchPoison), applied to its batches
+    poison: Optional[Any] = None
 
 
 def client_batches(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator) -> list[torch.Tensor]:
@@ -90,6 +92,7 @@ class PackSGD:
             self.usage.record(state.width, int((counts > 0).sum()))
             xb = self.x[idx.reshape(-1)].reshape(*idx.shape, *self.x.shape[1:])
             yb = self.y[idx.reshape(-1)].reshape(idx.shape)
+            state.poison(idx, xb, yb)
             grads, losses = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device), state.aux_slots)
             state.update(grads, losses.detach().double().cpu() * counts)
             for slot in state.finished_slots():
@@ -184,6 +187,13 @@ class _SlotState:
                     v[slot].zero_()
             if self.aux_slots is not None:
                 tree_map(lambda dst, src: dst[slot].copy_(src[job.position]), self.aux_slots, self.aux)
+
+    def poison(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """Malicious slots' batches replaced in place by their poisoned version (the serial loop's, sample by
+        sample: padding has weight 0 whatever it becomes)."""
+        for slot, job in enumerate(self.jobs):
+            if job is not None and job.poison is not None:
+                xb[slot], yb[slot] = job.poison.corrupt_batch(idx[slot], xb[slot], yb[slot])
 
     def any_active(self) -> bool:
         return any(job is not None for job in self.jobs)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import torch
+
 from fedloom.errors import ConfigError
 from fedloom.pipeline.aggregators import AGGREGATORS, Aggregator
-from fedloom.pipeline.attacks import ATTACKS, THREAT_NAMESPACE, THREATS, Attack
+from fedloom.pipeline.attacks import ATTACKS, THREAT_NAMESPACE, THREATS, Attack, Colluding
 from fedloom.pipeline.chain import UploadPipeline
 from fedloom.pipeline.transforms import TRANSFORMS, UploadTransform
 from fedloom.registry import Registry, canonical
@@ -45,30 +47,47 @@ def build_transforms(cfg: Any) -> tuple[tuple[str, UploadTransform], ...]:
     return tuple(chain)
 
 
-def build_pipeline(cfg: Any, num_clients: int) -> UploadPipeline:
-    attack: Optional[Attack] = None
+def build_attack(cfg: Any, num_clients: int) -> Optional[Attack]:
+    """The run's attack with its cohort-dependent defaults resolved (None without ``--attack``)."""
+    if not cfg.attack:
+        return None
+    return _make(ATTACKS, cfg.attack, cfg).bind(cohort_size(cfg.join_ratio, num_clients))
+
+
+def build_pipeline(cfg: Any, num_clients: int, input_shape: Optional[tuple[int, ...]] = None,
+                   num_classes: Optional[int] = None, dtype: Optional[torch.dtype] = None) -> UploadPipeline:
+    """The upload pipeline and the threat model. With the data's facts (input shape, classes, dtype) the attack
+    also checks that it fits the dataset (a trigger inside the image), still before training."""
+    attack = build_attack(cfg, num_clients)
     malicious: frozenset[int] = frozenset()
-    if cfg.attack:
-        attack = _make(ATTACKS, cfg.attack, cfg)
+    sampler = None
+    if attack is not None:
         threat = _make(THREATS, THREAT_NAMESPACE, cfg)
         malicious = threat.malicious_clients(cfg.seed, num_clients)
+        sampler = threat.sampler(malicious)
+        if input_shape is not None:
+            attack.check_data(tuple(input_shape), int(num_classes), dtype or torch.float32)
     elif cfg.options.get(THREAT_NAMESPACE):
         raise ConfigError("--attack.* options were given without --attack NAME")
-    return UploadPipeline(cfg.seed, build_transforms(cfg), attack, malicious)
+    return UploadPipeline(cfg.seed, build_transforms(cfg), attack, malicious, sampler)
 
 
 def build_aggregator(cfg: Any, algorithm: Any, num_clients: int) -> Optional[Aggregator]:
-    """None for the plain mean (the algorithm's own weighted mean: bit-for-bit today's path)."""
+    """None for the plain mean (the algorithm's own weighted mean: bit-for-bit today's path). An omniscient
+    attack wraps the aggregator, the mean included, in ``Colluding`` (it needs every upload of the round)."""
     name = AGGREGATORS.get(cfg.aggregator).registry_name
     aggregator = _make(AGGREGATORS, name, cfg)
-    if not aggregator.needs_all:
+    attack = build_attack(cfg, num_clients)
+    colluding = attack is not None and attack.omniscient
+    if not aggregator.needs_all and not colluding:
         return None
     if algorithm.aggregation == "all":
-        raise ConfigError(f"--aggregator {name} replaces an averaging server's mean, but "
-                          f"{algorithm.registry_name}'s server does not average uploads (it reads each one); "
-                          f"use an averaging algorithm or --aggregator mean")
+        what = f"--attack {attack.registry_name} crafts uploads on the server" if colluding and not \
+            aggregator.needs_all else f"--aggregator {name} replaces an averaging server's mean"
+        raise ConfigError(f"{what}, but {algorithm.registry_name}'s server does not average uploads (it reads "
+                          f"each one); use an averaging algorithm" + ("" if colluding else " or --aggregator mean"))
     aggregator.check_cohort(cohort_size(cfg.join_ratio, num_clients))
-    return aggregator
+    return Colluding(attack, aggregator) if colluding else aggregator
 
 
 def cohort_size(join_ratio: float, num_clients: int) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import torch
 
 from fedloom.algorithms.tree import Tree, tree_bytes
-from fedloom.pipeline.attacks import Attack
+from fedloom.pipeline.attacks import POISONED_SPLIT, Attack, BatchPoison, PoisonContext, PoisonedTestView
 from fedloom.pipeline.context import TransformContext
 from fedloom.pipeline.transforms import Clip, UploadTransform
 from fedloom.pipeline.wire import Compact, decoded, flatten, message_bytes, payload_bytes, unflatten
@@ -17,12 +19,17 @@ ALGORITHM_KEY, TRANSFORMS_KEY = "__algorithm__", "__transforms__"
 
 @dataclass(frozen=True)
 class UploadPipeline:
-    """Attack (for malicious clients) → transforms in order → wire encoding (bytes) → decoding."""
+    """Attack (for malicious clients) → transforms in order → wire encoding (bytes) → decoding. It also holds
+    the threat model's other hooks: the cohort sampler, a malicious client's batch poison, the poisoned test
+    view (engines and rounds call these by their generic names and never look at the attack itself)."""
 
     seed: int = 0
     transforms: tuple[tuple[str, UploadTransform], ...] = ()
     attack: Optional[Attack] = None
     malicious: frozenset[int] = field(default_factory=frozenset)
+    #: ``(num_clients, size, seed, round) -> cohort`` when the threat model fixes the attackers per round
+    cohort_sampler: Optional[Callable[[int, int, int, int], list[int]]] = None
+    _poisons: dict[int, Optional[BatchPoison]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -36,6 +43,26 @@ class UploadPipeline:
     def clip_norm(self) -> float:
         clips = [t.norm for _, t in self.transforms if isinstance(t, Clip)]
         return clips[-1] if clips else 0.0
+
+    # ------------------------------------------------------------------ the threat model's hooks
+    def poison_for(self, client_id: int, train_indices: torch.Tensor, num_classes: int,
+                   input_shape: tuple[int, ...]) -> Optional[BatchPoison]:
+        """The batch transform of a malicious client under a data-level attack (None for everyone else); built
+        once per client (its poisoned samples are fixed for the run)."""
+        if self.attack is None or client_id not in self.malicious:
+            return None
+        if client_id not in self._poisons:
+            rank = sorted(self.malicious).index(client_id)
+            pctx = PoisonContext(self.seed, client_id, rank, train_indices, num_classes, tuple(input_shape))
+            self._poisons[client_id] = self.attack.poisoner(pctx)
+        return self._poisons[client_id]
+
+    def eval_view(self, split: str) -> Optional[PoisonedTestView]:
+        """How an evaluation split's samples are changed: the attack's poisoned test view for the poisoned split,
+        None (the samples as they are) for the others."""
+        if split != POISONED_SPLIT or self.attack is None:
+            return None
+        return self.attack.test_view()
 
     # ------------------------------------------------------------------ client state
     def split(self, stored: Optional[Tree]) -> tuple[Optional[Tree], dict[str, Any]]:
