@@ -80,7 +80,8 @@ class RunConfig:
     overwrite: bool = _f(False, "replace an existing run folder")
     quiet: bool = _f(False, "no progress bar, only the final line (for logs)")
     checkpoint_every: int = _f(0, "write RUN_DIR/checkpoint.pt every N rounds for --resume (0: never)")
-    trackers: Optional[str] = _f(None, "comma-separated mirrors of the metrics: tensorboard, mlflow (optional extras)")
+    trackers: Optional[str] = _f(None, "comma-separated mirrors of the metrics: tensorboard, mlflow, wandb (optional "
+                                       "extras), csv (RUN_DIR/metrics.csv)")
     transform: Optional[str] = _f(None, "upload transforms applied in order on every client, comma-separated: "
                                         "clip, gaussian, topk, quantize (options --clip.norm, --topk.ratio ...)")
     aggregator: str = _f("mean", "how an averaging server combines uploads: mean | median | trimmed-mean | krum "
@@ -107,6 +108,9 @@ class RunConfig:
     domains: int = _f(4, "feature-shift: number of domains; client k is in domain k mod domains (0 = unchanged)")
     shift_strength: float = _f(1.0, "feature-shift: transform strength (0 = none; 1: rotations 360*d/domains "
                                     "degrees, contrast down to 1/4, noise up to the data's std)")
+    partition_file: Optional[str] = _f(None, "clients read from a file instead of a partitioner: fedloom's "
+                                             "clients.npz/.json (fedloom partition --out) or a PFLlib folder "
+                                             "(config.json, train/, test/); see docs/data.md")
     options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "namespaced options"})
 
     def to_dict(self) -> dict[str, Any]:

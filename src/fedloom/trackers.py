@@ -1,19 +1,26 @@
-"""Optional experiment trackers (TensorBoard, MLflow) behind one small interface.
+"""Optional experiment trackers (TensorBoard, MLflow, Weights & Biases, plain CSV) behind one small interface.
 
-Off by default (``--trackers tensorboard,mlflow`` turns them on). They are mirrors for people who live in those
-tools: the run folder stays the source of truth, and a tracker never changes what is written there. Each
-backend is an optional extra (``pip install 'fedloom[tensorboard]'`` / ``'fedloom[mlflow]'``); asking for one
-that is not installed fails before the run folder is created, with the install command in the message.
+Off by default (``--trackers tensorboard,mlflow,wandb,csv`` turns them on). They are mirrors for people who
+live in those tools: the run folder stays the source of truth, and a tracker never changes what is written
+there (``csv`` adds its own file, metrics.csv). Each backend but csv is an optional extra (``pip install
+'fedloom[tensorboard]'`` / ``'fedloom[mlflow]'`` / ``'fedloom[wandb]'``); asking for one that is not installed
+fails before the run folder is created, with the install command in the message. W&B follows its own
+environment variables (``WANDB_MODE=offline`` to log without an account, ``WANDB_PROJECT``, default
+"fedloom").
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from fedloom.extras import require
 from fedloom.registry import Registry, canonical
+from fedloom.tracking import atomic_write_text
 
 TRACKERS: Registry[type] = Registry("tracker")
 
@@ -96,6 +103,59 @@ class MLflowTracker(Tracker):
         self._mlflow.end_run(status="FINISHED" if summary is not None else "FAILED")
 
 
+@TRACKERS.register("wandb")
+class WandbTracker(Tracker):
+    """A Weights & Biases run (project ``$WANDB_PROJECT`` or "fedloom", named after the run folder, its files
+    under ``RUN_DIR/wandb``): the config, metrics per round (step = round) and the summary."""
+
+    def __init__(self) -> None:
+        self._wandb = _require("wandb", "wandb")
+        self._run: Any = None
+
+    def start(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self._run = self._wandb.init(project=os.environ.get("WANDB_PROJECT", "fedloom"), name=run_dir.name,
+                                     dir=str(run_dir), config=flat_config(config), reinit=True)
+
+    def log(self, round_: int, metrics: dict[str, Any]) -> None:
+        self._run.log({k: v for k, v in numeric(metrics).items() if k != "round"}, step=round_)
+
+    def finish(self, summary: Optional[dict[str, Any]]) -> None:
+        if self._run is None:
+            return
+        if summary is not None:
+            self._run.summary.update({f"summary.{k}": v for k, v in numeric(summary).items()})
+        self._run.finish(exit_code=0 if summary is not None else 1)
+        self._run = None
+
+
+@TRACKERS.register("csv")
+class CSVTracker(Tracker):
+    """``RUN_DIR/metrics.csv``: metrics.jsonl as a spreadsheet (one row per evaluated round, one column per
+    metric, blank where a round lacks one). Rewritten whole at every round (a few KB), so the columns are the
+    union of every round's keys; a resumed run keeps the rows before the round it restarts from."""
+
+    NAME = "metrics.csv"
+
+    def __init__(self) -> None:
+        self._path: Optional[Path] = None
+        self._rows: list[dict[str, Any]] = []
+
+    def start(self, run_dir: Path, config: dict[str, Any]) -> None:
+        self._path = run_dir / self.NAME
+        if self._path.is_file():
+            with open(self._path, newline="") as handle:
+                self._rows = list(csv.DictReader(handle))
+
+    def log(self, round_: int, metrics: dict[str, Any]) -> None:
+        self._rows = [r for r in self._rows if int(r["round"]) < round_] + [dict(metrics, round=round_)]
+        columns = ["round"] + sorted({k for r in self._rows for k in r} - {"round"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self._rows)
+        atomic_write_text(self._path, buffer.getvalue())
+
+
 def make_trackers(spec: Optional[str]) -> list[Tracker]:
     """Trackers from a comma-separated list of names ('' or None: none)."""
     names = [canonical(n) for n in (spec or "").split(",") if n.strip() and canonical(n) != "none"]
@@ -116,15 +176,14 @@ class TrackerGroup:
         for tracker in self.trackers:
             tracker.log(round_, metrics)
 
-    def wrap(self, progress: Optional[Callable[[int, dict], None]]) -> Optional[Callable[[int, dict], None]]:
+    def wrap(self, progress: Optional[Callable[[int, dict], Any]]) -> Optional[Callable[[int, dict], Any]]:
         """The run's per-round callback, also feeding every tracker (unchanged when there are none)."""
         if not self.trackers:
             return progress
 
-        def both(round_: int, record: dict) -> None:
+        def both(round_: int, record: dict) -> Any:
             self.log(round_, record)
-            if progress:
-                progress(round_, record)
+            return progress(round_, record) if progress else None  # False from the callback: stop early
 
         return both
 

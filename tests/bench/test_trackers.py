@@ -18,8 +18,8 @@ FAST = ["--dataset", "digits", "--model", "mlp", "--clients", "4", "--rounds", "
 
 
 def test_unknown_tracker_is_one_line_with_choices(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code, _, err = cli(["run", *FAST, "--trackers", "wandb", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "unknown tracker 'wandb'" in err and "mlflow, tensorboard" in err
+    code, _, err = cli(["run", *FAST, "--trackers", "neptune", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "unknown tracker 'neptune'" in err and "csv, mlflow, tensorboard, wandb" in err
     assert not (tmp_path / "r").exists()
     assert make_trackers(None) == [] and make_trackers("") == []
 
