@@ -18,7 +18,12 @@ from fedloom.pipeline.transforms import TRANSFORMS
 from fedloom.registry import Registry, canonical
 
 #: Registries whose entries have option tables of their own, besides algorithms, datasets and models.
-SEAM_REGISTRIES: tuple[Registry, ...] = (TRANSFORMS, AGGREGATORS, ATTACKS, THREATS)
+SEAM_REGISTRIES: tuple[Registry, ...] = (TRANSFORMS, AGGREGATORS, ATTACKS, THREATS, PATTERNS)
+
+
+def _pattern_table(cfg: RunConfig) -> list[str]:
+    """The round pattern's option table (``[gossip]``), when its class declares options."""
+    return [cfg.pattern] if dataclasses.is_dataclass(PATTERNS.get(cfg.pattern)) else []
 
 
 def resolve_seams(cfg: RunConfig) -> RunConfig:
@@ -38,7 +43,7 @@ def _topology_name(name: str) -> str:
 
 def seam_namespaces(cfg: RunConfig) -> list[str]:
     """Option tables this run's seams read."""
-    selected = transform_names(cfg.transform) + [cfg.aggregator]
+    selected = transform_names(cfg.transform) + [cfg.aggregator] + _pattern_table(cfg)
     if cfg.attack:
         selected += [cfg.attack, THREAT_NAMESPACE]
     return selected
@@ -47,6 +52,7 @@ def seam_namespaces(cfg: RunConfig) -> list[str]:
 def seam_options(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     """Every selected seam's options, validated and with defaults filled in (for the run folder's config)."""
     tables = [(TRANSFORMS, name) for name in transform_names(cfg.transform)] + [(AGGREGATORS, cfg.aggregator)]
+    tables += [(PATTERNS, name) for name in _pattern_table(cfg)]
     if cfg.attack:
         tables += [(ATTACKS, cfg.attack), (THREATS, THREAT_NAMESPACE)]
     elif cfg.options.get(THREAT_NAMESPACE):

@@ -7,6 +7,6 @@ loop, checkpoints and resume are the same for every pattern.
 """
 
 from fedloom.patterns.base import PATTERNS, RoundPattern
-from fedloom.patterns import gossip, star  # noqa: F401  (registration)
+from fedloom.patterns import bandwidth, gossip, star  # noqa: F401  (registration)
 
 __all__ = ["PATTERNS", "RoundPattern"]
