@@ -45,7 +45,8 @@ NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkp
 #: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted
 #: name reaches into a component's option table ("options.<component>.<option>").
 OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal", "transform": None,
-                      "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring"}
+                      "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring",
+                      "partition_file": None}
 
 
 class CheckpointError(FedloomError):

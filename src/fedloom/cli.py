@@ -23,7 +23,7 @@ from fedloom.bench.cli import add_bench_parsers, cmd_bench, cmd_report, resume_r
 PARTITION_FIELDS = ("dataset", "partition", "alpha", "classes_per_client", "balanced", "min_samples", "clients",
                     "train_ratio", "data_seed", "data_dir", "cache_dir", "batch_size", "test_split",
                     "shards_per_client", "quantity_dist", "size_alpha", "sigma", "base_partition", "feature_shift",
-                    "domains", "shift_strength")
+                    "domains", "shift_strength", "partition_file")
 OPTION_PREFIX = "opt:"
 
 
@@ -86,7 +86,10 @@ def make_parser() -> argparse.ArgumentParser:
     _add_run_flags(run, list(RUN_FIELDS))
     _add_option_flags(run)
     part = sub.add_parser("partition", help="make, summarize and plot a partition", allow_abbrev=False)
-    part.add_argument("--out", dest="out", default=None, help="folder for partition.json/png and label_counts.csv")
+    part.add_argument("--out", dest="out", default=None, help="folder for partition.json/png, label_counts.csv and "
+                      "clients.npz (every client's train/test indices, for --partition-file)")
+    part.add_argument("--pfllib", dest="pfllib", default=None, metavar="DIR",
+                      help="also write the clients in PFLlib's layout (DIR/config.json, DIR/train/{i}.npz, DIR/test/)")
     _add_run_flags(part, PARTITION_FIELDS)
     # a partition has no training seed: --seed here is the partition seed (the runs' --data-seed)
     part.add_argument("--seed", dest="data_seed", default=argparse.SUPPRESS, metavar="SEED",
@@ -168,7 +171,14 @@ def cmd_partition(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_partition_report(data, out)
-        print(f"wrote partition.json, label_counts.csv, partition.png, label_distribution.png to {out}")
+        from fedloom.data.partition_io import FILE_NAME, write_partition_file
+
+        write_partition_file(data, out / FILE_NAME, cfg.dataset, cfg.options.get(cfg.dataset, {}), cfg.data_seed)
+        print(f"wrote partition.json, label_counts.csv, partition.png, label_distribution.png, {FILE_NAME} to {out}")
+    if args.pfllib:
+        from fedloom.data.partition_io import export_pfllib
+
+        print(f"wrote PFLlib layout (config.json, train/, test/) to {export_pfllib(data, Path(args.pfllib), cfg.batch_size)}")
     return 0
 
 

@@ -67,7 +67,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     algorithm = canonical(ALGORITHMS.get(cfg.algorithm).registry_name)
     dataset = canonical(DATASETS.get(cfg.dataset).registry_name)
     ENGINES.get(cfg.engine)
-    partition = cfg.partition or DATASETS.get(dataset).default_partition
+    from fedloom.data.partition_io import partition_name
+    partition = partition_name(cfg, DATASETS.get(dataset).default_partition)  # 'file' with --partition-file
     from fedloom.data.base import PARTITIONERS  # partitioners are registered by import above
     partition = PARTITIONERS.get(partition).registry_name
     model = ",".join(model_names(cfg.model)) or None

@@ -106,12 +106,15 @@ def build_federated_data(
     cache_dir: Optional[Path] = None,
     data_seed: int = 0,
     test_split: str = "per-client",
+    partition_file: Optional[Path] = None,
 ) -> FederatedData:
     """Load ``dataset``, partition it with ``partition`` and split it into train/test (cached).
 
     An empty partition.name means the dataset's default partition. The partition's min_samples is raised, if
     needed, to the smallest client size that yields >= 1 train and >= 1 test sample at this train_ratio.
     ``test_split``: "per-client" (each client's samples split by train_ratio) or "global" (see splits.py).
+    ``partition_file``: clients read from a partition file or PFLlib folder (partition_io.py) instead of a
+    partitioner; the test split is then the file's.
     """
     if not (isinstance(train_ratio, (int, float)) and 0 < train_ratio < 1):
         raise ConfigError(f"train_ratio must be strictly between 0 and 1 (got {train_ratio})")
@@ -123,6 +126,8 @@ def build_federated_data(
         raise ConfigError(f"the {partition.name} partition transforms each client's inputs, so a global test set "
                           "(shared by all clients) is not possible; use test_split=per-client")
     pooled = spec.load(LoadContext(data_dir, data_seed, partition.num_clients))
+    if partition_file is not None:
+        return _from_file(Path(partition_file), spec.registry_name, pooled, partition, train_ratio)
     if partition.name == "natural" and pooled.natural_ids is None:
         raise DataError(
             f"dataset '{pooled.name}' has no natural partition; choose iid, dirichlet or pathological"
@@ -148,6 +153,17 @@ def build_federated_data(
         partition_hash=phash,
         test_split=test_split,
     )
+
+
+def _from_file(path: Path, dataset: str, pooled: PooledDataset, partition: PartitionSpec,
+               train_ratio: float) -> FederatedData:
+    from fedloom.data.partition_io import load_split
+
+    split, test_split = load_split(path, dataset, pooled, partition.num_clients)
+    return FederatedData(dataset=pooled, train_idx=[torch.from_numpy(a) for a in split[0]],
+                         test_idx=[torch.from_numpy(a) for a in split[1]],
+                         partition=dataclasses.replace(partition, name="file"), train_ratio=float(train_ratio),
+                         partition_hash=content_hash(*split), test_split=test_split)
 
 
 def make_split(

@@ -109,7 +109,7 @@ def load_data(cfg: RunConfig, device: torch.device) -> FederatedData:
         cfg.dataset, cfg.options.get(cfg.dataset, {}), partition_spec(cfg), train_ratio=cfg.train_ratio,
         data_dir=Path(cfg.data_dir) if cfg.data_dir else None,
         cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None, data_seed=cfg.data_seed,
-        test_split=cfg.test_split)
+        test_split=cfg.test_split, partition_file=Path(cfg.partition_file) if cfg.partition_file else None)
     return data.to(device)
 
 
