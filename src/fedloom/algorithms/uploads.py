@@ -34,6 +34,8 @@ class Uploads:
         uploaded. Algorithms call this and stay unaware of the rule."""
         if self.aggregator is not None and self.aggregator.needs_all:
             return self.aggregator.aggregate(self.all(), self.context) if self.count else None
+        if getattr(self.aggregator, "reduces", False):  # a step on the reduced sum (central DP noise)
+            return self.aggregator.reduce(self.weighted_sum, self.total_weight, self.count, self.context)
         if self.weighted_sum is None or self.total_weight <= 0:
             return None
         return tree_map(lambda s: (s / self.total_weight).to(torch.float32), self.weighted_sum)

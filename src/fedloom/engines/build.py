@@ -69,9 +69,10 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
     runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
                       store=store, init_params=init_params, total_rounds=cfg.rounds, precision=cfg.precision,
                       eval_batch_size=cfg.eval_batch_size or (256 if device.type == "cpu" else 4096),
-                      uploads=build_pipeline(cfg, data.num_clients, data.input_shape, data.num_classes,
-                                             data.dataset.x.dtype),
-                      aggregator=build_aggregator(cfg, algorithm, data.num_clients), architectures=architectures)
+                      uploads=(uploads := build_pipeline(cfg, data.num_clients, data.input_shape,
+                                                         data.num_classes, data.dataset.x.dtype)),
+                      aggregator=build_aggregator(cfg, algorithm, data.num_clients, uploads),
+                      architectures=architectures)
     return BuiltRuntime(cfg, algorithm, runtime)
 
 

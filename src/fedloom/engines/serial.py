@@ -43,7 +43,7 @@ class SerialEngine(Engine):
         received, nbytes, transform_states = pipeline.finish(client_id, round_, upload,
                                                              self._transform_states(client_id))
         self.runtime.store.save(client_id, pipeline.join(state, transform_states))
-        accumulator.add(client_id, received, weight)
+        accumulator.add(client_id, received, pipeline.weight_of(weight))
         return nbytes
 
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],

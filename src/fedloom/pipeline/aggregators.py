@@ -32,10 +32,18 @@ class Aggregator:
     :class:`~fedloom.pipeline.context.AggregationContext`, None in unit tests of stateless rules)."""
 
     needs_all: ClassVar[bool] = True
+    #: True for a reducible rule with a step of its own on the engines' reduced sum (``reduce``): client-level
+    #: DP adds its noise there, so packs and workers keep their partial sums.
+    reduces: ClassVar[bool] = False
 
     def validate(self) -> None:
         """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
         check_fields(self)
+
+    def reduce(self, weighted_sum: Optional[Tree], total_weight: float, count: int,
+               ctx: Optional[AggregationContext] = None) -> Optional[Tree]:
+        """The aggregate from the reduced sum Σ wᵢuᵢ alone (rules with ``reduces = True``)."""
+        raise NotImplementedError
 
     def check_cohort(self, size: int) -> None:
         """Raise ConfigError if the rule cannot work on cohorts of ``size`` uploads."""

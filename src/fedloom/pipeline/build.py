@@ -16,6 +16,7 @@ from fedloom.pipeline.transforms import TRANSFORMS, UploadTransform
 from fedloom.registry import Registry, canonical
 
 import fedloom.pipeline.defenses  # noqa: F401,E402,I001  (registers the robust aggregators)
+import fedloom.pipeline.privacy  # noqa: F401,E402,I001  (registers --transform dp)
 
 
 def transform_names(spec: Optional[str]) -> list[str]:
@@ -69,10 +70,32 @@ def build_pipeline(cfg: Any, num_clients: int, input_shape: Optional[tuple[int, 
             attack.check_data(tuple(input_shape), int(num_classes), dtype or torch.float32)
     elif cfg.options.get(THREAT_NAMESPACE):
         raise ConfigError("--attack.* options were given without --attack NAME")
-    return UploadPipeline(cfg.seed, build_transforms(cfg), attack, malicious, sampler)
+    transforms = tuple((name, t.bind(cfg, num_clients)) for name, t in build_transforms(cfg))
+    return UploadPipeline(cfg.seed, transforms, attack, malicious, _cohort_sampler(sampler, transforms))
 
 
-def build_aggregator(cfg: Any, algorithm: Any, num_clients: int) -> Optional[Aggregator]:
+def _cohort_sampler(threat_sampler: Any, transforms: tuple[tuple[str, UploadTransform], ...]) -> Any:
+    """The threat model's sampler, or a transform's (DP's Poisson sampling); both at once: ConfigError."""
+    own = [(name, t.cohort_sampler) for name, t in transforms if getattr(t, "cohort_sampler", None) is not None]
+    if own and threat_sampler is not None:
+        raise ConfigError(f"--transform {own[0][0]} samples clients itself (Poisson sampling) and the attack's "
+                          f"threat model fixes the attackers per round: use --{own[0][0]}.sampling fixed")
+    return own[0][1] if own else threat_sampler
+
+
+def build_aggregator(cfg: Any, algorithm: Any, num_clients: int,
+                     pipeline: Optional[UploadPipeline] = None) -> Optional[Aggregator]:
+    """The configured aggregator, then each transform's server stage around it (client-level DP adds its noise
+    to the sum there), with the cohort checked again for what the stages made of it."""
+    aggregator = _configured_aggregator(cfg, algorithm, num_clients)
+    for _, transform in (pipeline.transforms if pipeline is not None else ()):
+        aggregator = transform.server_stage(aggregator, algorithm)
+    if aggregator is not None:
+        aggregator.check_cohort(cohort_size(cfg.join_ratio, num_clients))
+    return aggregator
+
+
+def _configured_aggregator(cfg: Any, algorithm: Any, num_clients: int) -> Optional[Aggregator]:
     """None for the plain mean (the algorithm's own weighted mean: bit-for-bit today's path). An omniscient
     attack wraps the aggregator, the mean included, in ``Colluding`` (it needs every upload of the round)."""
     name = AGGREGATORS.get(cfg.aggregator).registry_name

@@ -44,6 +44,11 @@ class UploadPipeline:
         clips = [t.norm for _, t in self.transforms if isinstance(t, Clip)]
         return clips[-1] if clips else 0.0
 
+    def weight_of(self, weight: Any) -> Any:
+        """The weight the server gives an upload: the algorithm's, or 1 when a transform needs every client to
+        count once (client-level DP: the sum's sensitivity is then the clipping bound)."""
+        return 1.0 if any(t.uniform_weights for _, t in self.transforms) else weight
+
     # ------------------------------------------------------------------ the threat model's hooks
     def poison_for(self, client_id: int, train_indices: torch.Tensor, num_classes: int,
                    input_shape: tuple[int, ...]) -> Optional[BatchPoison]:

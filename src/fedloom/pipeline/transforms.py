@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -28,6 +28,28 @@ from fedloom.registry import Registry
 
 TRANSFORMS: Registry[type] = Registry("transform")
 
+#: The validated order of a chain (issue 20): bound every contribution, then compress, then add noise; secure
+#: summation comes last, on the server (an aggregator). A transform declares its ``stage``; "any" fits anywhere.
+STAGES = ("clip", "compress", "noise")
+
+
+def check_order(before: list["UploadTransform"], transform: "UploadTransform") -> None:
+    """ConfigError when ``transform`` would run after a transform of a later stage (noise before clipping: the
+    noise would no longer be scaled to a bound the upload respects; compression after noise: the noise would be
+    compressed away)."""
+    if transform.stage not in STAGES:
+        return
+    rank = STAGES.index(transform.stage)
+    for earlier in before:
+        if earlier.stage in STAGES and STAGES.index(earlier.stage) > rank:
+            raise ConfigError(f"transform '{_name(transform)}' ({transform.stage}) cannot follow "
+                              f"'{_name(earlier)}' ({earlier.stage}): the order is clip → compress → noise "
+                              f"(→ secure sum on the server)")
+
+
+def _name(transform: "UploadTransform") -> str:
+    return getattr(type(transform), "registry_name", type(transform).__name__.lower())
+
 
 @dataclass(frozen=True)
 class UploadTransform:
@@ -37,6 +59,11 @@ class UploadTransform:
     stateful: ClassVar[bool] = False
     #: True when the transform has a wire codec (encode/decode).
     has_codec: ClassVar[bool] = False
+    #: Its place in the order clip → compress → noise (``STAGES``), checked by ``check_chain``; "any": anywhere.
+    stage: ClassVar[str] = "any"
+    #: True when every client must count once on the server (client-level DP: the sum's sensitivity is the
+    #: clipping bound only if every weight is 1); the pipeline then hands the server weight 1 for every upload.
+    uniform_weights: ClassVar[bool] = False
 
     def validate(self) -> None:
         """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
@@ -44,6 +71,17 @@ class UploadTransform:
 
     def check_chain(self, before: list["UploadTransform"]) -> None:
         """Raise ConfigError if this transform cannot follow ``before`` (e.g. noise without clipping)."""
+        check_order(before, self)
+
+    def bind(self, cfg: Any, num_clients: int) -> "UploadTransform":
+        """This transform for a run of ``num_clients`` clients (``cfg``: the RunConfig): DP sizes its noise to
+        the cohort and calibrates it to a target ε here, before training. Default: itself."""
+        return self
+
+    def server_stage(self, aggregator: Optional[Any], algorithm: Any) -> Optional[Any]:
+        """The aggregator the server uses when this transform is in the chain (default: ``aggregator`` as is;
+        None is the plain mean). Client-level DP wraps it to add the central noise to the sum."""
+        return aggregator
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         return upload, state
@@ -62,6 +100,7 @@ class Clip(UploadTransform):
     ICLR 2018), so every client's contribution is bounded by ``norm``."""
 
     norm: float = hp(1.0, gt=0, help="the L2 bound of every upload")
+    stage: ClassVar[str] = "clip"
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         norm = float(torch.sqrt(tree_sq_norm(upload)))
@@ -78,8 +117,10 @@ class Gaussian(UploadTransform):
     on a clipped update; local noise here — the privacy issue adds server-side noise and the accountant)."""
 
     multiplier: float = hp(1.0, ge=0, help="noise standard deviation, in units of clip.norm")
+    stage: ClassVar[str] = "noise"
 
     def check_chain(self, before: list[UploadTransform]) -> None:
+        super().check_chain(before)
         if not any(isinstance(t, Clip) for t in before):
             raise ConfigError("transform 'gaussian' needs 'clip' before it (noise is scaled to the clipping "
                               "norm): use --transform clip,gaussian")
@@ -102,6 +143,7 @@ class TopK(UploadTransform):
     error_feedback: bool = True
     stateful: ClassVar[bool] = True
     has_codec: ClassVar[bool] = True
+    stage: ClassVar[str] = "compress"
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         residual = state if (state is not None and self.error_feedback) else tree_zeros_like(upload)
@@ -155,6 +197,7 @@ class Quantize(UploadTransform):
 
     bits: int = hp(8, ge=1, le=8, help="bits per value")
     has_codec: ClassVar[bool] = True
+    stage: ClassVar[str] = "compress"
 
     def encode(self, payload: Payload, tctx: TransformContext) -> Payload:
         gen = tctx.generator("quantize")
