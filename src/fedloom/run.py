@@ -168,6 +168,7 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
                "device": str(exp.runtime.device), "total_bytes_up": totals["up"],
                "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash,
                "provenance": provenance(exp.runtime.device, cfg.threads)}
+    summary.update({k: v for k, v in records[-1].items() if k.startswith("server_dp_")})  # privacy spent (ε, δ)
     if state.round < cfg.rounds:
         summary.update(stopped_early=True, rounds_planned=cfg.rounds)
     return RunOutcome(summary, records, folder.path, clients, state.server, cfg)
