@@ -50,14 +50,20 @@ def _add_run_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> Non
             parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
 
 
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+def _add_option_flags(parser: argparse.ArgumentParser, shown: Optional[set[str]] = None) -> None:
+    """Every component's option flags; those of components not in ``shown`` (cli_help.help_selection) are
+    accepted but left out of --help."""
+    from fedloom.cli_help import hidden
+
     for registry in _registries():
         group = parser.add_argument_group(f"{registry.kind} options")
         for name, cls in registry.items():
             for fname, fld in component_fields(cls).items():
                 default = fld.default if fld.default is not dataclasses.MISSING else "required"
+                text = f"{fld.metadata.get('help', '')} (default: {default})".strip().replace("%", "%%")
                 group.add_argument(f"--{name}.{fname.replace('_', '-')}", dest=f"{OPTION_PREFIX}{name}.{fname}",
-                                   default=argparse.SUPPRESS, metavar="V", help=f"(default: {default})")
+                                   default=argparse.SUPPRESS, metavar="V",
+                                   help=argparse.SUPPRESS if hidden(shown, name) else text)
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,18 +79,25 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see '{self.prog} --help')")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser; ``argv`` (when given) decides which component options ``run --help`` shows."""
+    from fedloom.cli_help import HELP_ALL_NOTE, help_selection
+
+    shown = help_selection(argv)
     parser = Parser(prog="fedloom", description="Federated learning research toolkit.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment", description="Run one federated experiment. "
-                         "Precedence: defaults < config file < flags < --set.", allow_abbrev=False)
+                         "Precedence: defaults < config file < flags < --set.", allow_abbrev=False,
+                         epilog=HELP_ALL_NOTE if shown is not None else None)
+    run.add_argument("--help-all", action="help", help="show the options of every algorithm, dataset, model, "
+                     "seam and engine, and exit")
     run.add_argument("config", nargs="?", help="TOML config file (top-level run keys, [name] option tables)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key, e.g. --set rounds=100 --set fedprox.mu=0.1")
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue an interrupted run folder from its checkpoint (see --checkpoint-every)")
     _add_run_flags(run, list(RUN_FIELDS))
-    _add_option_flags(run)
+    _add_option_flags(run, shown)
     part = sub.add_parser("partition", help="make, summarize and plot a partition", allow_abbrev=False)
     part.add_argument("--out", dest="out", default=None, help="folder for partition.json/png, label_counts.csv and "
                       "clients.npz (every client's train/test indices, for --partition-file)")
@@ -189,21 +202,27 @@ def cmd_list(args: argparse.Namespace) -> int:
     from fedloom.patterns import PATTERNS
     from fedloom.patterns.topology import TOPOLOGIES
 
-    for registry in (*_registries(), PARTITIONERS, PATTERNS, TOPOLOGIES):  # engines: ENGINE_OPTIONS
+    from fedloom.cli_help import wrapped_entry
+
+    registries = list(dict.fromkeys((*_registries(), PARTITIONERS, PATTERNS, TOPOLOGIES), None))  # engines: options
+    for registry in registries:
         print(f"{registry.kind[:-1] + 'ies' if registry.kind.endswith('y') else registry.kind + 's'}:")
         for name, obj in registry.items():
             doc = _summary_line(obj)
             options = ", ".join(f"{name}.{f}" for f in component_fields(obj)) if isinstance(obj, type) else ""
-            print(f"  {name:<16} {doc[:70]}" + (f"  [{options}]" if options else ""))
+            print(wrapped_entry(name, doc + (f" [options: {options}]" if options else "")))
     return 0
 
 
 def _summary_line(obj: Any) -> str:
-    """First line of the object's docstring, or of its module's when the docstring is dataclass-generated."""
+    """First paragraph of the object's docstring (or of its module's when the docstring is dataclass-generated)
+    on one line, up to its first sentence when it is long."""
     doc = (obj.__doc__ or "").strip()
     if not doc or doc.startswith(f"{getattr(obj, '__name__', '')}("):
         doc = (sys.modules[obj.__module__].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    paragraph = " ".join(doc.split("\n\n")[0].split()) if doc else ""
+    first = paragraph.split(". ")[0].rstrip(".") + "."
+    return first if len(paragraph) > 160 and len(first) > 20 else paragraph
 
 
 COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench": cmd_bench, "report": cmd_report}
@@ -213,9 +232,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         from fedloom.plugins import import_plugin, specs_from_argv
 
-        for spec in specs_from_argv(sys.argv[1:] if argv is None else argv):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        for spec in specs_from_argv(argv):
             import_plugin(spec)  # before the parser: the plugin's option flags must exist
-        args = make_parser().parse_args(argv)
+        args = make_parser(argv).parse_args(argv)
         with termination_handlers():  # SIGTERM/SIGHUP clean up like Ctrl-C (FAILED marker, workers, lock)
             return COMMANDS[args.command](args)
     except FedloomError as exc:
@@ -224,6 +244,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"fedloom: interrupted ({exc})" if str(exc) else "fedloom: interrupted", file=sys.stderr)
         return exit_status(exc)
+    except BrokenPipeError:  # the reader left (`fedloom partition ... | head -3`): end quietly, as Unix tools do
+        from fedloom.cli_help import silence_stdout
+
+        silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a process that a closed pipe ended
 
 
 if __name__ == "__main__":

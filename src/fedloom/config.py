@@ -459,12 +459,47 @@ def component_options(registry: Registry, name: str, cfg: RunConfig) -> Any:
 
 
 def check_option_namespaces(cfg: RunConfig, selected: list[str], known: set[str]) -> None:
-    """Options for components that are not selected are almost always a typo: refuse them."""
+    """Options for components that are not selected are almost always a forgotten ``--algorithm NAME`` (or
+    dataset, model, seam) or a typo: refuse them, naming the flag that selects their component."""
     for namespace in cfg.options:
         if namespace not in selected:
-            hint = "" if namespace in known else " (no such component)"
-            raise ConfigError(f"options for '{namespace}'{hint} were given, but the run uses "
-                              f"{', '.join(selected)}; remove them or select that component")
+            raise ConfigError(unselected_options_message(cfg, namespace, known))
+
+
+def unselected_options_message(cfg: RunConfig, namespace: str, known: set[str]) -> str:
+    """``--fedprox.mu is an option of algorithm 'fedprox', but the run uses algorithm 'fedavg'; add
+    --algorithm fedprox, or remove it``; for an unknown name, the closest known one."""
+    import difflib
+
+    keys = list(cfg.options.get(namespace, {})) or [""]
+    given = ", ".join(f"--{namespace}.{k.replace('_', '-')}" for k in keys).rstrip(".")
+    verb, pronoun = ("is an option", "it") if len(keys) == 1 else ("are options", "them")
+    owner = _owner_kind(namespace)
+    if owner is None:
+        close = difflib.get_close_matches(namespace, sorted(known), n=1)
+        guess = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{given}: no algorithm, dataset, model or seam is called '{namespace}'{guess}; remove {pronoun}"
+    kind, field_name = owner
+    chosen = getattr(cfg, field_name, None) if field_name else None
+    uses = f"the run uses {kind} '{chosen}'" if chosen else f"the run uses no {kind}"
+    choose = f"add --{field_name.replace('_', '-')} {namespace}, or" if field_name else "select it, or"
+    return f"{given} {verb} of {kind} '{namespace}', but {uses}; {choose} remove {pronoun}"
+
+
+def _owner_kind(namespace: str) -> Optional[tuple[str, Optional[str]]]:
+    """(kind, RunConfig field that selects it) of the component called ``namespace``, or None."""
+    from fedloom.algorithms import ALGORITHMS
+    from fedloom.data.base import DATASETS
+    from fedloom.models import MODELS
+    from fedloom.seams import SEAM_REGISTRIES
+    import fedloom.data.datasets  # noqa: F401  (registration)
+
+    fields = {"round pattern": "pattern"}
+    for registry in (ALGORITHMS, DATASETS, MODELS, *SEAM_REGISTRIES):
+        if namespace in registry:
+            name = fields.get(registry.kind, registry.kind)
+            return registry.kind, name if name in RUN_FIELDS else None
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -217,8 +217,9 @@ RUN_FIELD_ROWS = [
     # combinations
     run("--partition", "natural", expect="has no natural partition"),
     run("--partition", "feature-shift", "--test-split", "global", expect="a global test set"),
-    run("--fedprox.mu", "0.1", expect="options for 'fedprox' were given, but the run uses fedavg"),
-    run("--set", "nosuch.x=1", expect="options for 'nosuch' (no such component) were given"),
+    run("--fedprox.mu", "0.1", expect="--fedprox.mu is an option of algorithm 'fedprox', but the run uses "
+                                      "algorithm 'fedavg'; add --algorithm fedprox"),
+    run("--set", "nosuch.x=1", expect="--nosuch.x: no algorithm, dataset, model or seam is called 'nosuch'"),
 ]
 
 SET_ROWS = [
@@ -383,7 +384,7 @@ CONFIG_FILE_ROWS = [
     cmd("run", "{fx}/configs/unknown_key.toml", expect="unknown config key(s) ['epochs']"),
     cmd("run", "{fx}/configs/options_key.toml", expect="'options' is not a config key (got options = 5)"),
     cmd("run", "{fx}/configs/date_rounds.toml", expect="for rounds: expected int"),
-    cmd("run", "{fx}/configs/unknown_table.toml", expect="options for 'nosuch' (no such component)"),
+    cmd("run", "{fx}/configs/unknown_table.toml", expect="no algorithm, dataset, model or seam is called 'nosuch'"),
     cmd("run", "{fx}/configs/broken.toml", expect="cannot parse config file"),
     cmd("run", "{fx}/configs/string_clients.toml", expect="invalid value 'many' for clients"),
     cmd("run", "{fx}/configs/array_lr.toml", expect="for lr: expected float"),

@@ -74,7 +74,8 @@ def test_config_file_with_set_overrides_and_resolved_config(tmp_path: Path, caps
     (["--join-ratio", "1.5"], "--join-ratio must be in (0, 1]"),
     (["--rounds", "ten"], "invalid value 'ten' for rounds: expected int"),
     (["--clients", "5000"], "more clients than samples"),
-    (["--fedprox.mu", "0.1"], "options for 'fedprox' were given, but the run uses fedavg"),
+    (["--fedprox.mu", "0.1"], "--fedprox.mu is an option of algorithm 'fedprox', but the run uses algorithm "
+                              "'fedavg'; add --algorithm fedprox, or remove it"),
     (["--algorithm", "fedprox", "--fedprox.mu", "-1"], "fedprox.mu must be >= 0"),
     (["--set", "fedavg.beta=1"], "unknown option(s) ['fedavg.beta']"),
     (["--set", "nosuchkey=1"], "unknown config key(s) ['nosuchkey']"),
