@@ -5,5 +5,6 @@ Classification now; next-token language modelling (FedKSeed) and regression regi
 
 from fedloom.tasks.base import TASKS, Task
 from fedloom.tasks import classification  # noqa: F401  (registration)
+from fedloom.tasks import instruction  # noqa: F401  (registration)
 
 __all__ = ["TASKS", "Task"]
