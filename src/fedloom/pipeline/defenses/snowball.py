@@ -153,6 +153,13 @@ class Snowball(SnowballMinus):
     vae_batch_size: int = hp(8, ge=1, help="VAE minibatch size")
     samples: int = hp(10, ge=1, help="L, latent draws per reconstruction error")
 
+    def check_cohort(self, size: int) -> None:
+        super().check_cohort(size)
+        if math.ceil(self.share * size) < 2 and int(self.target_share * size) > math.ceil(self.share * size):
+            raise ConfigError(f"snowball's top-down election learns from differences between at least two "
+                              f"bottom-up winners, but ceil(snowball.share·{size}) = "
+                              f"{math.ceil(self.share * size)}; raise snowball.share or sample more clients")
+
     def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
         elected = self.elect_bottom_up(items, ctx)
         topdown = ctx is None or ctx.round >= self.warmup
