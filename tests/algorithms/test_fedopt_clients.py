@@ -78,6 +78,24 @@ def test_fednova_normalizes_by_local_steps_and_rescales_by_tau_eff() -> None:
     assert value(fedavg.state.params) == pytest.approx(1.0 + 0.25 * 0.2 + 0.75 * 0.6878, abs=1e-5)
 
 
+def test_fednova_removes_the_objective_inconsistency_of_unequal_local_work() -> None:
+    # two equally weighted clients, f_i = ½(w − b_i)², b = (0, 10), τ = (1, 10) GD steps of η = 0.05, so client i
+    # moves c_i = 1 − 0.95^τ_i of the way to b_i. FedAvg's fixed point weights b_i by c_i (8.89, far from the
+    # optimum 5); FedNova's by c_i/τ_i (4.45)
+    c = (0.05, 1 - 0.95 ** 10)
+
+    def fixed_point(algorithm: FedNova) -> float:
+        server = algorithm.init_server(scalar(0.0), FOUR)
+        for _ in range(50):
+            results = [algorithm.client_update(QuadraticContext(target=b, epochs=tau, lr=0.05), server.broadcast,
+                                               None) for b, tau in ((0.0, 1), (10.0, 10))]
+            server = algorithm.server_update(server.state, uploads_of([(r.upload, 10.0) for r in results]))
+        return value(server.state.params)
+
+    assert fixed_point(FedNova()) == pytest.approx(10 * (c[1] / 10) / (c[0] + c[1] / 10), abs=0.01)
+    assert fixed_point(FedNova(normalize=False)) == pytest.approx(10 * c[1] / (c[0] + c[1]), abs=0.01)
+
+
 def test_fednova_momentum_norm_is_the_sum_of_the_heavy_ball_coefficients() -> None:
     # ρ = 0.5, τ = 3: the first gradient is applied 1 + ρ + ρ², the second 1 + ρ, the last 1: 1.75 + 1.5 + 1
     assert float(momentum_norm(torch.tensor(3.0), 0.5)) == pytest.approx(4.25)
