@@ -42,7 +42,8 @@ class ScoredCausalLM:
         if part != "all":
             raise ValueError("a causal LM has no body/head parts")
         ids, mask = x[:, 0], x[:, 1]
-        logits = super().forward(input_ids=ids).logits[:, :-1]  # type: ignore[misc]
+        # right padding under a causal mask never reaches a scored position; an all-ones mask says so
+        logits = super().forward(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, :-1]  # type: ignore[misc]
         return score_tokens(logits, ids[:, 1:], mask[:, 1:])
 
 
