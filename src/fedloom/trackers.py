@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from fedloom.errors import ConfigError
 from fedloom.extras import require
 from fedloom.registry import Registry, canonical
 from fedloom.tracking import atomic_write_text
@@ -113,8 +114,12 @@ class WandbTracker(Tracker):
         self._run: Any = None
 
     def start(self, run_dir: Path, config: dict[str, Any]) -> None:
-        self._run = self._wandb.init(project=os.environ.get("WANDB_PROJECT", "fedloom"), name=run_dir.name,
-                                     dir=str(run_dir), config=flat_config(config), reinit=True)
+        try:
+            self._run = self._wandb.init(project=os.environ.get("WANDB_PROJECT", "fedloom"), name=run_dir.name,
+                                         dir=str(run_dir), config=flat_config(config))
+        except Exception as exc:  # not logged in, no network...: one line, not wandb's traceback
+            raise ConfigError(f"tracker 'wandb' could not start a run: {exc} (log in with 'wandb login', or set "
+                              "WANDB_MODE=offline to log locally)") from None
 
     def log(self, round_: int, metrics: dict[str, Any]) -> None:
         self._run.log({k: v for k, v in numeric(metrics).items() if k != "round"}, step=round_)

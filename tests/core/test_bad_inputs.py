@@ -125,7 +125,7 @@ RUN_FIELD_ROWS = [
     run("--base-partition", "nope", expect="--base-partition: unknown partitioner 'nope'"),
     run("--partition", "feature-shift", "--base-partition", "feature-shift",
         expect="--base-partition cannot be feature-shift itself"),
-    run("--trackers", "wandb", expect="unknown tracker 'wandb'"),
+    run("--trackers", "neptune", expect="unknown tracker 'neptune'"),
     # counts
     run("--clients", "0", expect="--clients must be >= 1, got 0"),
     run("--clients", "-3", expect="--clients must be >= 1, got -3"),

@@ -59,7 +59,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else root / "report"
     if args.target is not None and not 0 < args.target <= 1:
         raise ConfigError(f"--target must be an accuracy in (0, 1], got {args.target}")
-    summary = write_report(root, out, reference=Path(args.reference) if args.reference else None,
+    from fedloom.resources import packaged  # the README's reference CSV, also from an installed wheel
+
+    summary = write_report(root, out, reference=packaged(Path(args.reference)) if args.reference else None,
                            target=args.target, title=args.title,
                            into=Path(args.into) if args.into else None)
     print(summary)

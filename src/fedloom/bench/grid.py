@@ -39,6 +39,7 @@ from fedloom.checkpoint import config_hash
 from fedloom.config import RunConfig, build_config, parse_set, raw_from_table, set_value, to_toml
 from fedloom.errors import ConfigError
 from fedloom.registry import canonical
+from fedloom.resources import packaged
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,7 +139,9 @@ def _axes(table: Any, path: Path) -> dict[str, list[Any]]:
 
 def load_grid(path: Path, overrides: Sequence[str] = (), out: Optional[str] = None,
               workers: Optional[int] = None) -> GridSpec:
-    """Parse a grid file; ``out``/``workers`` (from the command line) win over the file's values."""
+    """Parse a grid file; ``out``/``workers`` (from the command line) win over the file's values. A path that
+    does not exist may name a grid shipped with fedloom (fedloom.resources: the README's grids, from a wheel)."""
+    path = packaged(path)
     data = _read(path)
     unknown = sorted(set(data) - {"grid", "base", "axes"})
     if unknown:
