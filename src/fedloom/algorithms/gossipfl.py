@@ -6,7 +6,7 @@ connectivity window, fedloom.patterns.bandwidth) or ``--topology matching``.
 Every iteration each node has exactly one peer (W_t: ½ self, ½ peer). A node takes its local SGD step(s), then
 the two peers exchange the same random-k subset of their *model parameters* and average them there:
     x_i[idx] ← ½ x_i[idx] + ½ x_peer[idx];  the other coordinates keep the local value.
-The subset is drawn from a seed the pair shares (run seed, iteration, the pair's smaller node id), so both
+The subset is drawn from a seed the pair shares (run seed, iteration, the pair's two node ids), so both
 peers select the same coordinates without sending them; the official code seeds numpy identically on every
 worker, i.e. one subset for all nodes per iteration — a shared seed per pair is the same rule restricted to
 those who talk. ``send_indices`` (default on) also counts k int32 indices per tensor, as the official code
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 def pair_indices(params: Params, ratio: float, seed: int, round_: int, node: int, peer: int) -> Indices:
     """The coordinates a pair exchanges this iteration: the same for both peers (the pair's shared seed)."""
-    return random_k(params, ratio, torch_generator(seed, round_, min(node, peer), "gossipfl-pair-mask"))
+    low, high = min(node, peer), max(node, peer)
+    return random_k(params, ratio, torch_generator(seed, round_, low, f"gossipfl-pair-mask/{high}"))
 
 
 @ALGORITHMS.register("gossipfl")
