@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from fedloom.cli import main
 from fedloom.engines import ENGINES, EngineOptions

@@ -17,7 +17,7 @@ success rate (``asr`` in metrics.jsonl) is computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch

@@ -8,7 +8,7 @@ of them trains on the poisoned version. The backdoors also carry model replaceme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Optional
 
@@ -26,19 +26,29 @@ Cells = tuple[tuple[int, int], ...]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def chosen_samples(pctx: PoisonContext, pdr: float) -> torch.Tensor:
+def chosen_samples(pctx: PoisonContext, pdr: float) -> ChosenSamples:
     """The sorted ids of floor(pdr·n) of the client's n training samples (all of them when pdr = 1)."""
     indices = pctx.train_indices.detach().cpu()
     count = int(indices.numel() * pdr + 1e-9)
     if count >= indices.numel():
-        return indices.sort().values
+        return ChosenSamples(indices.sort().values)
     order = torch.randperm(indices.numel(), generator=pctx.generator("samples"))
-    return indices[order[:count]].sort().values
+    return ChosenSamples(indices[order[:count]].sort().values)
 
 
-def selected(indices: torch.Tensor, chosen: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Which samples of a batch are poisoned (by id), as a mask on ``device``."""
-    return torch.isin(indices.cpu(), chosen).to(device)
+@dataclass
+class ChosenSamples:
+    """The poisoned sample ids of one client, kept on every device a batch comes from (no copy per batch)."""
+
+    ids: torch.Tensor
+    on_device: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def mask(self, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Which samples of a batch are poisoned (by id), as a mask on ``device``."""
+        key = str(indices.device)
+        if key not in self.on_device:
+            self.on_device[key] = self.ids.to(indices.device)
+        return torch.isin(indices, self.on_device[key]).to(device)
 
 
 @lru_cache(maxsize=64)
@@ -57,12 +67,12 @@ def stamp(x: torch.Tensor, cells: Cells, value: float) -> torch.Tensor:
 class RelabelPoison(BatchPoison):
     """Chosen samples get label ``mapping[y]`` (a lookup table over the classes)."""
 
-    chosen: torch.Tensor
+    chosen: ChosenSamples
     mapping: torch.Tensor
 
     def corrupt_batch(self, indices: torch.Tensor, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = selected(indices, self.chosen, y.device)
+        mask = self.chosen.mask(indices, y.device)
         return x, torch.where(mask, self.mapping.to(y.device)[y], y)
 
 
@@ -70,14 +80,14 @@ class RelabelPoison(BatchPoison):
 class TriggerPoison(BatchPoison):
     """Chosen samples get the trigger pixels ``cells`` set to ``value`` and the label ``target``."""
 
-    chosen: torch.Tensor
+    chosen: ChosenSamples
     cells: Cells
     value: float
     target: int
 
     def corrupt_batch(self, indices: torch.Tensor, x: torch.Tensor,
                       y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = selected(indices, self.chosen, x.device)
+        mask = self.chosen.mask(indices, x.device)
         if not bool(mask.any()):
             return x, y
         x = torch.where(mask.view(-1, *([1] * (x.dim() - 1))), stamp(x, self.cells, self.value), x)

@@ -142,8 +142,8 @@ class _Shejwalkar(Attack):
 @ATTACKS.register("minmax")
 @dataclass(frozen=True)
 class MinMax(_Shejwalkar):
-    """Min-Max: the crafted upload's largest distance to a benign upload stays ≤ the largest distance between
-    two benign uploads."""
+    """Min-Max (Shejwalkar & Houmansadr, NDSS 2021): μ + γ·p with γ as large as keeps the crafted upload's largest
+    distance to a benign upload ≤ the largest distance between two benign uploads."""
 
     def within(self, crafted: torch.Tensor, benign: torch.Tensor, pairwise: torch.Tensor) -> bool:
         return bool((benign - crafted).norm(dim=1).max() <= pairwise.max())
@@ -152,8 +152,8 @@ class MinMax(_Shejwalkar):
 @ATTACKS.register("minsum")
 @dataclass(frozen=True)
 class MinSum(_Shejwalkar):
-    """Min-Sum: the crafted upload's sum of squared distances to the benign uploads stays ≤ the largest such sum
-    of a benign upload."""
+    """Min-Sum (Shejwalkar & Houmansadr, NDSS 2021): μ + γ·p with γ as large as keeps the crafted upload's sum of
+    squared distances to the benign uploads ≤ the largest such sum of a benign upload."""
 
     def within(self, crafted: torch.Tensor, benign: torch.Tensor, pairwise: torch.Tensor) -> bool:
         return bool((benign - crafted).pow(2).sum() <= pairwise.pow(2).sum(dim=1).max())
