@@ -18,6 +18,7 @@ from fedloom.registry import Registry, canonical
 import fedloom.pipeline.defenses  # noqa: F401,E402,I001  (registers the robust aggregators)
 import fedloom.pipeline.privacy  # noqa: F401,E402,I001  (registers --transform dp)
 import fedloom.pipeline.secagg  # noqa: F401,E402,I001  (registers --aggregator secagg)
+import fedloom.pipeline.compression  # noqa: F401,E402,I001  (registers randk, qsgd, signsgd, powersgd...)
 
 
 def transform_names(spec: Optional[str]) -> list[str]:

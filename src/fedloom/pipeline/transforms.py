@@ -22,6 +22,7 @@ import torch
 from fedloom.algorithms.tree import Tree, tree_map, tree_sq_norm, tree_zeros_like
 from fedloom.config import check_fields, hp
 from fedloom.errors import ConfigError
+from fedloom.pipeline.bitpack import pack_bits, unpack_bits
 from fedloom.pipeline.context import TransformContext
 from fedloom.pipeline.wire import Payload
 from fedloom.registry import Registry
@@ -193,7 +194,8 @@ class TopK(UploadTransform):
 class Quantize(UploadTransform):
     """Unbiased stochastic quantization to ``bits`` per value (QSGD-style, Alistarh et al., NeurIPS 2017, with a
     per-tensor min/scale grid): q = floor((x − lo)/s + u), u ~ U[0, 1), so E[lo + q·s] = x. Wire: one uint8 per
-    value plus lo and s (float32) per tensor."""
+    value (``bits`` < 8: the codes packed, ``bits`` bits each, plus the int32 shape) and lo, s (float32) per
+    tensor."""
 
     bits: int = hp(8, ge=1, le=8, help="bits per value")
     has_codec: ClassVar[bool] = True
@@ -215,14 +217,24 @@ class Quantize(UploadTransform):
         scale = (hi - lo) / levels if hi > lo else torch.ones((), dtype=array.dtype, device=array.device)
         noise = torch.rand(array.shape, generator=gen, dtype=torch.float32).to(array.device)
         codes = torch.floor((array - lo) / scale + noise).clamp(0, levels).to(torch.uint8)
-        return {f"{name}#q": codes, f"{name}#lo": lo.reshape(1).float(), f"{name}#scale": scale.reshape(1).float()}
+        out = {f"{name}#q": codes, f"{name}#lo": lo.reshape(1).float(), f"{name}#scale": scale.reshape(1).float()}
+        if self.bits < 8:  # b bits per value on the wire: codes packed, the shape to unpack them
+            out.update({f"{name}#q": pack_bits(codes, self.bits),
+                        f"{name}#shape": torch.tensor(array.shape, dtype=torch.int32)})
+        return out
 
     def decode(self, payload: Payload) -> Payload:
         out: Payload = {}
-        for name in [n[:-2] for n in payload if n.endswith("#q")]:
+        names = [n[:-2] for n in payload if n.endswith("#q")]
+        for name in names:
             codes = payload[f"{name}#q"]
+            if self.bits < 8:
+                shape = tuple(int(s) for s in payload[f"{name}#shape"])
+                codes = unpack_bits(codes, self.bits, math.prod(shape)).reshape(shape)
             out[name] = payload[f"{name}#lo"] + codes.to(torch.float32) * payload[f"{name}#scale"]
-        out.update({n: a for n, a in payload.items() if _codec_suffix(n) not in ("q", "lo", "scale")})
+        own = {f"{name}#shape" for name in names} if self.bits < 8 else set()
+        out.update({n: a for n, a in payload.items()
+                    if _codec_suffix(n) not in ("q", "lo", "scale") and n not in own})
         return out
 
 
