@@ -12,7 +12,8 @@ Metrics: ``accuracy`` pools every node's own model on its own test split; ``avg_
 average model x̄ on every node; ``consensus_distance`` is (1/n) Σᵢ ‖xᵢ − x̄‖²; ``bytes_up`` counts every message
 delivered along a link, each of the wire bytes of that node's encoded upload (``bytes_per_node`` beside it);
 ``comm_time`` is the simulated communication time (seconds) and ``cum_comm_time`` its running total;
-``wall_time`` is the round's measured training and mixing time; ``spectral_gap`` is 1 − |λ₂| of the round's W.
+``spectral_gap`` is 1 − |λ₂| of the round's W. The measured wall time of a round (training and mixing) is
+``train_seconds`` in timings.jsonl, which keeps metrics.jsonl identical across engines and resumes.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class Gossip(RoundPattern):
                            "bytes_down": sent_bytes, "bytes_per_node": sent_bytes // len(nodes),
                            "message_bytes": message_bytes, "cum_bytes_up": totals["up"],
                            "cum_bytes_down": totals["down"], "consensus_distance": distance,
-                           "comm_time": comm_time, "cum_comm_time": totals["comm_time"], "wall_time": t_train,
+                           "comm_time": comm_time, "cum_comm_time": totals["comm_time"],
                            **info, **_algorithm_metrics(result.client_metrics)})
         return RoundOutput(server, record, per_client, result.client_metrics, t_train,
                            time.perf_counter() - t0 - t_train)
