@@ -148,10 +148,3 @@ def specs_from_argv(argv: Iterable[str]) -> list[str]:
         elif arg.startswith("--import="):
             specs.append(arg.split("=", 1)[1])
     return specs
-
-
-def reset_for_tests() -> None:
-    """Forget what was loaded (tests that install a plugin distribution mid-process)."""
-    global _loaded
-    _loaded = False
-    _imported.clear()
