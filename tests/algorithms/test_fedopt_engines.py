@@ -22,10 +22,10 @@ VECTORIZABLE = [("scaffold", {}), ("fednova", {}), ("feddyn", {"feddyn": {"alpha
 
 @pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a for a, _ in VECTORIZABLE])
 def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options: dict) -> None:
-    kwargs = dict(algorithm=algorithm, options=options, clients=7, join_ratio=0.9, rounds=3)
-    serial_records, serial_params = run_records(on_engine("serial", **kwargs), 3)
+    kwargs = dict(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2)
+    serial_records, serial_params = run_records(on_engine("serial", **kwargs), 2)
     vectorized = on_engine("vectorized", EngineOptions(slots=3), **kwargs)
-    vector_records, vector_params = run_records(vectorized, 3)
+    vector_records, vector_params = run_records(vectorized, 2)
     assert vectorized.engine.serial_reason is None and vectorized.engine.usage.slot_steps > 0
     assert_records_close(serial_records, vector_records, tol=1e-5)
     assert max_param_diff(serial_params, vector_params) < 1e-5
