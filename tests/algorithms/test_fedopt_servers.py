@@ -107,3 +107,17 @@ def test_fedexp_extrapolates_by_the_spread_of_the_client_updates() -> None:
     assert together.metrics["eta_g"] == 1.0  # agreeing clients: plain FedAvg (η_g never below 1)
     client = algorithm.client_update(QuadraticContext(target=3.0), Broadcast(scalar(1.0)), None)
     assert float(client.upload["sq_norm"]) == pytest.approx(value(client.upload["delta"]) ** 2)
+
+
+def test_server_optimizers_take_their_pseudo_gradient_from_the_runs_aggregator() -> None:
+    from fedloom.algorithms.uploads import UploadAccumulator
+    from fedloom.pipeline.aggregators import Median
+
+    acc = UploadAccumulator(keep_all=True)
+    for cid, d in enumerate((0.0, 0.1, 10.0)):  # one outlier
+        acc.add(cid, scalar(d), 1.0)
+    uploads = acc.finish()
+    uploads.aggregator = Median()
+    algorithm = FedAvgM(server_lr=1.0, momentum=0.0)
+    after = algorithm.server_update(algorithm.init_server(scalar(1.0), FED).state, uploads)
+    assert value(after.state.params) == pytest.approx(1.1)  # the median, not the mean 3.37
