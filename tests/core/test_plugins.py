@@ -107,15 +107,20 @@ def test_specs_are_read_before_the_parser() -> None:
     assert plugins.specs_from_argv(["run", "--import", "a", "--import=b.py", "--", "--import", "c"]) == ["a", "b.py"]
 
 
-@pytest.mark.slow  # a bench run is a fresh Python process (~10 s here with torch's import)
-def test_bench_runs_import_the_plugin_in_their_own_processes(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                              isolated: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow  # bench runs are fresh Python processes (~10 s each here with torch's import)
+def test_bench_runs_import_plugins_in_their_own_processes(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          isolated: pytest.MonkeyPatch) -> None:
+    """One algorithm from an installed distribution (entry point), one from --import FILE: both run in the
+    grid's run processes, which inherit the environment (sys.path via PYTHONPATH, $FEDLOOM_IMPORT)."""
+    installed_plugin(tmp_path / "site", "fedloom_test_grid_ep", "grid-ep")
+    isolated.syspath_prepend(str(tmp_path / "site"))
+    isolated.setenv("PYTHONPATH", str(tmp_path / "site"))
     path = tmp_path / "fedloom_test_grid_plugin.py"
     path.write_text(PLUGIN.format(name="grid-avg"))
     grid = tmp_path / "g.toml"
     grid.write_text(textwrap.dedent(f"""
         [grid]
-        workers = 1
+        workers = 2
         out = "{tmp_path / 'runs'}"
         [base]
         dataset = "digits"
@@ -125,9 +130,10 @@ def test_bench_runs_import_the_plugin_in_their_own_processes(tmp_path: Path, cap
         batch_size = 40
         device = "cpu"
         [axes]
-        algorithm = ["grid-avg"]
+        algorithm = ["grid-avg", "grid-ep"]
         """))
     assert main(["bench", str(grid), "--import", str(path)]) == 0, capsys.readouterr().err
-    (summary,) = (tmp_path / "runs").glob("*/summary.json")
-    assert json.loads(summary.read_text())["algorithm"] == "grid-avg"
-    sys.modules.pop("fedloom_test_grid_plugin", None)
+    done = {json.loads(p.read_text())["algorithm"] for p in (tmp_path / "runs").glob("*/summary.json")}
+    assert done == {"grid-avg", "grid-ep"}
+    for module in ("fedloom_test_grid_plugin", "fedloom_test_grid_ep"):
+        sys.modules.pop(module, None)
