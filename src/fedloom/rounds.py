@@ -113,9 +113,16 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
     record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
                        if train_losses else float("nan"), "clients_sampled": len(cohort),
                        "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
-                       "cum_bytes_down": totals["down"], **{f"server_{k}": v for k, v in server.metrics.items()}})
+                       "cum_bytes_down": totals["down"], **attackers_sampled(exp, cohort),
+                       **{f"server_{k}": v for k, v in server.metrics.items()}})
     return RoundOutput(server, record, per_client, result.client_metrics, t_train,
                        time.perf_counter() - t0 - t_train)
+
+
+def attackers_sampled(exp: Experiment, cohort: list[int]) -> dict[str, int]:
+    """How many of the round's clients are malicious (only when the run has an attack)."""
+    uploads = exp.runtime.uploads
+    return {} if uploads.attack is None else {"attackers_sampled": sum(c in uploads.malicious for c in cohort)}
 
 
 def aggregation_context(exp: Experiment, state: ServerState, round_: int) -> AggregationContext:

@@ -96,9 +96,10 @@ def _cli_run(tmp_path: Path, name: str, *extra: str, attack: str = "badnets") ->
 
 
 def test_cli_badnets_run_reports_asr_every_evaluated_round(tmp_path: Path) -> None:
-    records = _cli_run(tmp_path, "serial")
+    records = _cli_run(tmp_path, "serial", "--attack.sampling", "exact")
     assert [record["round"] for record in records] == [0, 1, 2]
     assert all(0.0 <= record["asr"] <= 1.0 for record in records)
+    assert [record["attackers_sampled"] for record in records[1:]] == [1, 1]  # round(5 · 0.2) of 5 clients
 
 
 @pytest.mark.slow  # spawns two worker processes (about 12 s on a busy 2-core machine)
