@@ -6,6 +6,7 @@ scores 0."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -25,18 +26,25 @@ def rouge_l(prediction: str, reference: str) -> float:
     return float(scorer.score(reference, prediction)["rougeL"].fmeasure)
 
 
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name of the key/value cache argument and output (``cache`` in transformers 5, else
+    ``past_key_values``)."""
+    hf_forward = next(c.forward for c in type(model).__mro__ if c.__module__.startswith("transformers"))
+    return "cache" if "cache" in inspect.signature(hf_forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def greedy(model: torch.nn.Module, params: Params, prompt: Sequence[int], max_new_tokens: int,
            max_positions: int) -> list[int]:
     """Greedy continuation of ``prompt`` by ``model`` run with ``params`` (no sampling, one beam)."""
     ids = torch.tensor([list(prompt) or [EOS_ID]], dtype=torch.long, device=next(iter(params.values())).device)
     out: list[int] = []
-    past = None
+    past, key = None, cache_argument(model)
     step_input = ids[:, -max_positions + max_new_tokens:]
     for _ in range(max_new_tokens):
-        result = functional_call(model, params, (), {"input_ids": step_input, "past_key_values": past,
-                                                     "use_cache": True}, strict=False)
-        past = result.past_key_values
+        result = functional_call(model, params, (), {"input_ids": step_input, key: past, "use_cache": True},
+                                 strict=False)
+        past = getattr(result, key)
         token = int(result.logits[0, -1].argmax())
         if token == EOS_ID:
             break
