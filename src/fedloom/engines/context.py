@@ -13,6 +13,7 @@ from fedloom.algorithms.base import Predictor
 from fedloom.algorithms.tree import Params, tree_map
 from fedloom.data.federated import FederatedData
 from fedloom.engines.local_sgd import AfterBatch, BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig
+from fedloom.pipeline.privacy.sample import sample_privacy
 from fedloom.engines.state_store import ClientStateStore
 from fedloom.models.base import SplitModel
 from fedloom.pipeline.aggregators import Aggregator
@@ -215,7 +216,8 @@ class ClientContext:
         overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         runner = LocalSGD(self.runtime.batch_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
-                          describe=f"client {self.client_id}, round {self.round}", poison=self.poison())
+                          describe=f"client {self.client_id}, round {self.round}", poison=self.poison(),
+                          private=sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id))
         return runner.run(params, self.train_indices if indices is None else indices, cfg,
                           self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
                           grad_correction=grad_correction, trainable=trainable, aux=aux,

@@ -62,6 +62,8 @@ class LocalSGD:
     describe: str  # "client 3, round 7" for error messages
     #: a malicious client's data-level attack (fedloom.pipeline.attacks.BatchPoison): changes its batches
     poison: Optional[Any] = None
+    #: sample-level DP-SGD (fedloom.pipeline.privacy.sample.PerSampleClipper): per-sample clipped, noised gradients
+    private: Optional[Any] = None
 
     def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
             extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
@@ -88,7 +90,8 @@ class LocalSGD:
                     loss = loss_fn(work, xb, yb)
                     if extra_loss is not None:
                         loss = loss + extra_loss(work, aux)
-                    grads = torch.autograd.grad(loss, tensors)
+                    grads = torch.autograd.grad(loss, tensors) if self.private is None else self._private_grads(
+                        loss_fn, work, names, xb, yb, cfg, extra_loss, aux, tensors)
                     if grad_correction is not None:
                         corrected = grad_correction(work, dict(zip(names, grads)), aux)
                         grads = tuple(corrected[name] for name in names)
@@ -104,6 +107,17 @@ class LocalSGD:
         out = {name: t.detach() for name, t in work.items()}
         return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
                      "samples": float(samples)}
+
+    def _private_grads(self, loss_fn: TaskLoss, work: Params, names: list[str], xb: torch.Tensor, yb: torch.Tensor,
+                       cfg: SGDConfig, extra_loss: Optional[ExtraLoss], aux: Any,
+                       tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """DP-SGD's gradient of the data term; an ``extra_loss`` term involves no sample, so its exact gradient is
+        added unclipped and unnoised."""
+        grads = self.private.gradients(loss_fn, work, names, xb, yb, cfg.batch_size)
+        if extra_loss is None:
+            return grads
+        extra = torch.autograd.grad(extra_loss(work, aux), tensors, allow_unused=True)
+        return tuple(g if e is None else g + e for g, e in zip(grads, extra))
 
     @staticmethod
     @torch.no_grad()

@@ -19,6 +19,7 @@ from fedloom.algorithms.tree import Params, Tree
 from fedloom.engines.context import Runtime
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
 from fedloom.engines.pack_sgd import BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches
+from fedloom.pipeline.privacy.sample import uses_sample_dp
 from fedloom.seeding import torch_generator
 
 
@@ -104,6 +105,8 @@ class PackContext:
             raise NotVectorizable("local_sgd(indices=...)")
         if steps_per_batch != 1 or after_batch is not None:
             raise NotVectorizable("local_sgd(steps_per_batch=..., after_batch=...)")
+        if uses_sample_dp(self.runtime.uploads):
+            raise NotVectorizable("--transform sample-dp (per-sample gradients inside a pack)")
         cfg = self.sgd
         overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
