@@ -129,7 +129,10 @@ class Krum(Aggregator):
         return distances.sort(dim=1).values[:, 1:closest + 1].sum(dim=1)
 
     def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
+        from fedloom.pipeline.defenses.common import report_admitted  # the defenses package imports this module
+
         best = torch.argsort(self.scores(items), stable=True)[:self.m].tolist()
+        report_admitted(ctx, items, best)
         chosen = [items[i] for i in best]
         return tree_map(lambda s: s.mean(dim=0), _stack(chosen))
 

@@ -45,7 +45,8 @@ def cosine_distances(points: torch.Tensor) -> np.ndarray:
 @AGGREGATORS.register("flame")
 @dataclass(frozen=True)
 class Flame(Aggregator):
-    """FLAME (Nguyen et al., USENIX Security 2022), Algorithm 1:
+    """FLAME (Nguyen et al., USENIX Security 2022): HDBSCAN on cosine distances admits the majority cluster,
+    which is clipped to the median norm and averaged, plus Gaussian noise. The paper's Algorithm 1:
 
     1. HDBSCAN on the pairwise cosine distances of the local models W_i = G + Δ_i (``cluster_on = "updates"``:
        of the Δ_i), min_cluster_size = ⌊n/2⌋ + 1, min_samples = 1; the majority cluster is admitted;

@@ -33,7 +33,8 @@ def trust_coefficients(points: torch.Tensor, reference: torch.Tensor) -> torch.T
 @AGGREGATORS.register("fltrust")
 @dataclass(frozen=True)
 class FLTrust(Aggregator):
-    """FLTrust (Cao et al., NDSS 2021). The root set: ``root_size`` samples drawn once per run, uniformly without
+    """FLTrust (Cao et al., NDSS 2021): the server's own update on a small root set weighs each upload by
+    ReLU(cosine) and rescales it to the server update's norm. The root set: ``root_size`` samples drawn once per run, uniformly without
     replacement from the pooled training data of every client (a seeded stream of its own); each round the server
     runs the run's local SGD (same optimizer; epochs, lr and batch size overridable) from the global parameters on
     it, g_0 = trained − global, and aggregates :func:`trust_coefficients`. Uploads must be updates of the server's

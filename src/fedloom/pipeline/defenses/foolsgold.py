@@ -42,7 +42,8 @@ def foolsgold_weights(histories: torch.Tensor, kappa: float) -> torch.Tensor:
 @AGGREGATORS.register("foolsgold")
 @dataclass(frozen=True)
 class FoolsGold(Aggregator):
-    """FoolsGold (Fung et al., RAID 2020). Each client's history H_i = Σ_t Δ_i^t is kept in the aggregator's
+    """FoolsGold (Fung et al., RAID 2020): clients whose update histories are alike (sybils) get low weights.
+    Each client's history H_i = Σ_t Δ_i^t is kept in the aggregator's
     memory (``ctx.state``, checkpointed); every round the cohort's weights come from the cosine similarities of
     their histories (:func:`foolsgold_weights`) and the aggregate is Σ α_i Δ_i / Σ α_i (zero when every α is 0).
     ``history = "head"`` keeps only the last layer's coordinates (the output layer the paper's feature-importance

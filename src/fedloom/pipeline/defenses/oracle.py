@@ -15,8 +15,8 @@ from fedloom.pipeline.defenses.common import Items, report_admitted, weighted_me
 @AGGREGATORS.register("ideal")
 @dataclass(frozen=True)
 class Ideal(Aggregator):
-    """An upper bound, not a defense: the sample-weighted mean of the uploads of clients that are not malicious,
-    read from the threat model's ground truth (``ctx.malicious``). A round whose cohort is all malicious leaves the
+    """The oracle (an upper bound, not a defense): the sample-weighted mean of the benign clients' uploads only.
+    It reads the threat model's ground truth (``ctx.malicious``). A round whose cohort is all malicious leaves the
     model unchanged (a zero update)."""
 
     def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:

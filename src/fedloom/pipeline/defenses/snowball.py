@@ -134,8 +134,10 @@ class SnowballMinus(Aggregator):
 @AGGREGATORS.register("snowball")
 @dataclass(frozen=True)
 class Snowball(SnowballMinus):
-    """Snowball (Qin et al., AAAI 2024): the bottom-up election (see snowball-minus) alone during the first
-    ``warmup`` rounds (rounds < warmup; the official values: MNIST 25, Fashion-MNIST 30, FEMNIST 80, CIFAR-10 100,
+    """Snowball (Qin et al., AAAI 2024): a bottom-up election by K-means votes, then a top-down election that
+    grows the elected set by a VAE's reconstruction error.
+
+    The bottom-up election (see snowball-minus) runs alone during the first ``warmup`` rounds (rounds < warmup; the official values: MNIST 25, Fashion-MNIST 30, FEMNIST 80, CIFAR-10 100,
     Sent140 30); after it the top-down election grows the elected set: a VAE (hidden S^H, latent S^L) is trained
     from scratch for E^VI epochs on the pairwise differences of the elected uploads' election layers (sigmoid-
     squashed), then, until ⌊M·n⌋ are elected: fine-tune E^VT epochs on the current elected set's differences,
