@@ -84,6 +84,9 @@ def test_snowball_top_down_election_grows_to_half_the_cohort_with_benign_uploads
 
 
 def test_snowball_refuses_a_cohort_too_small_for_its_clusters() -> None:
-    Snowball(ct=3).check_cohort(5)
+    Snowball(ct=3, share=0.4).check_cohort(5)
+    with pytest.raises(ConfigError, match="raise snowball.share"):
+        Snowball(ct=3).check_cohort(5)  # ceil(0.1·5) = 1 winner: no differences for the VAE
+    SnowballMinus(ct=3).check_cohort(5)  # no top-down election, one winner is fine
     with pytest.raises(ConfigError, match="ct\\+2 = 12"):
         Snowball().check_cohort(11)
