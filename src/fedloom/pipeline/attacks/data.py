@@ -26,16 +26,6 @@ Cells = tuple[tuple[int, int], ...]
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def chosen_samples(pctx: PoisonContext, pdr: float) -> ChosenSamples:
-    """The sorted ids of floor(pdr·n) of the client's n training samples (all of them when pdr = 1)."""
-    indices = pctx.train_indices.detach().cpu()
-    count = int(indices.numel() * pdr + 1e-9)
-    if count >= indices.numel():
-        return ChosenSamples(indices.sort().values)
-    order = torch.randperm(indices.numel(), generator=pctx.generator("samples"))
-    return ChosenSamples(indices[order[:count]].sort().values)
-
-
 @dataclass
 class ChosenSamples:
     """The poisoned sample ids of one client, kept on every device a batch comes from (no copy per batch)."""
@@ -49,6 +39,16 @@ class ChosenSamples:
         if key not in self.on_device:
             self.on_device[key] = self.ids.to(indices.device)
         return torch.isin(indices, self.on_device[key]).to(device)
+
+
+def chosen_samples(pctx: PoisonContext, pdr: float) -> ChosenSamples:
+    """The sorted ids of floor(pdr·n) of the client's n training samples (all of them when pdr = 1)."""
+    indices = pctx.train_indices.detach().cpu()
+    count = int(indices.numel() * pdr + 1e-9)
+    if count >= indices.numel():
+        return ChosenSamples(indices.sort().values)
+    order = torch.randperm(indices.numel(), generator=pctx.generator("samples"))
+    return ChosenSamples(indices[order[:count]].sort().values)
 
 
 @lru_cache(maxsize=64)
