@@ -48,18 +48,15 @@ def ensure_loaded() -> None:
         return
     _loading = True
     try:
+        every = importlib.metadata.entry_points()  # one scan of the installed distributions for all groups
         for group in GROUPS:
-            for entry in _entry_points(group):
+            for entry in every.select(group=group):
                 _load_entry_point(group, entry)
         for spec in env_specs():
             import_plugin(spec, export=False)
         _loaded = True
     finally:
         _loading = False
-
-
-def _entry_points(group: str) -> Iterable[importlib.metadata.EntryPoint]:
-    return importlib.metadata.entry_points(group=group)
 
 
 def _load_entry_point(group: str, entry: importlib.metadata.EntryPoint) -> None:
