@@ -41,7 +41,7 @@ class FLTrust(Aggregator):
     parameters (FedAvg's Δ). Uploads with a positive trust score count as admitted."""
 
     root_size: int = hp(100, ge=1, help="samples in the server's root set")
-    epochs: Optional[int] = hp(None, ge=1, help="server epochs on the root set (None: the run's --epochs)")
+    epochs: Optional[int] = hp(None, ge=1, help="server epochs on the root set (None: the run's --local-epochs)")
     lr: Optional[float] = hp(None, gt=0, help="server learning rate on the root set (None: the run's --lr)")
     batch_size: Optional[int] = hp(None, ge=1, help="server batch size (None: the run's --batch-size)")
 
