@@ -187,7 +187,7 @@ class HFCausalLM:
                                                              else self.path, local_files_only=not self.online)
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(Path(self.path).expanduser()) if not self.online else self.path, config=config,
-                local_files_only=not self.online, dtype=torch.float32)
+                local_files_only=not self.online).float()
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"--hf.path {self.path} is not a loadable causal language model: {first}") from None
