@@ -204,7 +204,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from fedloom.cli_help import wrapped_entry
 
-    registries = list(dict.fromkeys((*_registries(), PARTITIONERS, PATTERNS, TOPOLOGIES), None))  # engines: options
+    from fedloom.trackers import TRACKERS
+
+    registries = list(dict.fromkeys((*_registries(), PARTITIONERS, PATTERNS, TOPOLOGIES, TRACKERS)))  # engines: options
     for registry in registries:
         print(f"{registry.kind[:-1] + 'ies' if registry.kind.endswith('y') else registry.kind + 's'}:")
         for name, obj in registry.items():
