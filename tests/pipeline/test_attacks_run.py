@@ -102,11 +102,12 @@ def test_cli_badnets_run_reports_asr_every_evaluated_round(tmp_path: Path) -> No
     assert [record["attackers_sampled"] for record in records[1:]] == [1, 1]  # round(5 · 0.2) of 5 clients
 
 
-@pytest.mark.slow  # spawns two worker processes (about 12 s on a busy 2-core machine)
-def test_cli_dba_run_reports_asr_identically_on_serial_and_processes(tmp_path: Path) -> None:
-    serial = _cli_run(tmp_path, "serial", "--attack.sampling", "exact", attack="dba")
+@pytest.mark.slow  # spawns two worker processes (12-35 s on a busy 2-core machine)
+@pytest.mark.parametrize("attack", ["badnets", "dba"])
+def test_cli_run_reports_asr_identically_on_serial_and_processes(attack: str, tmp_path: Path) -> None:
+    serial = _cli_run(tmp_path, "serial", "--attack.sampling", "exact", attack=attack)
     processes = _cli_run(tmp_path, "processes", "--attack.sampling", "exact", "--engine", "processes",
-                         "--workers", "2", attack="dba")
+                         "--workers", "2", attack=attack)
     assert all("asr" in record for record in serial) and processes == serial
 
 
