@@ -35,8 +35,8 @@ def named_leaves(tree: Tree, prefix: str = "") -> list[tuple[str, torch.Tensor]]
 
 
 def flat(tree: Tree) -> torch.Tensor:
-    """One float32 vector of every coordinate of ``tree``."""
-    return torch.cat([leaf.reshape(-1).float() for leaf in leaves(tree)])
+    """One float32 CPU vector of every coordinate of ``tree``."""
+    return torch.cat([leaf.reshape(-1).float().cpu() for leaf in leaves(tree)])  # selection maths on CPU
 
 
 def flat_matrix(items: Items) -> torch.Tensor:
