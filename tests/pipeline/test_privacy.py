@@ -4,6 +4,7 @@ standard deviation, the fixed denominator, Poisson sampling, and bad input befor
 from __future__ import annotations
 
 import dataclasses
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -164,3 +165,52 @@ def test_dp_needs_a_sum_on_the_server() -> None:
 def test_an_unreachable_target_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="cannot be reached"):
         ClientLevelDP(target_epsilon=1e-6, delta=1e-9).bind(SimpleNamespace(join_ratio=1.0, rounds=1000), 10)
+
+
+def items_with_norms(norms: list[float]) -> list:
+    return [(i, {"w": torch.tensor([n, 0.0])}, 3.0) for i, n in enumerate(norms)]
+
+
+def test_adaptive_clipping_moves_the_bound_by_the_papers_rule() -> None:
+    dp = ClientLevelDP(clip=1.5, noise_multiplier=0.0, adaptive=True, target_quantile=0.5,
+                       clip_lr=0.2).bind(SimpleNamespace(join_ratio=0.04, rounds=5), 100)  # m = 4
+    stage = DpAggregation(dp)
+    assert stage.needs_all and dp.apply(TransformContext(0, 1, 0), {"w": torch.ones(9) * 5}, None)[0]["w"][0] == 5
+    ctx = AggregationContext(seed=0, round=1, global_params={})
+    out = stage.aggregate(items_with_norms([1.0, 2.0, 3.0, 4.0]), ctx)
+    assert out["w"].tolist() == pytest.approx([(1.0 + 1.5 * 3) / 4, 0.0])  # clipped at 1.5, Σ / m
+    # one of four unclipped: b = 0.25 < γ = 0.5, so the bound grows: C ← 1.5·exp(−0.2·(0.25 − 0.5))
+    assert float(ctx.state["dp_clip"]) == pytest.approx(1.5 * math.exp(0.05))
+    assert ctx.metrics["dp_clip"] == 1.5 and ctx.metrics["dp_unclipped_estimate"] == 0.25
+
+
+def test_adaptive_clipping_tracks_the_target_quantile() -> None:
+    dp = ClientLevelDP(clip=0.1, noise_multiplier=0.0, adaptive=True, target_quantile=0.5,
+                       clip_lr=0.2).bind(SimpleNamespace(join_ratio=0.1, rounds=5), 100)  # m = 10
+    ctx = AggregationContext(seed=0, round=1, global_params={})
+    for _ in range(200):
+        DpAggregation(dp).aggregate(items_with_norms([float(n) for n in range(1, 11)]), ctx)
+    assert 4.5 <= float(ctx.state["dp_clip"]) <= 6.5  # the median norm is 5.5
+
+
+def test_adaptive_clipping_spends_part_of_the_noise_on_the_count() -> None:
+    dp = ClientLevelDP(noise_multiplier=1.0, adaptive=True).bind(SimpleNamespace(join_ratio=1.0, rounds=5), 100)
+    assert dp.count_noise == 5.0  # m / 20
+    assert dp.update_multiplier == pytest.approx((1 - 1 / 100) ** -0.5)
+    with pytest.raises(ConfigError, match="must exceed z/2"):
+        ClientLevelDP(noise_multiplier=3.0, adaptive=True).bind(SimpleNamespace(join_ratio=0.1, rounds=5), 100)
+    with pytest.raises(ConfigError, match="cannot be combined with dp.mode distributed"):
+        build_transforms(options_of(adaptive=True, mode="distributed"))
+
+
+def test_the_adaptive_bound_is_kept_in_the_server_state_across_rounds() -> None:
+    exp = make_experiment(clients=10, join_ratio=0.5, rounds=2, transform="dp",
+                          options={"dp": {"clip": 0.01, "noise_multiplier": 0.5, "adaptive": True,
+                                          "count_noise": 1.0, "sampling": "fixed"}})
+    server, _, _ = initial_round(exp)
+    clips = []
+    for r in (1, 2):
+        out = step_round(exp, server, r, {})
+        server = out.server
+        clips.append(out.record["server_dp_clip"])
+    assert clips[0] == pytest.approx(0.01) and clips[1] > clips[0]  # every update is longer than 0.01: the bound grew

@@ -19,6 +19,7 @@ reported as ``server_dp_epsilon`` in metrics.jsonl.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -66,6 +67,11 @@ class ClientLevelDP(UploadTransform):
                                                           "join_ratio (poisson) or join_ratio·N of N (fixed)")
     mode: str = hp("central", choices=MODES, help="noise added by the server to the sum (central) or split "
                                                    "across the clients (distributed, with --aggregator secagg)")
+    adaptive: bool = hp(False, help="adapt the clipping bound to a quantile of the update norms (Andrew et al. "
+                                    "2021); dp.clip is the first round's bound")
+    target_quantile: float = hp(0.5, ge=0, le=1, help="γ: share of updates the adaptive bound should not clip")
+    clip_lr: float = hp(0.2, gt=0, help="η_C: C ← C·exp(−η_C·(b̃ − γ))")
+    count_noise: Optional[float] = hp(None, gt=0, help="σ_b: noise on the count of unclipped updates (default m/20)")
     uniform_weights: ClassVar[bool] = True
 
     @property
@@ -79,6 +85,9 @@ class ClientLevelDP(UploadTransform):
             raise ConfigError("dp.noise-multiplier and dp.target-epsilon exclude each other: give one (the "
                               "target is met by calibrating the noise multiplier)")
         check_plan(self.accountant, self.sampling)
+        if self.adaptive and self.mode == "distributed":
+            raise ConfigError("dp.adaptive clips on the (trusted) server at the current quantile estimate; it "
+                              "cannot be combined with dp.mode distributed")
 
     def bind(self, cfg: Any, num_clients: int) -> "BoundClientDP":
         from fedloom.pipeline.build import cohort_size
@@ -91,7 +100,19 @@ class ClientLevelDP(UploadTransform):
         else:
             z = 1.0 if self.noise_multiplier is None else self.noise_multiplier
             plan.event(1)  # the accountant's package is needed: one clear error now, not after round 1
-        return BoundClientDP(self, dataclasses.replace(plan, noise_multiplier=z))
+        return BoundClientDP(self, dataclasses.replace(plan, noise_multiplier=z), *self._split_noise(z, cohort))
+
+    def _split_noise(self, z: float, cohort: int) -> tuple[float, float]:
+        """(noise multiplier of the update sum, σ_b of the count). Adaptive clipping spends part of the budget on
+        the count (Andrew, Thakkar, McMahan, Ramaswamy, NeurIPS 2021, Thm. 1): z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2) keeps
+        the pair as private as one Gaussian mechanism of multiplier z."""
+        if not self.adaptive or z == 0:
+            return z, 0.0
+        sigma_b = self.count_noise if self.count_noise is not None else cohort / 20
+        if 2 * sigma_b <= z:
+            raise ConfigError(f"dp.count-noise σ_b = {sigma_b:g} must exceed z/2 = {z / 2:g} (the noise multiplier "
+                              f"in use) for adaptive clipping; raise it or sample more clients (default: m/20)")
+        return (z ** -2 - (2 * sigma_b) ** -2) ** -0.5, sigma_b
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         raise RuntimeError("dp must be bound to a run (UploadTransform.bind) before it processes uploads")
@@ -103,6 +124,8 @@ class BoundClientDP(UploadTransform):
 
     options: ClientLevelDP = dataclasses.field(default_factory=ClientLevelDP)
     plan: PrivacyPlan = PrivacyPlan(1.0, 1, 1, 0.5)
+    update_multiplier: float = 1.0  # z_Δ: the plan's z, less what adaptive clipping spends on the count
+    count_noise: float = 0.0  # σ_b (adaptive clipping only)
     uniform_weights: ClassVar[bool] = True
 
     @property
@@ -116,10 +139,12 @@ class BoundClientDP(UploadTransform):
 
     @property
     def sum_noise_std(self) -> float:
-        """σ = z·S: the noise on the sum of the cohort's clipped updates."""
-        return self.plan.noise_multiplier * self.options.clip
+        """σ = z·S: the noise on the sum of the cohort's clipped updates (fixed clipping)."""
+        return self.update_multiplier * self.options.clip
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
+        if self.options.adaptive:  # the server clips at its current estimate C_t (trusted-server, central DP)
+            return upload, state
         clipped, _ = clip_tree(upload, self.options.clip)
         if self.options.mode == "distributed" and self.sum_noise_std > 0:
             # m clients each add σ²/m of variance: the sum carries N(0, σ²), as central DP would
@@ -137,6 +162,9 @@ class BoundClientDP(UploadTransform):
         if self.options.mode == "distributed" and aggregator is None:
             raise ConfigError("dp.mode distributed splits the noise across the clients for a secure sum: use "
                               "--aggregator secagg (or dp.mode central)")
+        if self.options.adaptive and aggregator is not None:
+            raise ConfigError("dp.adaptive clips every upload on the server, which a secure sum hides: use "
+                              "--aggregator mean with it")
         return DpAggregation(self, aggregator)
 
 
@@ -153,7 +181,7 @@ class DpAggregation(Aggregator):
 
     @property
     def needs_all(self) -> bool:  # type: ignore[override]
-        return self.inner is not None
+        return self.inner is not None or self.dp.options.adaptive
 
     def check_cohort(self, size: int) -> None:
         if self.inner is not None:
@@ -172,8 +200,28 @@ class DpAggregation(Aggregator):
         return tree_map(lambda s: (s / self.dp.plan.cohort).to(torch.float32), total)
 
     def aggregate(self, items: Items, ctx: Optional[AggregationContext] = None) -> Tree:
+        if self.dp.options.adaptive:
+            return self._adaptive(items, ctx if ctx is not None else AggregationContext(0, 0, {}))
         total, weight, count = self.inner.secure_sum(items, ctx)
         return self.reduce(total, weight, count, ctx)
+
+    def _adaptive(self, items: Items, ctx: AggregationContext) -> Tree:
+        """Adaptive clipping (Andrew et al., NeurIPS 2021): clip every update at C_t, add N(0, (z_Δ·C_t)²) to the
+        sum, count the unclipped ones with N(0, σ_b²) noise, and move C toward the target quantile γ:
+        C_{t+1} = C_t·exp(−η_C·(b̃ − γ)), b̃ = noisy count / m. C lives in the aggregator memory (checkpointed)."""
+        opts, m = self.dp.options, self.dp.plan.cohort
+        bound = float(ctx.state.get("dp_clip", torch.tensor(opts.clip)))
+        clipped = [clip_tree(upload, bound) for _, upload, _ in items]
+        total = tree_map(lambda *leaves: torch.stack([leaf.double() for leaf in leaves]).sum(0),
+                         *[tree for tree, _ in clipped])
+        gen = ctx.generator("dp-noise")
+        total = tree_map(torch.add, total, gaussian_like(total, self.dp.update_multiplier * bound, gen))
+        unclipped = sum(1.0 for _, norm in clipped if norm <= bound)
+        noisy = unclipped + self.dp.count_noise * float(torch.randn((), generator=gen, dtype=torch.float64))
+        estimate = noisy / m
+        ctx.state["dp_clip"] = torch.tensor(bound * math.exp(-opts.clip_lr * (estimate - opts.target_quantile)))
+        ctx.metrics.update({**self.report(ctx.round), "dp_clip": bound, "dp_unclipped_estimate": estimate})
+        return tree_map(lambda s: (s / m).to(torch.float32), total)
 
     def report(self, round_: int) -> dict[str, float]:
         """ε at δ after ``round_`` rounds and the mechanism's parameters (server_dp_* in metrics.jsonl)."""
