@@ -91,6 +91,9 @@ class Plan:
 @PATTERNS.register("gossip")
 @dataclass(frozen=True)
 class Gossip(RoundPattern):
+    """Serverless rounds: every node trains, then mixes with its --topology neighbours (D-PSGD, CHOCO-SGD,
+    DCD-PSGD, GossipFL); options are the mixing weights, random graphs, bandwidth model and faults."""
+
     weights: str = hp("metropolis", choices=("metropolis", "uniform"),
                       help="mixing weights: metropolis (1/(1+max(d_i,d_j))) or uniform (1/(1+d_max))")
     degree: int = hp(4, ge=1, help="--topology random-regular: every node's degree")
