@@ -43,7 +43,8 @@ def runtime(clients: int, epochs: int) -> Any:
     from fedloom.run import build_experiment, load_data, resolve_config
 
     cfg = resolve_config(RunConfig(dataset="mnist-5k", model="cnn", clients=clients, rounds=1, local_epochs=epochs,
-                                   batch_size=10, lr=0.01, momentum=0.9, weight_decay=5e-4, seed=0, device="cpu", threads=1, options={}))
+                                   batch_size=10, lr=0.01, momentum=0.9, weight_decay=5e-4, seed=0, device="cpu",
+                                   threads=1, options={}))
     return build_experiment(cfg, load_data(cfg, torch.device("cpu")), torch.device("cpu")).runtime
 
 

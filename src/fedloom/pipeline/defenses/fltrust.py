@@ -34,11 +34,11 @@ def trust_coefficients(points: torch.Tensor, reference: torch.Tensor) -> torch.T
 @dataclass(frozen=True)
 class FLTrust(Aggregator):
     """FLTrust (Cao et al., NDSS 2021): the server's own update on a small root set weighs each upload by
-    ReLU(cosine) and rescales it to the server update's norm. The root set: ``root_size`` samples drawn once per run, uniformly without
-    replacement from the pooled training data of every client (a seeded stream of its own); each round the server
-    runs the run's local SGD (same optimizer; epochs, lr and batch size overridable) from the global parameters on
-    it, g_0 = trained − global, and aggregates :func:`trust_coefficients`. Uploads must be updates of the server's
-    parameters (FedAvg's Δ). Uploads with a positive trust score count as admitted."""
+    ReLU(cosine) and rescales it to the server update's norm. The root set: ``root_size`` samples drawn once per
+    run, uniformly without replacement from the pooled training data of every client (a seeded stream of its own);
+    each round the server runs the run's local SGD (same optimizer; epochs, lr and batch size overridable) from the
+    global parameters on it, g_0 = trained − global, and aggregates :func:`trust_coefficients`. Uploads must be
+    updates of the server's parameters (FedAvg's Δ). Uploads with a positive trust score count as admitted."""
 
     root_size: int = hp(100, ge=1, help="samples in the server's root set")
     epochs: Optional[int] = hp(None, ge=1, help="server epochs on the root set (None: the run's --local-epochs)")

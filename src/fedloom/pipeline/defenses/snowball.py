@@ -137,13 +137,14 @@ class Snowball(SnowballMinus):
     """Snowball (Qin et al., AAAI 2024): a bottom-up election by K-means votes, then a top-down election that
     grows the elected set by a VAE's reconstruction error.
 
-    The bottom-up election (see snowball-minus) runs alone during the first ``warmup`` rounds (rounds < warmup; the official values: MNIST 25, Fashion-MNIST 30, FEMNIST 80, CIFAR-10 100,
-    Sent140 30); after it the top-down election grows the elected set: a VAE (hidden S^H, latent S^L) is trained
-    from scratch for E^VI epochs on the pairwise differences of the elected uploads' election layers (sigmoid-
-    squashed), then, until ⌊M·n⌋ are elected: fine-tune E^VT epochs on the current elected set's differences,
-    score every other candidate by its mean reconstruction error (``samples`` latent draws) over its differences
-    ± to each elected upload, and elect the ⌈M^E·n⌉ lowest. The elected uploads are averaged with their sample
-    weights. The VAE is retrained every round (as the official code does), so it keeps no memory."""
+    The bottom-up election (see snowball-minus) runs alone during the first ``warmup`` rounds (rounds < warmup; the
+    official values: MNIST 25, Fashion-MNIST 30, FEMNIST 80, CIFAR-10 100, Sent140 30); after it the top-down
+    election grows the elected set: a VAE (hidden S^H, latent S^L) is trained from scratch for E^VI epochs on the
+    pairwise differences of the elected uploads' election layers (sigmoid-squashed), then, until ⌊M·n⌋ are elected:
+    fine-tune E^VT epochs on the current elected set's differences, score every other candidate by its mean
+    reconstruction error (``samples`` latent draws) over its differences ± to each elected upload, and elect the
+    ⌈M^E·n⌉ lowest. The elected uploads are averaged with their sample weights. The VAE is retrained every round (as
+    the official code does), so it keeps no memory."""
 
     warmup: int = hp(30, ge=0, help="rounds (< warmup) with the bottom-up election only")
     target_share: float = hp(0.5, gt=0, le=1, help="M: top-down election stops at ⌊M·n⌋ elected")
