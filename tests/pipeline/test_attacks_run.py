@@ -89,7 +89,8 @@ def test_an_omniscient_attack_wraps_the_configured_aggregator_and_changes_the_ro
 def _cli_run(tmp_path: Path, name: str, *extra: str, attack: str = "badnets") -> list[dict]:
     out = tmp_path / name
     argv = ["run", "--dataset", "digits", "--algorithm", "fedavg", "--attack", attack, "--attack.fraction", "0.2",
-            "--clients", "5", "--rounds", "2", "--model", "mlp", "--batch-size", "32", "--device", "cpu", "--quiet",
+            "--clients", "10", "--join-ratio", "0.5", "--rounds", "2", "--model", "mlp", "--batch-size", "32",
+            "--device", "cpu", "--quiet",
             "--out", str(out), *extra]
     assert main(argv) == 0
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -99,7 +100,7 @@ def test_cli_badnets_run_reports_asr_every_evaluated_round(tmp_path: Path) -> No
     records = _cli_run(tmp_path, "serial", "--attack.sampling", "exact")
     assert [record["round"] for record in records] == [0, 1, 2]
     assert all(0.0 <= record["asr"] <= 1.0 for record in records)
-    assert [record["attackers_sampled"] for record in records[1:]] == [1, 1]  # round(5 · 0.2) of 5 clients
+    assert [record["attackers_sampled"] for record in records[1:]] == [1, 1]  # round(5 · 0.2) in cohorts of 5 (of 10 clients)
 
 
 @pytest.mark.slow  # spawns two worker processes (12-35 s on a busy 2-core machine)
