@@ -18,9 +18,13 @@ from fedloom.pipeline.defenses.common import Items, flat_matrix, report_admitted
 
 def krum_scores(points: torch.Tensor, f: int) -> torch.Tensor:
     """Krum's score of every row: Σ of squared distances to its n − f − 2 nearest other rows (at least one)."""
-    distances = torch.cdist(points.double(), points.double()).pow(2)
-    closest = max(1, points.shape[0] - f - 2)
-    return distances.sort(dim=1).values[:, 1:closest + 1].sum(dim=1)  # column 0: the point itself
+    return scores_from_distances(torch.cdist(points.double(), points.double()).pow(2), f)
+
+
+def scores_from_distances(sq_distances: torch.Tensor, f: int) -> torch.Tensor:
+    """Krum scores from the [n, n] squared-distance matrix of the points."""
+    closest = max(1, sq_distances.shape[0] - f - 2)
+    return sq_distances.sort(dim=1).values[:, 1:closest + 1].sum(dim=1)  # column 0: the point itself
 
 
 def mean_distance_ranking(points: torch.Tensor) -> torch.Tensor:
@@ -76,11 +80,12 @@ class Bulyan(Aggregator):
                               f"but a round samples {size} clients; lower bulyan.f or sample more clients")
 
     def selection(self, points: torch.Tensor) -> list[int]:
-        """Positions picked by iterated Krum (each pick removed before the next)."""
+        """Positions picked by iterated Krum (each pick removed before the next); the distances are computed once."""
+        sq_distances = torch.cdist(points.double(), points.double()).pow(2)
         remaining = list(range(points.shape[0]))
         picked: list[int] = []
         while len(picked) < points.shape[0] - 2 * self.f:
-            scores = krum_scores(points[remaining], self.f)
+            scores = scores_from_distances(sq_distances[remaining][:, remaining], self.f)
             best = remaining[int(torch.argmin(scores))]
             picked.append(best)
             remaining.remove(best)
