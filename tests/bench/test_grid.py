@@ -75,7 +75,7 @@ def test_grid_runs_skips_retries_and_reports(tmp_path: Path, capsys: pytest.Capt
     assert code == 0 and "4 runs in 1 group" in stdout
     assert "### dirichlet-0.1\n\n| algorithm |" in page.read_text() and page.read_text().endswith("prose\n")
     html = (report / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 3  # curves, client boxes, partition
+    assert html.count('src="data:image/png;base64,') == 4  # curves, cost (bytes and time), client boxes, partition
     assert "http" not in html and "<script" not in html  # self-contained
     for column in ["best acc. (%)", "final acc. (%)", "rounds to", "total bytes", "wall time", "published (%)",
                    "Δ best − published", "fedavg", "fedprox"]:
@@ -84,8 +84,8 @@ def test_grid_runs_skips_retries_and_reports(tmp_path: Path, capsys: pytest.Capt
     assert {r["algorithm"] for r in rows} == {"fedavg", "fedprox"} and all(r["seeds"] == "1 2" for r in rows)
     fedavg = next(r for r in rows if r["algorithm"] == "fedavg")
     assert fedavg["published"] == "50.0" and abs(float(fedavg["delta"]) - (float(fedavg["best_mean"]) - 50)) < 1e-3
-    assert "| fedavg | 2 |" in (report / "report.md").read_text()
-    assert len(list((report / "plots").glob("*.png"))) == 3
+    assert "| fedavg | — | 2 |" in (report / "report.md").read_text()
+    assert len(list((report / "plots").glob("*.png"))) == 4 == len(list((report / "plots").glob("*.pdf")))
 
 
 def test_unknown_algorithms_are_all_named_before_anything_runs(tmp_path: Path,

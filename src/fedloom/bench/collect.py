@@ -44,6 +44,7 @@ class Variant:
     key: str
     runs: list[RunData]
     label: str = ""
+    hyper: str = ""  # the algorithm's own options, "mu=0.01" (what the paper's method table would list)
 
     @property
     def algorithm(self) -> str:
@@ -134,6 +135,25 @@ def label_variants(variants: list[Variant]) -> None:
             if key != "algorithm" and any(f.get(key) != value for f in pool):
                 differing.append(f"{key}={value}")
         variant.label = variant.algorithm + (f" ({', '.join(differing)})" if differing else "")
+        own = json.loads(variant.key).get("options", {}).get(variant.algorithm, {})
+        variant.hyper = ", ".join(f"{k}={_short(v)}" for k, v in sorted(own.items()))
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+#: hyperparameters added to a legend entry at most (the table lists them all)
+LEGEND_HYPER = 3
+
+
+def legend_label(variant: Variant) -> str:
+    """The variant's label plus its algorithm's options not already in it (the first LEGEND_HYPER), so that
+    FedProx's mu shows in a legend even when no other FedProx run differs from it."""
+    shown = [h for h in variant.hyper.split(", ") if h and f"{variant.algorithm}.{h.split('=')[0]}=" not in
+             variant.label]
+    extra = ", ".join(shown[:LEGEND_HYPER]) + (", …" if len(shown) > LEGEND_HYPER else "")
+    return variant.label + (f" [{extra}]" if extra else "")
 
 
 def group_runs(runs: list[RunData]) -> list[Group]:

@@ -37,6 +37,9 @@ class Row:
     total_bytes: float
     wall_seconds: float
     late_gain: Optional[float] = None  # points gained over the last LATE_WINDOW rounds (mean over seeds)
+    client_p10: Optional[tuple[float, float]] = None  # final round's 10th-percentile client accuracy (percent)
+    client_std: Optional[tuple[float, float]] = None  # final round's std of client accuracies (points)
+    hyper: str = ""
     published: Optional[float] = None
     source: str = ""
 
@@ -86,7 +89,15 @@ def make_row(variant: Variant, target: float) -> Row:
                total_bytes=float(np.mean([r.summary.get("total_bytes_up", 0) + r.summary.get("total_bytes_down", 0)
                                           for r in runs])),
                wall_seconds=float(np.mean([r.summary.get("wall_seconds", 0.0) for r in runs])),
-               late_gain=_mean_or_none([late_gain(r.records) for r in runs]))
+               late_gain=_mean_or_none([late_gain(r.records) for r in runs]),
+               client_p10=_final_stat(runs, "client_accuracy_p10"), client_std=_final_stat(runs, "client_accuracy_std"),
+               hyper=variant.hyper)
+
+
+def _final_stat(runs: list, key: str) -> Optional[tuple[float, float]]:
+    """Mean ± std over seeds (in percent) of ``key`` at each run's last evaluated round (metrics.jsonl)."""
+    values = [next((r[key] for r in reversed(run.records) if key in r), None) for run in runs]
+    return None if any(v is None for v in values) else _mean_std(values)
 
 
 def _mean_or_none(values: list[Optional[float]]) -> Optional[float]:
@@ -165,16 +176,18 @@ def fmt_wall(seconds: float) -> str:
 
 def table(rows: list[Row], target: float, with_reference: bool) -> tuple[list[str], list[list[str]]]:
     """Header and cells shared by the Markdown, HTML and CSV outputs."""
-    header = ["algorithm", "seeds", "best acc. (%)", "final acc. (%)", f"gain in last {LATE_WINDOW} rounds (pts)",
-              f"rounds to {100 * target:.1f}%", "total bytes", "wall time"]
+    header = ["algorithm", "hyperparameters", "seeds", "best acc. (%)", "final acc. (%)", "client p10 (%)",
+              "client std (pts)", f"gain in last {LATE_WINDOW} rounds (pts)", f"rounds to {100 * target:.1f}%",
+              "total bytes", "wall time"]
     if with_reference:
         header += ["published (%)", "Δ best − published"]
     cells = []
     for row in rows:
         gain = "—" if row.late_gain is None else f"{row.late_gain:+.2f}"
         seeds = len(row.seeds)
-        line = [row.label, str(seeds), fmt_pm(row.best, seeds), fmt_pm(row.final, seeds), gain, fmt_rounds(row),
-                fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
+        fair = ["—" if v is None else fmt_pm(v, seeds) for v in (row.client_p10, row.client_std)]
+        line = [row.label, row.hyper or "—", str(seeds), fmt_pm(row.best, seeds), fmt_pm(row.final, seeds), *fair,
+                gain, fmt_rounds(row), fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
         if with_reference:
             line += ["—", "—"] if row.published is None else [f"{row.published:.2f}", f"{row.delta:+.2f}"]
         cells.append(line)

@@ -1,7 +1,7 @@
-"""``fedloom report RUNS_DIR --out REPORT_DIR``: leaderboard per (dataset, partition) as report.md (with PNG
-files in plots/), a self-contained report.html (every figure embedded as base64 PNG, CSS inline, no external
-asset) and leaderboard.csv. Only completed run folders (with summary.json) are read; run folders are never
-modified.
+"""``fedloom report RUNS_DIR --out REPORT_DIR``: leaderboard per (dataset, partition) as report.md, report.tex
+(booktabs tables for a paper), a self-contained report.html (every figure embedded as base64 PNG, CSS inline, no
+external asset) and leaderboard.csv; every figure also as PNG, PDF and SVG in plots/, sized for a two-column
+paper. Only completed run folders (with summary.json) are read; run folders are never modified.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fedloom.bench.collect import Group, find_runs, group_runs
+from fedloom.bench.collect import Group, find_runs, group_runs, legend_label
 from fedloom.bench.html import render_html
 from fedloom.bench.leaderboard import Row, attach_reference, group_target, leaderboard, load_reference, table
-from fedloom.bench.plots import client_distributions, learning_curves
+from fedloom.bench.plots import FORMATS, client_distributions, cost_curves, learning_curves, partition_heatmap
+from fedloom.bench.report_latex import latex_document
 from fedloom.bench.splice import read_marked, splice, table_lines, tables_block
 from fedloom.errors import ConfigError
 
@@ -33,7 +34,7 @@ class GroupReport:
     header: list[str]
     cells: list[list[str]]
     settings: str
-    figures: dict[str, bytes] = field(default_factory=dict)  # file stem -> PNG
+    figures: dict[str, dict[str, bytes]] = field(default_factory=dict)  # file stem -> {"png"|"pdf"|"svg": bytes}
 
     @property
     def slug(self) -> str:
@@ -51,15 +52,18 @@ def common_settings(group: Group) -> str:
     return ", ".join(parts)
 
 
-def partition_figures(group: Group) -> dict[str, bytes]:
-    """partition.png of each distinct partition in the group (normally one: it does not depend on the seed)."""
-    figures: dict[str, bytes] = {}
+def partition_figures(group: Group) -> dict[str, dict[str, bytes]]:
+    """A label-count heatmap of each distinct partition in the group (normally one: it does not depend on the
+    training seed), drawn from the run folder's partition.json."""
+    figures: dict[str, dict[str, bytes]] = {}
     for variant in group.variants:
         for run in variant.runs:
             digest = str(run.summary.get("partition_hash", ""))[:8] or run.folder.name
-            path = run.folder / "partition.png"
-            if path.is_file() and f"partition-{digest}" not in figures and len(figures) < 3:
-                figures[f"partition-{digest}"] = path.read_bytes()
+            if f"partition-{digest}" in figures or len(figures) >= 3:
+                continue
+            drawn = partition_heatmap(run)
+            if drawn is not None:
+                figures[f"partition-{digest}"] = drawn
     return figures
 
 
@@ -70,8 +74,13 @@ def build_group(group: Group, target: Optional[float], reference: list[dict[str,
         attach_reference(rows, group, reference)
     header, cells = table(rows, goal, bool(reference))
     order = [r.label for r in rows]
-    figures = {"curves": learning_curves(group, order), "clients": client_distributions(group, order),
-               **partition_figures(group)}
+    legend = {v.label: legend_label(v) for v in group.variants}
+    figures = {"curves": learning_curves(group, order, legend)}
+    cost = cost_curves(group, order, legend)
+    if cost is not None:
+        figures["cost"] = cost
+    figures["clients"] = client_distributions(group, order, legend)
+    figures.update(partition_figures(group))
     return GroupReport(group, goal, rows, header, cells, common_settings(group), figures)
 
 
@@ -81,23 +90,28 @@ def markdown(reports: list[GroupReport], title: str, meta: list[str]) -> str:
     for rep in reports:
         lines += [f"## {rep.group.title}", "", f"Settings: {rep.settings}.", "", *table_lines(rep.header, rep.cells)]
         lines.append("")
-        lines += [f"![{stem}](plots/{rep.slug}-{stem}.png)" for stem in rep.figures]
+        for stem in rep.figures:
+            name = f"plots/{rep.slug}-{stem}"
+            lines += [f"![{stem}]({name}.png)", f"([PDF]({name}.pdf), [SVG]({name}.svg))", ""]
         lines.append("")
     return "\n".join(lines)
 
 
 def write_csv(path: Path, reports: list[GroupReport]) -> None:
-    header = ["dataset", "partition", "label", "algorithm", "model", "seeds", "best_mean", "best_std",
-              "final_mean", "final_std", "late_gain", "target", "rounds_to_target", "seeds_reaching_target", "total_bytes",
+    header = ["dataset", "partition", "label", "algorithm", "hyperparameters", "model", "seeds", "best_mean",
+              "best_std", "final_mean", "final_std", "client_p10_mean", "client_p10_std", "client_std_mean",
+              "client_std_std", "late_gain", "target", "rounds_to_target", "seeds_reaching_target", "total_bytes",
               "wall_seconds", "published", "delta"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for rep in reports:
             for r in rep.rows:
-                writer.writerow([rep.group.dataset, rep.group.partition, r.label, r.algorithm, r.model,
+                fair = [f"{v:.4f}" if pair else "" for pair in (r.client_p10, r.client_std)
+                        for v in (pair or (0.0, 0.0))]
+                writer.writerow([rep.group.dataset, rep.group.partition, r.label, r.algorithm, r.hyper, r.model,
                                  " ".join(map(str, r.seeds)), f"{r.best[0]:.4f}", f"{r.best[1]:.4f}",
-                                 f"{r.final[0]:.4f}", f"{r.final[1]:.4f}",
+                                 f"{r.final[0]:.4f}", f"{r.final[1]:.4f}", *fair,
                                  "" if r.late_gain is None else f"{r.late_gain:.4f}", f"{rep.target:.6f}",
                                  "" if r.rounds_to_target is None else f"{r.rounds_to_target:.2f}", r.reached,
                                  f"{r.total_bytes:.0f}", f"{r.wall_seconds:.3f}",
@@ -128,9 +142,11 @@ def write_report(root: Path, out: Path, reference: Optional[Path] = None, target
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     for rep in reports:
-        for stem, png in rep.figures.items():
-            (out / "plots" / f"{rep.slug}-{stem}.png").write_bytes(png)
+        for stem, files in rep.figures.items():
+            for fmt in FORMATS:
+                (out / "plots" / f"{rep.slug}-{stem}.{fmt}").write_bytes(files[fmt])
     (out / "report.md").write_text(markdown(reports, title, meta))
+    (out / "report.tex").write_text(latex_document(reports, title))
     (out / "report.html").write_text(render_html(reports, title, meta))
     write_csv(out / "leaderboard.csv", reports)
     if into is not None and doc is not None:
@@ -139,4 +155,5 @@ def write_report(root: Path, out: Path, reference: Optional[Path] = None, target
         block = tables_block([(h, r.header, r.cells) for h, r in zip(headings, reports)])
         into.write_text(splice(doc, block, where=str(into)))
     return (f"report: {len(runs)} runs in {len(reports)} group(s) -> {out / 'report.html'}, "
-            f"{out / 'report.md'}, {out / 'leaderboard.csv'}")
+            f"{out / 'report.md'}, {out / 'report.tex'}, {out / 'leaderboard.csv'}, figures in {out / 'plots'} "
+            "(PNG, PDF, SVG)")

@@ -161,22 +161,32 @@ def _class_key(  # type: ignore[no-untyped-def]
 def _heatmap(  # type: ignore[no-untyped-def]
     fig: Figure, ax, counts: np.ndarray, fd: FederatedData, clients: np.ndarray
 ) -> None:
-    """Counts of the ``clients`` rows on a log colour scale; empty cells are grey (outside the scale)."""
+    names = fd.dataset.class_names or [str(c) for c in range(fd.num_classes)]
+    label_heatmap(fig, ax, counts, [str(s) for s in names[: fd.num_classes]], clients,
+                  annotate=fd.num_clients <= ANNOTATE_MAX_CLIENTS)
+
+
+def label_heatmap(  # type: ignore[no-untyped-def]
+    fig: Figure, ax, counts: np.ndarray, class_names: list[str], clients: np.ndarray, annotate: bool = False,
+    tick_size: float = 8,
+) -> None:
+    """Counts [clients, classes] of the ``clients`` rows on a log colour scale with a colorbar; empty cells are
+    grey (outside the scale), so 0 and a handful of samples never share a colour."""
+    num_clients, num_classes = counts.shape
     shown = counts[clients]
     top = max(int(shown.max()) if shown.size else 1, 2)
     cmap = colormaps["viridis"].with_extremes(bad="#d9d9d9")
     img = ax.imshow(np.ma.masked_equal(shown.T, 0), aspect="auto", cmap=cmap, interpolation="nearest",
                     norm=LogNorm(vmin=1, vmax=top))
     fig.colorbar(img, ax=ax, label="samples (log scale; grey = 0)", pad=0.01)
-    names = fd.dataset.class_names or [str(c) for c in range(fd.num_classes)]
-    if fd.num_classes <= 40:
-        ax.set_yticks(range(fd.num_classes), labels=[str(s) for s in names[: fd.num_classes]], fontsize=8)
+    if num_classes <= 40:
+        ax.set_yticks(range(num_classes), labels=class_names, fontsize=tick_size)
     ax.set_ylabel("class")
-    if len(clients) < fd.num_clients:
-        ax.set_xlabel(_client_axis(fd.num_clients, len(clients)))
+    if len(clients) < num_clients:
+        ax.set_xlabel(_client_axis(num_clients, len(clients)))
         ticks = np.linspace(0, len(clients) - 1, 6).round().astype(int)
         ax.set_xticks(ticks, labels=[str(clients[t]) for t in ticks])
-    if fd.num_clients <= ANNOTATE_MAX_CLIENTS and fd.num_classes <= 40:
+    if annotate and num_classes <= 40:
         for (i, c), v in np.ndenumerate(shown):
             if v:  # dark text on the bright end of viridis, white on the dark end
                 color = "black" if np.log(v) > 0.6 * np.log(top) else "white"
