@@ -77,3 +77,11 @@ def test_too_few_participants_is_one_error(tmp_path: Path, capsys) -> None:
     assert main([*GOSSIP, "--clients", "9", "--blockdfl.providers", "5", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs 11 distinct participants" in err[0]
+
+
+@pytest.mark.slow
+def test_blockdfl_serial_and_processes_agree(tmp_path: Path) -> None:
+    args = [*GOSSIP, "--attack", "signflip", "--attack.fraction", "0.3"]
+    assert main([*args, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*args, "--engine", "processes", "--workers", "2", "--out", str(tmp_path / "proc")]) == 0
+    assert (tmp_path / "serial" / "metrics.jsonl").read_bytes() == (tmp_path / "proc" / "metrics.jsonl").read_bytes()
