@@ -16,6 +16,7 @@ Shares travel unencrypted in the simulation, but their bytes are counted as if a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
@@ -30,13 +31,19 @@ PUBLIC_KEYS_BYTES = 2 * 32
 SHARE_ENVELOPE_BYTES = 2 * 4 + 12 + 16
 
 
+@functools.lru_cache(maxsize=None)
 def _x25519() -> object:
     return require("cryptography.hazmat.primitives.asymmetric.x25519", "privacy", "--aggregator secagg")
 
 
+@functools.lru_cache(maxsize=None)
+def _ciphers() -> object:
+    return require("cryptography.hazmat.primitives.ciphers", "privacy", "--aggregator secagg")
+
+
 def prg(seed: bytes, size: int, bits: int) -> np.ndarray:
     """``size`` pseudo-random values in Z_{2^bits} from a 32-byte seed (AES-256-CTR keystream)."""
-    ciphers = require("cryptography.hazmat.primitives.ciphers", "privacy", "--aggregator secagg")
+    ciphers = _ciphers()
     encryptor = ciphers.Cipher(ciphers.algorithms.AES(seed), ciphers.modes.CTR(bytes(16))).encryptor()
     stream = np.frombuffer(encryptor.update(bytes(8 * size)), dtype=np.uint64)
     return stream & np.uint64(2 ** bits - 1)

@@ -4,6 +4,8 @@ x = j; any t shares give s back by Lagrange interpolation at 0, fewer reveal not
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 PRIME = 2 ** 521 - 1  # a Mersenne prime: 32-byte keys and seeds fit with room to spare
@@ -30,14 +32,26 @@ def split(secret: int, n: int, t: int, rng: np.random.Generator) -> list[tuple[i
     return shares
 
 
-def reconstruct(shares: list[tuple[int, int]]) -> int:
-    """The polynomial's value at 0 from distinct shares (as many as the threshold, or more)."""
-    secret = 0
-    for i, (xi, yi) in enumerate(shares):
+def lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """The Lagrange coefficients λ_i with f(0) = Σ λ_i f(x_i) for a polynomial of degree < len(xs). A server that
+    reconstructs many secrets from shares held by the same clients computes them once."""
+    coefficients = []
+    for i, xi in enumerate(xs):
         numerator, denominator = 1, 1
-        for j, (xj, _) in enumerate(shares):
+        for j, xj in enumerate(xs):
             if i != j:
                 numerator = numerator * (-xj) % PRIME
                 denominator = denominator * (xi - xj) % PRIME
-        secret = (secret + yi * numerator * pow(denominator, -1, PRIME)) % PRIME
-    return secret
+        coefficients.append(numerator * pow(denominator, -1, PRIME) % PRIME)
+    return tuple(coefficients)
+
+
+def reconstruct(shares: list[tuple[int, int]]) -> int:
+    """The polynomial's value at 0 from distinct shares (as many as the threshold, or more)."""
+    coefficients = _cached_coefficients(tuple(x for x, _ in shares))
+    return sum(c * y for c, (_, y) in zip(coefficients, shares)) % PRIME
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_coefficients(xs: tuple[int, ...]) -> tuple[int, ...]:
+    return lagrange_at_zero(xs)
