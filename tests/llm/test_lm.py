@@ -226,3 +226,19 @@ def test_sequences_longer_than_the_model_positions_are_refused_before_training(t
                  "--clients", "2", "--rounds", "1", "--quiet", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "n_positions" in err[0]
+
+
+def test_pretraining_writes_a_cached_model_directory_that_loads(tmp_path: Path) -> None:
+    from fedloom.llm.pretrain import PretrainSettings, pretrain
+
+    write_plays(tmp_path / "data", count=3)
+    settings = PretrainSettings(model="gpt2-nano", vocab_size=300, steps=3, batch_size=2, block=16, warmup=1,
+                                task_plays=1)
+    folder = pretrain(settings, tmp_path / "data", progress=False)
+    log = json.loads((folder / "pretrain.json").read_text())
+    assert log["settings"]["steps"] == 3 and len(log["curve"]) == 3
+    assert pretrain(settings, tmp_path / "data", progress=False) == folder  # cached: not trained again
+    model = HFCausalLM(path=str(folder)).build((2, 16), 1)
+    spec = ShakespeareInstruct(task_plays=1, tokenizer=str(folder), min_examples=5, seq_len=16, users=0)
+    data = spec.load(LoadContext(tmp_path / "data", 0, 2))
+    assert data.vocab_size == model.get_input_embeddings().weight.shape[0] == 300

@@ -88,7 +88,7 @@ def validation_loss(model: torch.nn.Module, stream: torch.Tensor, settings: Pret
 
 
 def train(model: torch.nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor,
-          settings: PretrainSettings) -> dict[str, Any]:
+          settings: PretrainSettings, progress: bool = False) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     gen = torch_generator(settings.seed, -1, -1, "pretrain-batches")
     log: dict[str, Any] = {"initial_val_loss": validation_loss(model, val_ids, settings), "curve": []}
@@ -107,6 +107,8 @@ def train(model: torch.nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor
         if step % max(settings.steps // 10, 1) == 0 or step == settings.steps:
             log["curve"].append({"step": step, "train_loss": float(loss.detach()),
                                  "val_loss": validation_loss(model, val_ids, settings)})
+            if progress:
+                print(f"step {step}: {log['curve'][-1]}", flush=True)
     log["seconds"] = round(time.perf_counter() - start, 1)
     log["final_val_loss"] = log["curve"][-1]["val_loss"]
     return log
@@ -128,7 +130,7 @@ def pretrain(settings: PretrainSettings, data_dir: Optional[Path] = None, cache:
     if progress:
         params = sum(p.numel() for p in model.parameters())
         print(f"pretraining {settings.model} ({params:,} parameters) on {stream.numel():,} tokens", flush=True)
-    log = train(model, stream[:cut], stream[cut:], settings)
+    log = train(model, stream[:cut], stream[cut:], settings, progress)
     log.update(settings=dataclasses.asdict(settings), tokens=int(stream.numel()),
                parameters=sum(p.numel() for p in model.parameters()))
     tmp = folder.with_name(folder.name + ".tmp")
