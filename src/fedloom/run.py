@@ -249,7 +249,7 @@ def begin_run(exp: Experiment, folder: RunFolder) -> RunProgress:
     (nothing of an earlier run in the same place survives), the round-0 evaluation. Only then is a run that
     ``--overwrite`` replaced deleted."""
     folder.write_text("config.toml", to_toml(exp.config))
-    write_partition_report(exp.data, folder.path)
+    write_partition_report(exp.data, folder.path, cache_dir=exp.config.cache_dir)
     exp.runtime.store.clear()
     start = start_progress(exp, folder)
     folder.commit_start()

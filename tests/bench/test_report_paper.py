@@ -96,7 +96,9 @@ def test_legend_adds_the_algorithms_options_not_already_in_the_label() -> None:
     assert legend_label(variant) == "fedprox [mu=0.01]"
     variant.label = "fedprox (fedprox.mu=0.01)"
     assert legend_label(variant) == "fedprox (fedprox.mu=0.01)"
-    variant.label, variant.hyper = "pfedme", "a=1, b=2, c=3, d=4"
+    variant.label, variant.hyper = "pfedme", "a=1, b=2, compat=False, c=3, d=4, mode=x"
     variant.runs[0].config.algorithm = "pfedme"
-    assert legend_label(variant) == "pfedme [a=1, b=2, c=3, …]"
+    assert legend_label(variant) == "pfedme [a=1, b=2, c=3, …]"  # numbers only, three at most
+    variant.label = "pfedme (" + "x" * 60 + ")"
+    assert len(legend_label(variant)) == 48 and legend_label(variant).endswith("…")
     assert np.isfinite(PNG_DPI)

@@ -143,17 +143,29 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-#: hyperparameters added to a legend entry at most (the table lists them all)
+#: numeric hyperparameters added to a legend entry at most, and the longest entry (the table lists them all)
 LEGEND_HYPER = 3
+LEGEND_CHARS = 48  # two legend columns of 7 pt text fit a 7 in figure
+
+
+def _numeric(item: str) -> bool:
+    value = item.split("=", 1)[-1]
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return value not in ("True", "False")
 
 
 def legend_label(variant: Variant) -> str:
-    """The variant's label plus its algorithm's options not already in it (the first LEGEND_HYPER), so that
-    FedProx's mu shows in a legend even when no other FedProx run differs from it."""
-    shown = [h for h in variant.hyper.split(", ") if h and f"{variant.algorithm}.{h.split('=')[0]}=" not in
-             variant.label]
+    """The variant's label plus its algorithm's numeric options not already in it (the first LEGEND_HYPER), so
+    that FedProx's mu shows in a legend even when no other FedProx run differs from it; switches and modes
+    (pfllib_compat=False) stay in the table. Cut to LEGEND_CHARS characters."""
+    shown = [h for h in variant.hyper.split(", ") if h and _numeric(h)
+             and f"{variant.algorithm}.{h.split('=')[0]}=" not in variant.label]
     extra = ", ".join(shown[:LEGEND_HYPER]) + (", …" if len(shown) > LEGEND_HYPER else "")
-    return variant.label + (f" [{extra}]" if extra else "")
+    text = variant.label + (f" [{extra}]" if extra else "")
+    return text if len(text) <= LEGEND_CHARS else text[:LEGEND_CHARS - 1] + "…"
 
 
 def group_runs(runs: list[RunData]) -> list[Group]:
