@@ -91,7 +91,7 @@ def main() -> int:
             times.append(time.perf_counter() - start)
         seconds = statistics.median(times)
         baseline = seconds if name == "mean" else baseline
-        ratio = f"{seconds / baseline:,.0f}" if baseline else "-"
+        ratio = f"{seconds / baseline:,.1f}" if baseline else "-"
         print(f"| {label} | {seconds:.3f} | {ratio} |", flush=True)
     return 0
 
