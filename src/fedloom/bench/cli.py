@@ -22,7 +22,11 @@ def add_bench_parsers(sub: Any) -> None:
     bench.add_argument("--out", default=None, help="root of the run folders (default: the grid's out)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a key of the base config, e.g. --set rounds=5 (changes the run hashes)")
-    bench.add_argument("--dry-run", action="store_true", help="validate and list the runs; run nothing")
+    bench.add_argument("--dry-run", action="store_true",
+                       help="validate and list the runs with an estimate of each run's time (from completed runs "
+                            "of the same setting, else one calibration round per setting); run nothing")
+    bench.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                       help="with --dry-run: estimate only from completed runs, run no calibration round")
     report = sub.add_parser("report", help="leaderboard, curves and plots from run folders",
                             description="Aggregate the completed run folders under RUNS_DIR into report.md, "
                             "report.html (self-contained) and leaderboard.csv.", allow_abbrev=False)
@@ -46,7 +50,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     spec = load_grid(Path(args.grid), args.overrides, out=args.out, workers=args.workers)
     runs = plan(spec)
     if args.dry_run:
-        print_plan(spec, runs)
+        print_plan(spec, runs, calibrate=args.calibrate)
         return 0
     result = run_grid(spec, runs)
     return 0 if not (result.failed or result.busy) else 1  # an incomplete grid is not a success

@@ -174,11 +174,37 @@ def print_result(spec: GridSpec, result: GridResult, stream: TextIO) -> None:
     print(f"report: fedloom report {spec.out} --out {spec.out / 'report'}", file=stream)
 
 
-def print_plan(spec: GridSpec, runs: list[PlannedRun]) -> None:
-    """``--dry-run``: every run with its status, nothing executed."""
+def print_plan(spec: GridSpec, runs: list[PlannedRun], calibrate: bool = True) -> None:
+    """``--dry-run``: every run with its status and estimated time, then the grid's estimate; nothing of the
+    grid is executed (a calibration runs one round of a setting in a temporary folder, see estimate.py)."""
+    from fedloom.bench.estimate import estimate_costs, makespan, setting_key
+
+    started = time.monotonic()
+    costs = estimate_costs(spec, runs, calibrate_missing=calibrate)
+    calibration = time.monotonic() - started
+    pending: list[float] = []
     for run in runs:
         status = "complete" if is_complete(run.folder) else (
             "resumable" if (run.folder / "checkpoint.pt").is_file() else
             "failed" if (run.folder / FAILED_MARKER).is_file() else "pending")
-        print(f"{status:<10} {run.folder}")
+        cost = costs.get(setting_key(run))
+        note = ""
+        if status != "complete":
+            if cost is not None and not cost.source.startswith("failed"):
+                seconds = cost.run_seconds(run.config.rounds)
+                pending.append(seconds)
+                note = f"  ~{format_seconds(seconds)} ({cost.source})"
+            elif cost is not None:
+                note = f"  (no estimate: calibration {cost.source})"
+        print(f"{status:<10} {run.folder}{note}")
     print(f"grid {spec.name}: {len(runs)} runs valid, {spec.workers} workers, {spec.threads} thread(s) each")
+    left = sum(1 for r in runs if not is_complete(r.folder))
+    if pending:
+        calibrated = sum(1 for c in costs.values() if c.source == "calibrated")
+        print(f"estimate: {len(pending)} of {left} incomplete runs, {format_seconds(sum(pending))} of run time, "
+              f"~{format_seconds(makespan(pending, spec.workers))} with {spec.workers} workers"
+              + (f" (calibrated {calibrated} setting(s) with one round each in {format_seconds(calibration)})"
+                 if calibrated else " (from the completed runs' timings)"))
+    elif left and not calibrate:
+        print(f"estimate: none for the {left} incomplete runs (no completed run of their settings; "
+              "drop --no-calibrate to time one round of each)")
