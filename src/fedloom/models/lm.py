@@ -141,7 +141,7 @@ class GPT2Tiny(GPT2Spec):
 @MODELS.register("gpt2-mini")
 @dataclass(frozen=True)
 class GPT2Mini(GPT2Spec):
-    """~10 M parameters (6 blocks of width 256)."""
+    """~5 M parameters with a 2,048-token vocabulary (6 blocks of width 256)."""
 
     n_layer: int = hp(6, ge=1, help="transformer blocks")
     n_head: int = hp(8, ge=1, help="attention heads")
