@@ -88,6 +88,7 @@ def test_a_round_of_one_client_equals_its_own_trajectory() -> None:
     algo = FedKSeed(k=16, steps=20, lr=1e-2, eps=1e-3, batch_size=4)
     server = algo.init_server(exp.runtime.init_params, federation(exp))
     result = algo.client_update(exp.runtime.client_context(1, 1), server.broadcast, None)
+    assert result.state is None  # a client keeps no model between rounds
     arrays = result.upload.arrays
     seeds = server.state.extra["seeds"]
     trajectory = replay(server.broadcast.params, seeds[arrays["seeds"].long()].tolist(), arrays["grads"].tolist(),
