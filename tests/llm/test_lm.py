@@ -242,3 +242,10 @@ def test_pretraining_writes_a_cached_model_directory_that_loads(tmp_path: Path) 
     spec = ShakespeareInstruct(task_plays=1, tokenizer=str(folder), min_examples=5, seq_len=16, users=0)
     data = spec.load(LoadContext(tmp_path / "data", 0, 2))
     assert data.vocab_size == model.get_input_embeddings().weight.shape[0] == 300
+
+
+def test_instruction_data_default_to_a_causal_lm() -> None:
+    from fedloom.models import default_model_for
+
+    assert default_model_for((2, 96), 2048, 6) == "gpt2-tiny"
+    assert default_model_for((80,), 80, 80) == "char-lstm"  # token data of other shapes unchanged

@@ -114,9 +114,12 @@ def build_model(name: str, options: dict[str, Any], input_shape: tuple[int, ...]
 def default_model_for(input_shape: tuple[int, ...], vocab_size: Optional[int] = None,
                       num_classes: Optional[int] = None) -> str:
     """cnn for images at least 28x28, mlp for small images, logreg for flat feature vectors; for token data
-    (``vocab_size`` given) char-lstm when the classes are the vocabulary (next-token prediction), else fasttext."""
+    (``vocab_size`` given) char-lstm when the classes are the vocabulary (next-token prediction), else fasttext;
+    gpt2-tiny for packed instruction examples ([2, L]: token ids and response mask)."""
     if vocab_size is not None and len(input_shape) == 1:
         return "char-lstm" if num_classes == vocab_size else "fasttext"
+    if vocab_size is not None and len(input_shape) == 2 and input_shape[0] == 2:
+        return "gpt2-tiny"  # packed instruction examples (token ids, response mask): a causal LM (models/lm.py)
     if len(input_shape) == 3 and min(input_shape[1:]) >= 28:
         return "cnn"
     if len(input_shape) == 3:
