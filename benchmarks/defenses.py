@@ -8,7 +8,8 @@ FLTrust trains its root set (100 samples, ``--epochs`` local epochs at batch 10,
 the offline ``mnist-5k`` dataset, which has the same input shape. Snowball runs with its paper defaults (ct = 10,
 E^VI = 270, E^VT = 30, S^H = 256, S^L = 64) past its warm-up, so both elections run. One torch thread
 (``torch.set_num_threads(1)``), CPU. Prints a Markdown table: median wall and CPU seconds per round over
-``--repeats`` and the CPU ratio to the mean (CPU time is the figure to compare on a shared machine). (Cost only: the synthetic uploads say nothing about how well a defense selects.)
+``--repeats`` and the CPU ratio to the mean (CPU time is the figure to compare on a shared machine). Cost
+only: the synthetic uploads say nothing about how well a defense selects.
 
     OMP_NUM_THREADS=1 python benchmarks/defenses.py --repeats 3
 """
