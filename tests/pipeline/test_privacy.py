@@ -214,3 +214,22 @@ def test_the_adaptive_bound_is_kept_in_the_server_state_across_rounds() -> None:
         server = out.server
         clips.append(out.record["server_dp_clip"])
     assert clips[0] == pytest.approx(0.01) and clips[1] > clips[0]  # every update is longer than 0.01: the bound grew
+
+
+@pytest.mark.slow
+def test_central_noise_on_the_reduced_sum_is_the_same_on_every_engine() -> None:
+    """Worker partial sums merge before the server adds the noise: processes equal serial bit for bit, also when
+    Poisson sampling leaves a round empty."""
+    params = {}
+    for engine in ("serial", "processes"):
+        exp = make_experiment(clients=10, join_ratio=0.1, engine=engine, transform="dp",
+                              options={"dp": {"noise_multiplier": 1.0}})
+        server, _, _ = initial_round(exp)
+        sizes = []
+        for r in range(1, 5):
+            out = step_round(exp, server, r, {})
+            server, sizes = out.server, sizes + [out.record["clients_sampled"]]
+        exp.engine.close()
+        params[engine] = server.state.params
+        assert 0 in sizes and max(sizes) > 0  # seed 3: an empty round and non-empty ones
+    assert all(torch.equal(params["serial"][k], params["processes"][k]) for k in params["serial"])
