@@ -31,6 +31,7 @@ from fedloom.engines.context import Runtime
 from fedloom.engines.options import resolve_engine_options
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS
+from fedloom.models.lm import hf_model_spelling
 from fedloom.patterns import PATTERNS, RoundPattern
 from fedloom.patterns.star import Star
 from fedloom.pipeline.build import build_pipeline
@@ -62,6 +63,7 @@ class Experiment:
 # importable from here.
 def resolve_config(cfg: RunConfig) -> RunConfig:
     """Validate names and numbers and fill in every default, so the run folder holds the full config."""
+    cfg = hf_model_spelling(cfg)  # --model hf:PATH = --model hf --hf.path PATH
     cfg = resolve_engine_options(cfg)  # --processes.workers ... onto the fields that store them (--workers ...)
     validate_numbers(cfg)
     algorithm = canonical(ALGORITHMS.get(cfg.algorithm).registry_name)

@@ -249,3 +249,20 @@ def test_instruction_data_default_to_a_causal_lm() -> None:
 
     assert default_model_for((2, 96), 2048, 6) == "gpt2-tiny"
     assert default_model_for((80,), 80, 80) == "char-lstm"  # token data of other shapes unchanged
+
+
+def test_model_hf_colon_path_is_hf_with_its_path(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from fedloom.config import RunConfig
+    from fedloom.models.lm import hf_model_spelling
+
+    cfg = hf_model_spelling(RunConfig(model="hf:/models/x"))
+    assert cfg.model == "hf" and cfg.options["hf"]["path"] == "/models/x"
+    with pytest.raises(ConfigError, match="name different models"):
+        hf_model_spelling(RunConfig(model="hf:/a", options={"hf": {"path": "/b"}}))
+    write_ni(tmp_path / "data")
+    code = main(["run", "--dataset", "natural-instructions", "--data-dir", str(tmp_path / "data"),
+                 "--natural-instructions.min-instances", "10", "--model", f"hf:{tmp_path / 'absent'}", "--rounds", "1",
+                 "--clients", "2", "--quiet", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no such model directory" in err[0], err
+    assert not (tmp_path / "run").exists()

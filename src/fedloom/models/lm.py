@@ -3,8 +3,8 @@
 * ``gpt2-nano`` / ``gpt2-tiny`` / ``gpt2-mini`` / ``gpt2-small``: GPT-2 architectures (Radford et al., 2019) built
   from a config with random initialisation (from the run's model-init stream); ``gpt2-small`` is the 124 M
   original shape. Dropout is off (zeroth-order methods compare two forward passes, which must be deterministic).
-* ``hf``: a pretrained causal LM from a local directory (``--hf.path DIR``, offline), or from the hub with
-  ``--hf.online true`` (on request only). A path that does not exist, or a model that is not a causal LM, is one
+* ``hf``: a pretrained causal LM from a local directory (``--model hf:DIR``, the same as ``--model hf --hf.path
+  DIR``; offline), or from the hub with ``--hf.online true`` (on request only). A path that does not exist, or a model that is not a causal LM, is one
   ConfigError before training.
 
 Parameters are the Hugging Face model's own ``named_parameters()`` (``transformer.h.0.attn.c_attn.weight``...):
@@ -17,6 +17,7 @@ with Hugging Face keyword arguments (``input_ids=``...) it is the plain model, s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -201,3 +202,20 @@ class HFCausalLM:
             raise ConfigError(f"--hf.path {self.path}: the model knows {vocab} tokens but the dataset's tokenizer has "
                               f"{self.vocab_size}; tokenize the dataset with this model's tokenizer")
         return scored(model)
+
+
+def hf_model_spelling(cfg: Any) -> Any:
+    """``--model hf:PATH`` as ``--model hf --hf.path PATH`` (a RunConfig with the registry name and its option);
+    any other config unchanged."""
+    parts = [part.strip() for part in (cfg.model or "").split(",")]
+    paths = {part[3:] for part in parts if part.lower().startswith("hf:")}
+    if not paths:
+        return cfg
+    if len(paths) > 1:
+        raise ConfigError(f"--model {cfg.model}: at most one hf:PATH per run")
+    path = paths.pop()
+    table = dict(cfg.options.get("hf", {}))
+    if table.get("path") not in (None, "", path):
+        raise ConfigError(f"--model hf:{path} and --hf.path {table['path']} name different models; give one")
+    model = ",".join("hf" if part.lower().startswith("hf:") else part for part in parts)
+    return dataclasses.replace(cfg, model=model, options={**cfg.options, "hf": {**table, "path": path}})
