@@ -165,8 +165,8 @@ class GPT2Small(GPT2Spec):
 @MODELS.register("hf")
 @dataclass(frozen=True)
 class HFCausalLM:
-    """A pretrained Hugging Face causal LM: ``--model hf --hf.path DIR`` (a model directory, e.g. one written by
-    ``python -m fedloom.llm.pretrain``)."""
+    """A pretrained Hugging Face causal LM: ``--model hf:DIR`` or ``--model hf --hf.path DIR`` (a model directory,
+    e.g. one written by ``python -m fedloom.llm.pretrain``)."""
 
     path: str = hp("", help="model directory (or a hub name with --hf.online true)")
     online: bool = hp(False, help="allow downloading a hub model (default: local files only)")

@@ -134,6 +134,8 @@ def ni_task_files(directory: Path) -> Optional[list[Path]]:
 @DATASETS.register("natural-instructions")
 @dataclass(frozen=True)
 class NaturalInstructions:
+    """Super-NaturalInstructions task files, one client per task, the FedKSeed paper's filters (Alpaca prompts)."""
+
     tokenizer: str = hp("bpe", help="a model directory with tokenizer.json, or 'bpe' (trained on the prompts)")
     vocab_size: int = hp(4096, ge=256, help="BPE vocabulary size (tokenizer = bpe)")
     seq_len: int = hp(256, ge=8, help="tokens per packed example")
@@ -218,6 +220,8 @@ def fetch_dolly(folder: Path) -> Path:
 @DATASETS.register("dolly")
 @dataclass(frozen=True)
 class Dolly:
+    """databricks-dolly-15k jsonl; labels = its 8 categories (--partition dirichlet --alpha 0.5: the paper's split)."""
+
     tokenizer: str = hp("bpe", help="a model directory with tokenizer.json, or 'bpe' (trained on the examples)")
     vocab_size: int = hp(4096, ge=256, help="BPE vocabulary size (tokenizer = bpe)")
     seq_len: int = hp(256, ge=8, help="tokens per packed example")

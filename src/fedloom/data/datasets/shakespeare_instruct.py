@@ -87,6 +87,9 @@ def examples(play: str, lines: list[Speech]) -> dict[str, list[tuple[str, str]]]
 @DATASETS.register("shakespeare-instruct")
 @dataclass(frozen=True)
 class ShakespeareInstruct:
+    """Offline instruction task from the Shakespeare plays: continue the dialogue as the named speaker; clients =
+    speaking roles; the plays not used are the pretraining corpus."""
+
     tokenizer: str = hp("bpe", help="'bpe' (trained on the pretraining plays, cached) or a model directory")
     vocab_size: int = hp(2048, ge=256, help="BPE vocabulary size (tokenizer = bpe)")
     task_plays: int = hp(6, ge=1, help="plays used for the federated task (the others are for pretraining)")
