@@ -183,7 +183,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_partition_report(data, out)
+        write_partition_report(data, out, cache_dir=cfg.cache_dir)
         from fedloom.data.partition_io import FILE_NAME, write_partition_file
 
         write_partition_file(data, out / FILE_NAME, cfg.dataset, cfg.options.get(cfg.dataset, {}), cfg.data_seed)

@@ -48,6 +48,9 @@ class FederatedData:
     train_ratio: float
     partition_hash: str
     test_split: str = "per-client"  # or "global": every client's test_idx is the same held-out set
+    # label counts per split, computed once: the partition report asks for them several times (not an init
+    # field, so dataclasses.replace and .to() start with an empty cache)
+    _counts: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_clients(self) -> int:
@@ -71,6 +74,11 @@ class FederatedData:
         """[clients, classes] label counts of the 'train', 'test' or 'all' (train + test) samples."""
         if split not in ("all", "train", "test"):
             raise ConfigError(f"split must be 'all', 'train' or 'test' (got '{split}')")
+        if split not in self._counts:
+            self._counts[split] = self._label_counts(split)
+        return self._counts[split].copy()
+
+    def _label_counts(self, split: str) -> np.ndarray:
         y = self.dataset.y.cpu().numpy()
         counts = np.zeros(self.num_clients * self.num_classes, dtype=np.int64)
         for name, parts in (("train", self.train_idx), ("test", self.test_idx)):
