@@ -144,3 +144,20 @@ def test_cli_writes_clients_npz_and_a_run_uses_it(tmp_path: Path, capsys: pytest
     assert main(["run", "--dataset", "digits", "--partition", "iid", "--partition-file", str(tmp_path / "pfl"),
                  "--clients", "4", "--rounds", "1", "--quiet", "--out", str(tmp_path / "r2")]) == 2
     assert "drop --partition" in capsys.readouterr().err
+
+
+def test_pfllib_dataset_trains_on_the_folders_own_arrays_like_fedloom(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    part = ["--dataset", "digits", "--partition", "dirichlet", "--clients", "3", "--cache-dir", str(tmp_path)]
+    assert main(["partition", *part, "--pfllib", str(tmp_path / "pfl")]) == 0
+    common = ["--clients", "3", "--rounds", "2", "--quiet", "--model", "logreg", "--cache-dir", str(tmp_path)]
+    assert main(["run", "--dataset", "digits", "--partition-file", str(tmp_path / "pfl"), *common,
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", "--dataset", "pfllib", "--data-dir", str(tmp_path / "pfl"), "--partition-file",
+                 str(tmp_path / "pfl"), *common, "--out", str(tmp_path / "b")]) == 0
+    accuracy = [[json.loads(line)["accuracy"] for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+                for r in ("a", "b")]
+    assert accuracy[0] == accuracy[1]  # the same samples per client, in the same order: the same run
+    capsys.readouterr()
+    assert main(["run", "--dataset", "pfllib", *common, "--out", str(tmp_path / "c")]) == 2
+    assert "--dataset pfllib reads a PFLlib folder" in capsys.readouterr().err
