@@ -1,0 +1,159 @@
+"""Pieces shared by the heterogeneous-model (HtFL) methods: per-class statistics of a client's features or
+logits, their wire form, and the server's per-class means.
+
+HtFL methods exchange knowledge that does not depend on the architecture: per-class prototypes (the mean body
+output, C×D), per-class mean logits (C×C), a head or a small shared model. Every model is ``head(body(x))``
+(``models.base.SplitModel``), so a client's features are ``ctx.apply(params, x, part="body")`` and its logits
+from features ``ctx.apply(params, f, part="head")``, whatever its architecture.
+
+Wire form of a per-class table (HtFLlib sends a dict ``{class: vector}`` of the classes a client holds): the
+rows of the present classes and their class ids, ``Compact({"rows": float32[k, D], "classes": uint8|int16[k]})``;
+it decodes to ``{"sum": [C, D], "count": [C]}`` (zero rows and counts for absent classes) so that the engines'
+reducible weighted sum (weight 1 per client) gives the server Σ rows and the number of holders of each class:
+their ratio is HtFLlib's unweighted mean over the clients that hold a class.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import torch
+
+from fedloom.algorithms.base import ApplyFn, Broadcast
+from fedloom.algorithms.tree import Params, Tree
+from fedloom.pipeline.wire import Compact, Payload
+
+#: evaluation-size batches for the passes that compute class statistics (no gradients)
+PASS_BATCH = 256
+#: the distance given to classes without a global prototype, so that they are never the nearest
+FAR = 1e9
+
+
+def num_classes(ctx: Any) -> int:
+    return int(ctx.train_label_counts().numel())
+
+
+def body(apply: ApplyFn, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """The representation the head sees (the features), flattened to [B, D]."""
+    return apply(params, x, "body").flatten(1)
+
+
+def class_sums(ctx: Any, fn: Callable[[torch.Tensor], torch.Tensor],
+               classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ fn(x) per class [C, D], samples per class [C]) over the client's training data, without gradients."""
+    sums: Optional[torch.Tensor] = None
+    counts = torch.zeros(classes)
+    with torch.no_grad():
+        for batch in ctx.train_indices.split(PASS_BATCH):
+            x, y = ctx.data(batch)
+            out = fn(x).float()
+            if sums is None:
+                sums = torch.zeros(classes, out.shape[1], device=out.device)
+            sums.index_add_(0, y, out)
+            counts = counts.to(out.device).index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
+    assert sums is not None, "a client without training data"
+    return sums, counts
+
+
+def class_means(ctx: Any, fn: Callable[[torch.Tensor], torch.Tensor],
+                classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-class mean of fn(x) [C, D] (zero rows for absent classes), present mask [C] bool)."""
+    sums, counts = class_sums(ctx, fn, classes)
+    present = counts > 0
+    return sums / counts.clamp(min=1).unsqueeze(1), present
+
+
+def class_ids(present: torch.Tensor) -> torch.Tensor:
+    """The ids of the present classes in the smallest integer type that holds them (as a class-keyed dict)."""
+    ids = present.nonzero().flatten()
+    return ids.to(torch.uint8 if present.numel() <= 256 else torch.int16)
+
+
+def rows_message(table: torch.Tensor, present: torch.Tensor) -> Compact:
+    """The wire form of a per-class table: the present classes' rows and ids (see the module docstring)."""
+    arrays = {"rows": table[present].float().contiguous(), "classes": class_ids(present)}
+    return Compact(arrays, functools.partial(decode_rows, classes=int(present.numel())))
+
+
+def decode_rows(arrays: Payload, classes: int) -> Tree:
+    rows, ids = arrays["rows"], arrays["classes"].long()
+    total = torch.zeros(classes, rows.shape[1], device=rows.device)
+    count = torch.zeros(classes, device=rows.device)
+    total[ids] = rows
+    count[ids] = 1.0
+    return {"sum": total, "count": count}
+
+
+def per_class_mean(uploads: Any) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """(unweighted mean per class over the clients holding it [C, D], present [C]) from uploads decoded by
+    ``decode_rows`` and sent with weight 1; None when nobody uploaded."""
+    if uploads.count == 0:
+        return None
+    if uploads.items is not None:
+        items = [upload for _, upload, _ in uploads.items]
+        total = torch.stack([u["sum"] for u in items]).sum(0)
+        count = torch.stack([u["count"] for u in items]).sum(0)
+    else:
+        total, count = uploads.weighted_sum["sum"], uploads.weighted_sum["count"]
+    present = count > 0
+    return (total / count.clamp(min=1).unsqueeze(1)).float(), present
+
+
+def uploaded_pairs(uploads: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every uploaded (row, class) pair, client by client in id order: what FedTGP's and FedGH's servers train
+    on (needs ``aggregation = "all"``)."""
+    rows, labels = [], []
+    for _, upload, _ in uploads.all():
+        present = upload["count"] > 0
+        rows.append(upload["sum"][present])
+        labels.append(present.nonzero().flatten())
+    return torch.cat(rows).float(), torch.cat(labels)
+
+
+def table_broadcast(table: Optional[torch.Tensor], present: Optional[torch.Tensor],
+                    params: Optional[Params] = None) -> Broadcast:
+    """A broadcast of a per-class table (global prototypes or logits) as ``extra`` {"table", "present"}, its
+    bytes those of the present rows and their ids; no table yet: an empty broadcast."""
+    params = params or {}
+    if table is None:
+        return Broadcast(params=params)
+    extra = {"table": table, "present": present.float()}
+    message = rows_message(table, present)
+    arrays = {**message.arrays, **{f"params/{k}": v for k, v in params.items()}}
+    return Broadcast(params=params, extra=extra, wire=Compact(arrays, dict))
+
+
+def global_table(broadcast: Broadcast) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """(table [C, D], present [C] bool) from a ``table_broadcast``; (None, None) before the first one."""
+    if "table" not in broadcast.extra:
+        return None, None
+    return broadcast.extra["table"], broadcast.extra["present"] > 0
+
+
+def nearest_prototype(apply: ApplyFn, tree: Tree, x: torch.Tensor) -> torch.Tensor:
+    """FedProto/FedTGP inference: scores = −MSE(φ(x), P_c) per class, so the argmax is the nearest global
+    prototype; classes without one are never chosen. Before any prototype exists: the model's head."""
+    params = tree["params"]
+    if "table" not in tree:
+        return apply(params, x)
+    feats = body(apply, params, x)
+    protos, present = tree["table"], tree["present"] > 0
+    dist = (feats.unsqueeze(1) - protos.unsqueeze(0)).pow(2).mean(-1)
+    return -torch.where(present.unsqueeze(0), dist, torch.full_like(dist, FAR))
+
+
+def proto_batch_loss(apply: ApplyFn, table: Optional[torch.Tensor], present: Optional[torch.Tensor],
+                     lam: float) -> Callable[..., torch.Tensor]:
+    """Per-sample CE(h(φ(x)), y) + λ·mean_d (φ(x) − P_y)² for samples whose class has a global prototype:
+    averaged over the batch it is HtFLlib's CE + λ·MSELoss(φ with P_y substituted, φ) (absent rows add 0)."""
+
+    def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
+        feats = body(apply, w, x)
+        ce = torch.nn.functional.cross_entropy(apply(w, feats, "head"), y, reduction="none")
+        if table is None or lam == 0:
+            return ce
+        reg = (feats - table[y]).pow(2).mean(1) * present[y].float()
+        return ce + lam * reg
+
+    return loss
