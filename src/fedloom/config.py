@@ -203,10 +203,21 @@ def component_fields(cls: type) -> dict[str, dataclasses.Field]:
 
 
 # ----------------------------------------------------------------------------------------------- building
+#: The key that carries a run field's value inside the options table of the same name. TOML cannot hold both
+#: ``attack = "badnets"`` and an ``[attack]`` table (the threat model's options), so a table named after a run
+#: field holds the field as ``name``: ``[attack]`` / ``name = "badnets"`` / ``fraction = 0.2``. Components whose
+#: option table is named after a run field may therefore not declare an option called ``name`` (tested).
+FIELD_KEY = "name"
+
+
 def set_value(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Apply ``key=value`` to a raw config dict; ``ns.field`` keys go to options[ns][field]."""
+    """Apply ``key=value`` to a raw config dict; ``ns.field`` keys go to options[ns][field], except
+    ``<run field>.name``, which is the run field itself (FIELD_KEY)."""
     if "." in key:
         namespace, name = key.split(".", 1)
+        if namespace.replace("-", "_") in RUN_FIELDS and name == FIELD_KEY:
+            raw[namespace.replace("-", "_")] = value
+            return
         raw.setdefault("options", {}).setdefault(canonical(namespace), {})[name.replace("-", "_")] = value
     else:
         raw[key.replace("-", "_")] = value
@@ -518,15 +529,18 @@ def to_toml(cfg: RunConfig) -> str:
     file back restores the same value, so the run's identity hash is unchanged); one that was set to another
     value stays, marked with a comment, because the identity of the run includes it."""
     unused = inapplicable_fields(cfg)
+    in_tables = {ns for ns in cfg.options if ns in RUN_FIELDS and getattr(cfg, ns) is not None}
     lines = []
     for name in RUN_FIELDS:
         value = getattr(cfg, name)
-        if value is None or (name in unused and value == RUN_FIELDS[name].default):
+        if value is None or name in in_tables or (name in unused and value == RUN_FIELDS[name].default):
             continue
         note = f"  # not used: {unused[name]}" if name in unused else ""
         lines.append(f"{name} = {_toml_value(value)}{note}")
     for namespace, opts in sorted(cfg.options.items()):
         lines.append(f"\n[{namespace}]")
+        if namespace in in_tables:  # the field of the same name, which TOML cannot also hold at the top level
+            lines.append(f"{FIELD_KEY} = {_toml_value(getattr(cfg, namespace))}")
         lines += [f"{key} = {_toml_value(val)}" for key, val in sorted(opts.items()) if val is not None]
     return "\n".join(lines) + "\n"
 

@@ -85,8 +85,7 @@ def test_foolsgold_memory_survives_a_resume_exactly(tmp_path: Path) -> None:
     from fedloom.cli import build_config, make_parser, raw_from_args
     from fedloom.run import run_experiment
 
-    # without an attack: a resumed run with --attack cannot read its own config.toml today (the top-level key
-    # `attack = "..."` and the `[attack]` options table collide in TOML), which is the attack side's to fix
+    # without an attack (an attacked run's resume is tests/pipeline/test_config_tables.py's)
     run = [*BASE[:BASE.index("--attack")], "--clients", "6", "--join-ratio", "0.5", "--rounds", "3",
            "--aggregator", "foolsgold"]
     assert main([*run, "--out", str(tmp_path / "full")]) == 0
