@@ -63,6 +63,11 @@ class RunConfig:
                                       "(serial | vectorized)")
     worker_timeout: float = _f(30.0, "alias of --processes.timeout: seconds without a worker heartbeat before the "
                                      "run ends (a frozen or stopped worker)")
+    # the Ray engine's own options (--ray.address, --ray.gpus-per-worker); they say where a run executes, not
+    # what it computes (checkpoint.NON_IDENTITY_FIELDS)
+    ray_address: Optional[str] = _f(None, "alias of --ray.address: an existing Ray cluster (auto, host:port or "
+                                          "ray://host:port); default: a local cluster started for the run")
+    ray_gpus_per_worker: float = _f(0.0, "alias of --ray.gpus-per-worker: GPUs (or a fraction) per Ray worker")
     store: str = _f("auto", "client-state store: memory | disk | auto (disk when states would not fit in RAM)")
     store_dtype: str = _f("float32", "storage dtype of floating client states: float32 | bfloat16 | float16")
     store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states (a run uses its own "
