@@ -41,6 +41,9 @@ def add_bench_parsers(sub: Any) -> None:
     report.add_argument("--into", default=None, metavar="DOC",
                         help="also rewrite the tables between <!-- tables:start --> and <!-- tables:end --> "
                              "in this markdown file (e.g. docs/results/fmnist-pfl.md); the prose is kept")
+    report.add_argument("--trust-last", type=int, default=1, metavar="K",
+                        help="attack × defense tables: MA and ASR at the round with the best MA among each run's "
+                             "last K evaluated rounds (default 1: the final round); see docs/trust-attacks.md")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -63,11 +66,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else root / "report"
     if args.target is not None and not 0 < args.target <= 1:
         raise ConfigError(f"--target must be an accuracy in (0, 1], got {args.target}")
+    if args.trust_last < 1:
+        raise ConfigError(f"--trust-last must be >= 1 (evaluated rounds), got {args.trust_last}")
     from fedloom.resources import packaged  # the README's reference CSV, also from an installed wheel
 
     summary = write_report(root, out, reference=packaged(Path(args.reference)) if args.reference else None,
                            target=args.target, title=args.title,
-                           into=Path(args.into) if args.into else None)
+                           into=Path(args.into) if args.into else None, trust_last=args.trust_last)
     print(summary)
     return 0
 

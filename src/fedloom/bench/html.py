@@ -12,6 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from fedloom.bench.plots import PNG_DPI
+from fedloom.bench.report_trust import html_tables
 
 if TYPE_CHECKING:
     from fedloom.bench.report import GroupReport
@@ -32,12 +33,14 @@ tr:nth-child(even) td { background: #f8fafc; } tr.top td { font-weight: 600; }
 .figs figure { margin: 0; } .figs img { max-width: 100%; height: auto; border: 1px solid #e3e8ee; }
 figcaption { font-size: 0.8em; color: #4a5563; max-width: 780px; } figcaption a { margin-left: 6px; }
 .neg { color: #b42318; } .pos { color: #067647; }
+table.heat td { text-align: center; } table.heat td.best { font-weight: 700; } h3 { font-size: 1em; }
 """
 
 CAPTIONS = {"curves": "Learning curves: mean test accuracy over seeds, band = ± std",
             "cost": "Accuracy against cumulative bytes sent (up + down) and against wall-clock seconds (training + "
                     "evaluation, timings.jsonl), mean over seeds",
-            "clients": "Final per-client test accuracy (box = quartiles, whiskers 1.5 IQR, triangle = mean)"}
+            "clients": "Final per-client test accuracy (box = quartiles, whiskers 1.5 IQR, triangle = mean)",
+            "asr": "Attack success rate per round: one panel per attack, one line per defense, mean over seeds"}
 #: CSS pixels per inch of print size: 7 pt text shows at ~10.7 px, a two-column figure (7 in) at 770 px
 CSS_PX_PER_INCH = 110
 
@@ -80,9 +83,10 @@ def _figure(slug: str, stem: str, files: dict[str, bytes]) -> str:
 
 def _section(rep: "GroupReport") -> str:
     figures = "".join(_figure(rep.slug, stem, files) for stem, files in rep.figures.items())
+    trust = "" if rep.trust is None else "<h3>Attacks × defenses</h3>" + html_tables(rep.trust)
     return (f'<section id="{rep.slug}"><h2>{html.escape(rep.group.title)}</h2>'
             f'<p class="settings">Settings: {html.escape(rep.settings)}. Target for rounds-to-target: '
-            f"{100 * rep.target:.1f}% accuracy.</p>{_table(rep)}<div class=\"figs\">{figures}</div></section>")
+            f"{100 * rep.target:.1f}% accuracy.</p>{_table(rep)}{trust}<div class=\"figs\">{figures}</div></section>")
 
 
 def render_html(reports: list["GroupReport"], title: str, meta: list[str]) -> str:

@@ -18,6 +18,7 @@ from fedloom.bench.html import render_html
 from fedloom.bench.leaderboard import Row, attach_reference, group_target, leaderboard, load_reference, table
 from fedloom.bench.plots import FORMATS, client_distributions, cost_curves, learning_curves, partition_heatmap
 from fedloom.bench.report_latex import latex_document
+from fedloom.bench.report_trust import TrustMatrix, asr_figure, markdown_tables, trust_matrix
 from fedloom.bench.splice import read_marked, splice, table_lines, tables_block
 from fedloom.errors import ConfigError
 
@@ -35,6 +36,7 @@ class GroupReport:
     cells: list[list[str]]
     settings: str
     figures: dict[str, dict[str, bytes]] = field(default_factory=dict)  # file stem -> {"png"|"pdf"|"svg": bytes}
+    trust: Optional[TrustMatrix] = None  # the attack × defense matrix, when the group's runs have attacks
 
     @property
     def slug(self) -> str:
@@ -67,7 +69,8 @@ def partition_figures(group: Group) -> dict[str, dict[str, bytes]]:
     return figures
 
 
-def build_group(group: Group, target: Optional[float], reference: list[dict[str, str]]) -> GroupReport:
+def build_group(group: Group, target: Optional[float], reference: list[dict[str, str]],
+                trust_last: int = 1) -> GroupReport:
     goal = group_target(group, target)
     rows = leaderboard(group, goal)
     if reference:
@@ -80,8 +83,12 @@ def build_group(group: Group, target: Optional[float], reference: list[dict[str,
     if cost is not None:
         figures["cost"] = cost
     figures["clients"] = client_distributions(group, order, legend)
+    trust = trust_matrix(group, trust_last)
+    asr = asr_figure(trust, group.title) if trust is not None else None
+    if asr is not None:
+        figures["asr"] = asr
     figures.update(partition_figures(group))
-    return GroupReport(group, goal, rows, header, cells, common_settings(group), figures)
+    return GroupReport(group, goal, rows, header, cells, common_settings(group), figures, trust)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -90,6 +97,8 @@ def markdown(reports: list[GroupReport], title: str, meta: list[str]) -> str:
     for rep in reports:
         lines += [f"## {rep.group.title}", "", f"Settings: {rep.settings}.", "", *table_lines(rep.header, rep.cells)]
         lines.append("")
+        if rep.trust is not None:
+            lines += ["### Attacks × defenses", "", *markdown_tables(rep.trust)]
         for stem in rep.figures:
             name = f"plots/{rep.slug}-{stem}"
             lines += [f"![{stem}]({name}.png)", f"([PDF]({name}.pdf), [SVG]({name}.svg))", ""]
@@ -120,7 +129,7 @@ def write_csv(path: Path, reports: list[GroupReport]) -> None:
 
 
 def write_report(root: Path, out: Path, reference: Optional[Path] = None, target: Optional[float] = None,
-                 title: Optional[str] = None, into: Optional[Path] = None) -> str:
+                 title: Optional[str] = None, into: Optional[Path] = None, trust_last: int = 1) -> str:
     """Write report.md, report.html, leaderboard.csv and plots/ into ``out`` (and the tables into the marked
     block of ``into``); return a one-line summary."""
     doc = read_marked(into) if into is not None else None
@@ -130,7 +139,7 @@ def write_report(root: Path, out: Path, reference: Optional[Path] = None, target
     if not runs:
         raise ConfigError(f"no completed run folders (with summary.json) under {root}")
     ref_rows = load_reference(reference) if reference else []
-    reports = [build_group(g, target, ref_rows) for g in group_runs(runs)]
+    reports = [build_group(g, target, ref_rows, trust_last) for g in group_runs(runs)]
     title = title or f"fedloom report: {root}"
     meta = [f"generated {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from {len(runs)} completed runs under "
             f"`{root}`" + (f" ({incomplete} incomplete run folders not included)" if incomplete else ""),
