@@ -19,6 +19,7 @@ from fedloom.config import (RUN_FIELDS, RunConfig, build_config, component_field
 from fedloom.errors import ConfigError, FedloomError
 from fedloom.signals import exit_status, termination_handlers
 from fedloom.bench.cli import add_bench_parsers, cmd_bench, cmd_report, resume_raw
+from fedloom.flower.template import add_flower_parsers, cmd_flower
 
 PARTITION_FIELDS = ("dataset", "partition", "alpha", "classes_per_client", "balanced", "min_samples", "clients",
                     "train_ratio", "data_seed", "data_dir", "cache_dir", "batch_size", "test_split",
@@ -114,6 +115,7 @@ def make_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser
                                   default=argparse.SUPPRESS, metavar="V")
     sub.add_parser("list", help="list algorithms, datasets, models, partitioners and engines", allow_abbrev=False)
     add_bench_parsers(sub)
+    add_flower_parsers(sub)
     for command in sub.choices.values():  # read early by main (plugins.specs_from_argv); declared for --help
         command.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
                              help="import a plugin module or .py file that registers components (repeatable; "
@@ -227,7 +229,8 @@ def _summary_line(obj: Any) -> str:
     return first if len(paragraph) > 160 and len(first) > 20 else paragraph
 
 
-COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench": cmd_bench, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "partition": cmd_partition, "list": cmd_list, "bench": cmd_bench, "report": cmd_report,
+            "flower": cmd_flower}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
