@@ -60,10 +60,11 @@ def check_reachable(address: str) -> None:
 def connect(address: Optional[str], workers: int, gpus_per_worker: float) -> bool:
     """Join or start the cluster; True when this call started Ray in this process (close shuts it down)."""
     ray = import_ray()
+    if address:
+        check_reachable(address)
     if ray.is_initialized():  # a caller (a notebook, a test fixture) already connected: use it, leave it up
         return False
     if address:
-        check_reachable(address)
         try:
             ray.init(address=address, logging_level="warning", configure_logging=False)
         except (ConnectionError, RuntimeError) as exc:
