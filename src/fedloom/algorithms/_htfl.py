@@ -157,3 +157,19 @@ def proto_batch_loss(apply: ApplyFn, table: Optional[torch.Tensor], present: Opt
         return ce + lam * reg
 
     return loss
+
+
+def shared_apply(ctx: Any) -> ApplyFn:
+    """``apply`` of the federation's first architecture (client 0's): HtFLlib's ``args.global_model`` for the
+    methods that share a small model (FML's meme, FedKD's mentee, FedMRL's shared model) when no separate global
+    model is given. On a one-architecture federation it is the client's own."""
+    return ctx.runtime.for_arch(0).apply
+
+
+def kl(logits: torch.Tensor, target_logits: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-sample KL(softmax(target) ‖ softmax(logits)): ``batchmean`` (the papers' KL) or ``mean``
+    (``nn.KLDivLoss()``'s default in HtFLlib: the mean over B×C elements, i.e. the per-sample KL / C)."""
+    target = torch.nn.functional.softmax(target_logits, dim=1)
+    out = (target * (torch.nn.functional.log_softmax(target_logits, dim=1)
+                     - torch.nn.functional.log_softmax(logits, dim=1))).sum(dim=1)
+    return out / logits.shape[1] if reduction == "mean" else out
