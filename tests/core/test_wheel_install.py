@@ -74,6 +74,10 @@ def test_packaged_grid_and_license_in_the_wheel(installed: Path) -> None:
     assert "not found" not in (grid.stdout + grid.stderr).lower(), grid.stderr
     dist_info = next((installed / "site").glob("fedloom-*.dist-info"))
     assert any("LICENSE" in p.name for p in dist_info.rglob("*"))
+    shipped = {p.relative_to(REPO / "src").as_posix() for p in (REPO / "src").rglob("*")
+               if p.is_file() and p.suffix not in {".py", ".pyc"} and "egg-info" not in str(p)}
+    missing = [path for path in shipped if not (installed / "site" / path).is_file()]
+    assert not missing, f"data files of the package missing from the wheel: {missing}"
 
 
 def _umask() -> int:
