@@ -33,7 +33,7 @@ tr:nth-child(even) td { background: #f8fafc; } tr.top td { font-weight: 600; }
 .figs figure { margin: 0; } .figs img { max-width: 100%; height: auto; border: 1px solid #e3e8ee; }
 figcaption { font-size: 0.8em; color: #4a5563; max-width: 780px; } figcaption a { margin-left: 6px; }
 .neg { color: #b42318; } .pos { color: #067647; }
-table.heat td { text-align: center; } table.heat td.best { font-weight: 700; } h3 { font-size: 1em; }
+table.heat td { text-align: center; } table.heat td:first-child { text-align: left; } table.heat td.best { font-weight: 700; } h3 { font-size: 1em; }
 """
 
 CAPTIONS = {"curves": "Learning curves: mean test accuracy over seeds, band = ± std",

@@ -139,7 +139,8 @@ def describe(matrix: TrustMatrix) -> str:
     when = "the final round" if matrix.last_k == 1 else \
         f"the round with the best MA among each run's last {matrix.last_k} evaluated rounds (ASR at that round)"
     return (f"Attack rows × defense columns, {when}; mean ± std (population) over seeds, the value alone for "
-            "one seed; — = no value (untargeted attacks and runs without an attack have no ASR). "
+            "one seed; — = no value (untargeted attacks have no ASR; the no-attack row has one when it runs a backdoor's "
+            "machinery at attack.fraction 0). "
             "Best of each row in bold.")
 
 
@@ -199,6 +200,8 @@ def html_tables(matrix: TrustMatrix) -> str:
 
 def asr_figure(matrix: TrustMatrix, title: str) -> Optional[dict[str, bytes]]:
     """Per-round ASR: one panel per attack row that has ASR, one line per defense (mean over seeds)."""
+    from matplotlib.ticker import MaxNLocator
+
     from fedloom.bench.plots import DOUBLE, SINGLE, line_style, marker_rounds, plt, render
 
     rows = [r for r in matrix.rows if any((r, c) in matrix.asr_curves for c in matrix.columns)]
@@ -220,6 +223,7 @@ def asr_figure(matrix: TrustMatrix, title: str) -> Optional[dict[str, bytes]]:
                                                                              len(rounds)), **line_style(index))
             ax.set_title(f"{title}: {row}")
             ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("ASR (%)")
             ax.set_ylim(-3, 103)
             ax.grid(alpha=0.3)
