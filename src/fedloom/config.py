@@ -50,6 +50,8 @@ class RunConfig:
     momentum: float = _f(0.0, "local SGD momentum (PFLlib: 0)")
     weight_decay: float = _f(0.0, "local SGD weight decay")
     model: Optional[str] = _f(None, "model; default cnn for >=28x28 images, mlp for small images, logreg else")
+    model_family: Optional[str] = _f(None, "a named family of architectures (HtFLlib: HtFE-img-8, HCNNs8 ...): client i "
+                                           "gets member i mod len; see docs/heterogeneous.md")
     engine: str = _f("serial", "execution engine")
     device: str = _f("auto", "cpu | cuda | auto (cuda when available)")
     precision: str = _f("float32", "forward-pass precision: float32 | bfloat16 (autocast; faster convolutions "

@@ -32,6 +32,7 @@ from fedloom.engines.options import resolve_engine_options
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS
 from fedloom.models.lm import hf_model_spelling
+from fedloom.models.families.federation import client_labels, resolve_family
 from fedloom.patterns import PATTERNS, RoundPattern
 from fedloom.patterns.star import Star
 from fedloom.pipeline.build import build_pipeline
@@ -76,7 +77,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     model = ",".join(model_names(cfg.model)) or None
     seams = resolve_seams(cfg)
     seam_tables = seam_options(seams)  # validated first: "--attack.fraction without --attack" says so
-    selected = [algorithm, dataset] + model_names(model) + seam_namespaces(seams)
+    family = resolve_family(cfg)  # --model-family: its name and options checked (models/families)
+    selected = [algorithm, dataset] + model_names(model) + ([family] if family else []) + seam_namespaces(seams)
     check_option_namespaces(cfg, selected + [canonical(m) for m in MODELS.names()], known_namespaces())
     options = {algorithm: dataclasses.asdict(component_options(ALGORITHMS, algorithm, cfg)),
                dataset: dataclasses.asdict(component_options(DATASETS, dataset, cfg)), **seam_tables}
@@ -85,10 +87,14 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--model {model} gives clients different architectures, but {algorithm} exchanges "
                           f"model parameters, which needs one architecture for every client; use one model, or "
                           f"an algorithm for heterogeneous models (e.g. local)")
+    if family and len(set(client_labels(cfg))) > 1 and ALGORITHMS.get(algorithm).shared_architecture:
+        raise ConfigError(f"--model-family {family} gives clients different architectures, but {algorithm} "
+                          f"exchanges model parameters, which needs one architecture for every client; use an "
+                          f"algorithm for heterogeneous models (e.g. local, fedproto)")
     PATTERNS.get(seams.pattern)().check(seams, component_options(ALGORITHMS, algorithm, cfg), cfg.clients)
     out = cfg.out or f"runs/{algorithm}-{dataset}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return dataclasses.replace(seams, algorithm=algorithm, dataset=dataset, partition=partition, model=model,
-                               out=out, options={**cfg.options, **options})
+                               model_family=family, out=out, options={**cfg.options, **options})
 
 
 def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) -> Experiment:

@@ -133,6 +133,9 @@ class Algorithm:
     #: True when clients exchange model parameters, so every client must have the same architecture; False
     #: for algorithms that run on a federation of mixed architectures (``--model cnn,mlp``).
     shared_architecture: ClassVar[bool] = True
+    #: True when the method shares or overwrites the classifier (LG-FedAvg, FedGen, FedGH): every client's head
+    #: must have the same tensors; a federation with heterogeneous heads is refused once, by the runtime builder.
+    needs_homogeneous_head: ClassVar[bool] = False
     #: Round patterns the algorithm runs under (fedloom.patterns): "star" (a server) and/or "gossip" (none).
     patterns: ClassVar[tuple[str, ...]] = ("star",)
 

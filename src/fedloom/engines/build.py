@@ -27,6 +27,8 @@ from fedloom.engines.state_store import ClientStateStore, make_store
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS, build_model, default_model_for
 from fedloom.models.base import InitParams, SplitModel
+from fedloom.models.families import check_homogeneous_heads
+from fedloom.models.families.federation import build_family_models, client_labels, describe
 from fedloom.pipeline.build import build_aggregator, build_pipeline
 from fedloom.registry import canonical
 from fedloom.tasks import TASKS
@@ -61,8 +63,10 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
     algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
     for _, params in models:
         algorithm.validate_for_model(params)  # options that must fit the model (fedala.layer_idx...)
+    if architectures is not None and algorithm.needs_homogeneous_head:  # declared on the class, checked once
+        check_homogeneous_heads(list(architectures.models), algorithm.registry_name, describe(cfg))
     if architectures is not None and algorithm.shared_architecture:
-        raise ConfigError(f"--model {cfg.model} gives clients different architectures, but "
+        raise ConfigError(f"{describe(cfg)} gives clients different architectures, but "
                           f"{algorithm.registry_name} exchanges model parameters, which needs one architecture for "
                           f"every client; use one model, or an algorithm for heterogeneous models (e.g. local)")
     store = client_store(cfg, algorithm, init_params, data.num_clients, device)
@@ -130,6 +134,8 @@ def build_models(cfg: RunConfig, data: FederatedData,
     """Every distinct model of the run (in order of first appearance), each with its initial parameters from
     the run seed's model-init stream; the config gets the model names and their resolved options."""
     vocab = data.dataset.vocab_size  # token datasets: the text models size their embedding from it
+    if cfg.model_family:  # --model-family: the family's distinct members (models/families)
+        return build_family_models(cfg, data.input_shape, data.num_classes, vocab, device)
     names = model_names(cfg.model) or [default_model_for(data.input_shape, vocab, data.num_classes)]
     cfg = dataclasses.replace(cfg, model=",".join(names))
     built = []
@@ -148,7 +154,7 @@ def build_models(cfg: RunConfig, data: FederatedData,
 def federation_architectures(cfg: RunConfig, models: list[tuple[SplitModel, InitParams]],
                              num_clients: int) -> Optional[Architectures]:
     """None when every client has the same model; else which architecture each client has."""
-    names = model_names(cfg.model)
+    names = client_labels(cfg) if cfg.model_family else model_names(cfg.model)
     distinct = list(dict.fromkeys(names))
     if len(distinct) < 2:
         return None
