@@ -105,6 +105,7 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
         raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
     totals["up"] = totals.get("up", 0) + result.bytes_up
     totals["down"] = totals.get("down", 0) + bytes_down
+    passes = sample_passes(result.client_metrics, totals)
     t_train = time.perf_counter() - t0
     if round_ % cfg.eval_every and round_ != cfg.rounds:
         return RoundOutput(server, None, None, result.client_metrics, t_train, 0.0)
@@ -113,10 +114,22 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
     record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
                        if train_losses else float("nan"), "clients_sampled": len(cohort),
                        "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
-                       "cum_bytes_down": totals["down"], **attackers_sampled(exp, cohort),
+                       "cum_bytes_down": totals["down"], **passes, **attackers_sampled(exp, cohort),
                        **{f"server_{k}": v for k, v in server.metrics.items()}})
     return RoundOutput(server, record, per_client, result.client_metrics, t_train,
                        time.perf_counter() - t0 - t_train)
+
+
+def sample_passes(client_metrics: dict[int, dict[str, float]], totals: dict[str, int]) -> dict[str, int]:
+    """The round's sample forward/backward passes done and skipped by the local-training seam (InfoBatch),
+    accumulated in ``totals``; empty when the run has no local-training component."""
+    keys = ("sample_passes", "sample_passes_saved")
+    if not any(keys[0] in m for m in client_metrics.values()):
+        return {}
+    record = {key: int(sum(m.get(key, 0.0) for m in client_metrics.values())) for key in keys}
+    for key in keys:
+        totals[key] = totals.get(key, 0) + record[key]
+    return {**record, **{f"cum_{key}": totals[key] for key in keys}}
 
 
 def attackers_sampled(exp: Experiment, cohort: list[int]) -> dict[str, int]:
@@ -150,7 +163,8 @@ def keep_aggregator_memory(server: ServerResult, actx: AggregationContext) -> Se
 
 def federation_of(data: FederatedData) -> Federation:
     """Client count and training-set sizes, for servers that keep per-client memory."""
-    return Federation(data.num_clients, tuple(int(idx.numel()) for idx in data.train_idx))
+    return Federation(data.num_clients, tuple(int(idx.numel()) for idx in data.train_idx),
+                      tuple(data.input_shape), int(data.num_classes))
 
 
 def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:

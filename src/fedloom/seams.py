@@ -8,6 +8,8 @@ import dataclasses
 from typing import Any
 
 from fedloom.config import RunConfig, make_component
+from fedloom.engines.infobatch import LOCAL_TRAINING  # registers infobatch
+from fedloom.engines.local_training import selected_local_training
 from fedloom.errors import ConfigError
 from fedloom.patterns import PATTERNS
 from fedloom.patterns.topology import TOPOLOGIES
@@ -18,7 +20,7 @@ from fedloom.pipeline.transforms import TRANSFORMS
 from fedloom.registry import Registry, canonical
 
 #: Registries whose entries have option tables of their own, besides algorithms, datasets and models.
-SEAM_REGISTRIES: tuple[Registry, ...] = (TRANSFORMS, AGGREGATORS, ATTACKS, THREATS, PATTERNS)
+SEAM_REGISTRIES: tuple[Registry, ...] = (TRANSFORMS, AGGREGATORS, ATTACKS, THREATS, PATTERNS, LOCAL_TRAINING)
 
 
 def _pattern_table(cfg: RunConfig) -> list[str]:
@@ -46,13 +48,14 @@ def seam_namespaces(cfg: RunConfig) -> list[str]:
     selected = transform_names(cfg.transform) + [cfg.aggregator] + _pattern_table(cfg)
     if cfg.attack:
         selected += [cfg.attack, THREAT_NAMESPACE]
-    return selected
+    return selected + selected_local_training(cfg.options)  # the local-training seam: its table selects it
 
 
 def seam_options(cfg: RunConfig) -> dict[str, dict[str, Any]]:
     """Every selected seam's options, validated and with defaults filled in (for the run folder's config)."""
     tables = [(TRANSFORMS, name) for name in transform_names(cfg.transform)] + [(AGGREGATORS, cfg.aggregator)]
     tables += [(PATTERNS, name) for name in _pattern_table(cfg)]
+    tables += [(LOCAL_TRAINING, name) for name in _local_training(cfg)]
     if cfg.attack:
         tables += [(ATTACKS, cfg.attack), (THREATS, THREAT_NAMESPACE)]
     elif cfg.options.get(THREAT_NAMESPACE):
@@ -63,6 +66,18 @@ def seam_options(cfg: RunConfig) -> dict[str, dict[str, Any]]:
         if dataclasses.fields(instance):  # components without options leave no empty table behind
             options[name] = dataclasses.asdict(instance)
     return options
+
+
+def _local_training(cfg: RunConfig) -> list[str]:
+    """The local-training components whose table the run gives (InfoBatch), checked against the transforms."""
+    names = selected_local_training(cfg.options)
+    if len(names) > 1:
+        raise ConfigError(f"options of {len(names)} local-training components were given ({', '.join(names)}); "
+                          f"choose one")
+    if names and "sample-dp" in transform_names(cfg.transform):
+        raise ConfigError(f"--{names[0]}.* cannot be combined with --transform sample-dp (DP-SGD's accounting "
+                          f"assumes every sample is visited each epoch); remove one of them")
+    return names
 
 
 def known_namespaces() -> set[str]:

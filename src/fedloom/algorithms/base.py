@@ -90,6 +90,8 @@ class Federation:
 
     num_clients: int
     train_sizes: tuple[int, ...]
+    input_shape: tuple[int, ...] = ()  # one sample's shape (a server generating data of its own, VHL, needs it)
+    num_classes: int = 0  # the task's label count (0: unknown)
 
 
 @dataclass

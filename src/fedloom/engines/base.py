@@ -81,7 +81,10 @@ class Engine(ABC):
     def update_client_states(self, states: Iterable[tuple[int, Tree]]) -> None:
         """Replace the *algorithm's* part of some clients' states, keeping what upload transforms keep beside it
         (a round pattern that changes node models after training: gossip's mixing)."""
+        from fedloom.engines.local_training import join_training, split_training
+
         pipeline = self.runtime.uploads
         for client_id, state in states:
-            transform_states = pipeline.split(self.runtime.store.load(client_id))[1] if pipeline.stateful else {}
-            self.runtime.store.save(client_id, pipeline.join(state, transform_states))
+            stored, training = split_training(self.runtime.store.load(client_id))  # the seam's state is kept too
+            transform_states = pipeline.split(stored)[1] if pipeline.stateful else {}
+            self.runtime.store.save(client_id, join_training(pipeline.join(state, transform_states), training))

@@ -22,6 +22,7 @@ from fedloom.data.base import DATASETS, PartitionSpec
 from fedloom.data.federated import FederatedData, build_federated_data
 from fedloom.engines.base import ENGINES, Engine, EngineOptions
 from fedloom.engines.context import Architectures, Runtime
+from fedloom.engines.infobatch import build_local_training
 from fedloom.engines.local_sgd import SGDConfig
 from fedloom.engines.state_store import ClientStateStore, make_store
 from fedloom.errors import ConfigError
@@ -76,7 +77,9 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
                       uploads=(uploads := build_pipeline(cfg, data.num_clients, data.input_shape,
                                                          data.num_classes, data.dataset.x.dtype)),
                       aggregator=build_aggregator(cfg, algorithm, data.num_clients, uploads),
-                      architectures=architectures)
+                      architectures=architectures,
+                      local_training=build_local_training(cfg.options, cfg.rounds, cfg.join_ratio, data.num_clients,
+                                                          cfg.local_epochs))
     return BuiltRuntime(cfg, algorithm, runtime)
 
 

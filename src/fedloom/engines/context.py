@@ -53,6 +53,8 @@ class Runtime:
     uploads: UploadPipeline = field(default_factory=UploadPipeline)  # attack → transforms → wire, per client
     aggregator: Optional[Aggregator] = None  # None: the algorithm's own rule (the weighted mean)
     architectures: Optional[Architectures] = None  # None: every client has ``model``
+    #: the local-training seam (fedloom.engines.local_training): e.g. InfoBatch's schedule; None: plain epochs
+    local_training: Optional[Any] = None
 
     def arch_of(self, client_id: int) -> int:
         return 0 if self.architectures is None else self.architectures.arch_of[client_id]
@@ -111,6 +113,9 @@ class ClientContext:
         self.runtime = runtime
         self.client_id = client_id
         self.round = round_
+        #: the local-training seam's state for this client (the engine loads and saves it around client_update)
+        self.training_state: Optional[Any] = None
+        self.training_metrics: dict[str, float] = {}
 
     @property
     def sgd(self) -> SGDConfig:
@@ -217,11 +222,25 @@ class ClientContext:
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         runner = LocalSGD(self.runtime.batch_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                           describe=f"client {self.client_id}, round {self.round}", poison=self.poison(),
-                          private=sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id))
-        return runner.run(params, self.train_indices if indices is None else indices, cfg,
-                          self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
-                          grad_correction=grad_correction, trainable=trainable, aux=aux,
-                          steps_per_batch=steps_per_batch, after_batch=after_batch)
+                          private=sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id),
+                          per_sample_loss=self.runtime.per_sample_loss)
+        plan = self._training_plan(purpose) if indices is None else None
+        trained, metrics = runner.run(params, self.train_indices if indices is None else indices, cfg,
+                                      self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
+                                      grad_correction=grad_correction, trainable=trainable, aux=aux,
+                                      steps_per_batch=steps_per_batch, after_batch=after_batch, plan=plan)
+        if plan is not None:
+            self.training_state = plan.state()
+            for key, value in plan.metrics().items():
+                self.training_metrics[key] = self.training_metrics.get(key, 0.0) + value
+        return trained, metrics
+
+    def _training_plan(self, purpose: str) -> Optional[Any]:
+        """The local-training seam's plan for one pass over this client's own training set (None: plain epochs)."""
+        schedule = self.runtime.local_training
+        if schedule is None:
+            return None
+        return schedule.plan(self.training_state, self.train_indices, self.generator(f"infobatch-{purpose}"))
 
     @torch.no_grad()
     def evaluate(self, params: Params, split: str = "test") -> dict[str, float]:

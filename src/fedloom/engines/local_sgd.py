@@ -64,12 +64,16 @@ class LocalSGD:
     poison: Optional[Any] = None
     #: sample-level DP-SGD (fedloom.pipeline.privacy.sample.PerSampleClipper): per-sample clipped, noised gradients
     private: Optional[Any] = None
+    #: ``(params, x, y) -> per-sample losses``: needed when a local-training plan weights samples (InfoBatch)
+    per_sample_loss: Optional[TaskLoss] = None
 
     def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
             extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
             grad_correction: Optional[GradCorrection] = None, trainable: Optional[Callable[[str], bool]] = None,
             aux: Any = None, steps_per_batch: int = 1,
-            after_batch: Optional[AfterBatch] = None) -> tuple[Params, dict[str, float]]:
+            after_batch: Optional[AfterBatch] = None, plan: Optional[Any] = None) -> tuple[Params, dict[str, float]]:
+        """``plan`` (the local-training seam's EpochPlan, e.g. InfoBatch) chooses each epoch's samples and their
+        loss weights and receives their per-sample losses; None: every sample every epoch, weight 1."""
         work = {name: p.detach().clone() for name, p in params.items()}
         names = [name for name in work if trainable is None or trainable(name)]
         for name in names:
@@ -81,13 +85,16 @@ class LocalSGD:
         else:
             loss_fn = lambda w, xb, yb: batch_loss(w, xb, yb, aux).mean()  # noqa: E731
         total, steps, samples = torch.zeros(()), 0, 0
+        if plan is not None:
+            loss_fn = self._planned_loss(plan, batch_loss, aux)
         for epoch in range(cfg.epochs):
-            for batch in epoch_batches(indices, cfg.batch_size, generator):
+            for batch in self._epoch(indices, cfg, generator, plan):
+                batch, info = batch if plan is not None else (batch, None)
                 xb, yb = self.x[batch], self.y[batch]
                 if self.poison is not None:
                     xb, yb = self.poison.corrupt_batch(batch, xb, yb)
                 for _ in range(steps_per_batch):
-                    loss = loss_fn(work, xb, yb)
+                    loss = loss_fn(work, xb, yb) if info is None else loss_fn(work, xb, yb, info)
                     if extra_loss is not None:
                         loss = loss + extra_loss(work, aux)
                     grads = torch.autograd.grad(loss, tensors) if self.private is None else self._private_grads(
@@ -107,6 +114,23 @@ class LocalSGD:
         out = {name: t.detach() for name, t in work.items()}
         return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
                      "samples": float(samples)}
+
+    @staticmethod
+    def _epoch(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, plan: Optional[Any]) -> list:
+        if plan is None:
+            return epoch_batches(indices, cfg.batch_size, generator)
+        return [(ids, (positions, weights)) for ids, positions, weights in plan.epoch_batches(cfg.batch_size,
+                                                                                            generator)]
+
+    def _planned_loss(self, plan: Any, batch_loss: Optional[BatchLoss], aux: Any) -> Callable:
+        """The batch loss under a plan: mean of weight × per-sample loss; the unweighted losses become scores."""
+        def loss_fn(w: Params, xb: torch.Tensor, yb: torch.Tensor, info: tuple) -> torch.Tensor:
+            positions, weights = info
+            losses = batch_loss(w, xb, yb, aux) if batch_loss is not None else self.per_sample_loss(w, xb, yb)
+            plan.record(positions, losses)
+            return (losses * weights.to(losses.device)).mean()
+
+        return loss_fn
 
     def _private_grads(self, loss_fn: TaskLoss, work: Params, names: list[str], xb: torch.Tensor, yb: torch.Tensor,
                        cfg: SGDConfig, extra_loss: Optional[ExtraLoss], aux: Any,

@@ -18,7 +18,8 @@ from torch.func import vmap
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.engines.context import Runtime
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
-from fedloom.engines.pack_sgd import BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches
+from fedloom.engines.pack_sgd import (BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches,
+                                      planned_job)
 from fedloom.pipeline.privacy.sample import uses_sample_dp
 from fedloom.seeding import torch_generator
 
@@ -33,6 +34,9 @@ class PackContext:
         self.runtime, self.client_ids, self.round, self.slots = runtime, client_ids, round_, slots
         self.usage = usage
         self.n = len(client_ids)
+        #: the local-training seam's state and counters per client (the engine loads and saves the states)
+        self.training_states: dict[int, Any] = {}
+        self.training_metrics: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ what differs from ClientContext
     @property
@@ -112,14 +116,31 @@ class PackContext:
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         stacked = self.stacked_names(params)
         data = self.runtime.data
-        jobs = [PackJob(pos, cid, client_batches(data.train_idx[cid], cfg,
-                                                 torch_generator(self.runtime.seed, self.round, cid, purpose)),
-                        self.runtime.uploads.poison_for(cid, data.train_idx[cid], data.num_classes, data.input_shape))
-                for pos, cid in enumerate(self.client_ids)]
+        jobs = [self._job(pos, cid, cfg, purpose) for pos, cid in enumerate(self.client_ids)]
         runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                          self.slots, self.usage, self._batched_model(params))
         hooks = PackHooks(extra_loss, batch_loss, grad_correction, trainable)
-        return runner.run(params, stacked, jobs, self.n, cfg, hooks, aux)
+        result = runner.run(params, stacked, jobs, self.n, cfg, hooks, aux)
+        for job in jobs:
+            if job.plan is not None:  # the seam's new state and counters, as ClientContext.local_sgd keeps them
+                self.training_states[job.client_id] = job.plan.state()
+                counts = self.training_metrics.setdefault(job.client_id, {})
+                for key, value in job.plan.metrics().items():
+                    counts[key] = counts.get(key, 0.0) + value
+        return result
+
+    def _job(self, position: int, client_id: int, cfg: SGDConfig, purpose: str) -> PackJob:
+        """One client's batches from its own (seed, round, client, purpose) streams, as the serial loop draws them."""
+        data, seed = self.runtime.data, self.runtime.seed
+        generator = torch_generator(seed, self.round, client_id, purpose)
+        poison = self.runtime.uploads.poison_for(client_id, data.train_idx[client_id], data.num_classes,
+                                                 data.input_shape)
+        schedule = self.runtime.local_training
+        if schedule is None:
+            return PackJob(position, client_id, client_batches(data.train_idx[client_id], cfg, generator), poison)
+        plan = schedule.plan(self.training_states.get(client_id), data.train_idx[client_id],
+                             torch_generator(seed, self.round, client_id, f"infobatch-{purpose}"))
+        return planned_job(position, client_id, plan, cfg, generator, poison)
 
     def evaluate(self, params: Params, split: str = "test") -> dict[str, torch.Tensor]:
         raise NotVectorizable("ctx.evaluate inside a vectorized pack")

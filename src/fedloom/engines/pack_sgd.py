@@ -13,7 +13,7 @@ no client left are masked out of the update.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -35,6 +35,32 @@ class PackJob:
     batches: list[torch.Tensor]
     #: a malicious client's data-level attack (fedloom.pipeline.attacks.BatchPoison), applied to its batches
     poison: Optional[Any] = None
+    #: the local-training seam's EpochPlan (InfoBatch): epochs are drawn one at a time, as the serial loop draws
+    #: them, since each depends on the scores the previous one left; ``batches`` then holds the epochs so far
+    plan: Optional[Any] = None
+    generator: Optional[torch.Generator] = None  # the batch-order stream, for the plan's later epochs
+    epochs_left: int = 0
+    planned_steps: int = 0
+    positions: list[torch.Tensor] = field(default_factory=list)  # per batch: positions in the client's data
+    weights: list[torch.Tensor] = field(default_factory=list)  # per batch: the plan's per-sample loss weights
+
+    def next_epoch(self, batch_size: int) -> None:
+        """Append the plan's next epoch (sample ids, positions, weights) to this job's batches."""
+        for ids, positions, weights in self.plan.epoch_batches(batch_size, self.generator):
+            self.batches.append(ids)
+            self.positions.append(positions)
+            self.weights.append(weights)
+        self.epochs_left -= 1
+
+
+def planned_job(position: int, client_id: int, plan: Any, cfg: SGDConfig, generator: torch.Generator,
+                poison: Optional[Any] = None) -> PackJob:
+    """A job whose epochs a local-training plan draws one at a time (the first one now)."""
+    n = int(plan.indices.shape[0])
+    job = PackJob(position, client_id, [], poison, plan, generator, cfg.epochs,
+                  cfg.epochs * -(-n // cfg.batch_size))
+    job.next_epoch(cfg.batch_size)
+    return job
 
 
 def client_batches(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator) -> list[torch.Tensor]:
@@ -80,7 +106,7 @@ class PackSGD:
             hooks: PackHooks, aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
         names = [k for k in params if hooks.trainable is None or hooks.trainable(k)]
         state = _SlotState(params, stacked, names, min(self.slots, len(jobs)), n, cfg, aux)
-        queue = sorted(jobs, key=lambda job: -len(job.batches))  # longest first
+        queue = sorted(jobs, key=lambda job: -(job.planned_steps or len(job.batches)))  # longest first
         for slot in range(state.width):
             state.load(slot, queue.pop(0))
         if self.batched is not None and hooks.batch_loss is None:
@@ -93,7 +119,9 @@ class PackSGD:
             xb = self.x[idx.reshape(-1)].reshape(*idx.shape, *self.x.shape[1:])
             yb = self.y[idx.reshape(-1)].reshape(idx.shape)
             state.poison(idx, xb, yb)
-            grads, losses = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device), state.aux_slots)
+            grads, losses, per_sample = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device),
+                                                state.aux_slots)
+            state.record_scores(per_sample)
             state.update(grads, losses.detach().double().cpu() * counts)
             for slot in state.finished_slots():
                 state.store(slot)
@@ -110,13 +138,13 @@ class PackSGD:
             loss = (losses * wb).sum()
             if hooks.extra_loss is not None:
                 loss = loss + hooks.extra_loss(full, aux)
-            return loss, loss.detach()
+            return loss, (loss.detach(), losses.detach())
 
         def slot_step(train, frozen, xb, yb, wb, aux):
-            grads, loss = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux)
+            grads, (loss, per_sample) = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux)
             if hooks.grad_correction is not None:
                 grads = hooks.grad_correction({**frozen, **train}, grads, aux)
-            return grads, loss
+            return grads, loss, per_sample
 
         return vmap(slot_step, in_dims=(0, 0, 0, 0, 0, 0 if has_aux else None), randomness="error")
 
@@ -139,7 +167,7 @@ class BatchedModel:
         aux_dim = 0 if has_aux else None
 
         def step(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
-                 aux: Any) -> tuple[Params, torch.Tensor]:
+                 aux: Any) -> tuple[Params, torch.Tensor, torch.Tensor]:
             full = {**frozen, **train}
             logits = self.forward(full, xb)
             losses = self.task_loss(logits.flatten(0, 1), yb.flatten()).view(wb.shape)
@@ -151,7 +179,7 @@ class BatchedModel:
             if hooks.grad_correction is not None:
                 grads = vmap(hooks.grad_correction, in_dims=(0, 0, aux_dim))(
                     {k: v.detach() for k, v in full.items()}, grads, aux)
-            return grads, per_slot.detach()
+            return grads, per_slot.detach(), losses.detach()
 
         return step
 
@@ -209,7 +237,9 @@ class _SlotState:
                 continue
             batch = job.batches[self.cursor[slot]]
             idx[slot, : batch.shape[0]] = batch
-            weights[slot, : batch.shape[0]] = 1.0 / batch.shape[0]
+            # a plan's per-sample weights (InfoBatch's 1/(1-r)) inside the batch mean
+            scale = job.weights[self.cursor[slot]] if job.plan is not None else 1.0
+            weights[slot, : batch.shape[0]] = scale / batch.shape[0]
             counts[slot] = batch.shape[0]
         return idx, weights, counts
 
@@ -236,6 +266,16 @@ class _SlotState:
         self.steps.index_add_(0, positions, torch.ones_like(sizes))
         for s in slots:
             self.cursor[s] += 1
+            job = self.jobs[s]
+            if job.plan is not None and self.cursor[s] == len(job.batches) and job.epochs_left > 0:
+                job.next_epoch(self.cfg.batch_size)  # after this epoch's scores are in, as the serial loop does
+
+    def record_scores(self, per_sample: torch.Tensor) -> None:
+        """Each planned slot's unweighted per-sample losses of its current batch become the samples' scores."""
+        for slot, job in enumerate(self.jobs):
+            if job is not None and job.plan is not None:
+                positions = job.positions[self.cursor[slot]]
+                job.plan.record(positions, per_sample[slot, : positions.shape[0]])
 
     def finished_slots(self) -> list[int]:
         return [s for s, job in enumerate(self.jobs) if job is not None and self.cursor[s] >= len(job.batches)]

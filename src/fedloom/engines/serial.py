@@ -11,6 +11,7 @@ from fedloom.algorithms.tree import Params, Tree
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.engines.base import ENGINE_OPTIONS, ENGINES, CohortResult, Engine
 from fedloom.engines.evaluation import evaluate_stream
+from fedloom.engines.local_training import join_training, split_training
 
 
 # the serial engine takes no options (registered so that every engine has an options table; no docstring:
@@ -24,7 +25,7 @@ class SerialOptions:
 @ENGINES.register("serial")
 class SerialEngine(Engine):
     def _load_state(self, algorithm: Algorithm, client_id: int) -> Optional[Tree]:
-        state = self.runtime.uploads.split(self.runtime.store.load(client_id))[0]
+        state = self.runtime.uploads.split(self._stored(client_id)[0])[0]
         if state is None:
             state = algorithm.init_client_state(self.runtime.for_client(client_id).init_params, client_id)
         return state
@@ -32,17 +33,25 @@ class SerialEngine(Engine):
     def _transform_states(self, client_id: int) -> dict[str, Any]:
         if not self.runtime.uploads.stateful:
             return {}
-        return self.runtime.uploads.split(self.runtime.store.load(client_id))[1]
+        return self.runtime.uploads.split(self._stored(client_id)[0])[1]
+
+    def _stored(self, client_id: int) -> tuple[Optional[Tree], Optional[Tree]]:
+        """(algorithm and transform states, the local-training seam's state) of a client."""
+        return split_training(self.runtime.store.load(client_id))
+
+    def training_state(self, client_id: int) -> Optional[Tree]:
+        """The local-training seam's saved state of a client (InfoBatch's scores), None without one."""
+        return self._stored(client_id)[1] if self.runtime.local_training is not None else None
 
     def finish_client(self, accumulator: UploadAccumulator, client_id: int, round_: int, upload: Any,
-                      weight: Any, state: Optional[Tree]) -> int:
+                      weight: Any, state: Optional[Tree], training: Optional[Tree] = None) -> int:
         """The per-client finishing step every engine shares: the upload pipeline (attack, transforms, wire
         encoding), the client's new state into the store, the decoded upload into the accumulator. Returns the
         upload's bytes on the wire."""
         pipeline = self.runtime.uploads
         received, nbytes, transform_states = pipeline.finish(client_id, round_, upload,
                                                              self._transform_states(client_id))
-        self.runtime.store.save(client_id, pipeline.join(state, transform_states))
+        self.runtime.store.save(client_id, join_training(pipeline.join(state, transform_states), training))
         accumulator.add(client_id, received, pipeline.weight_of(weight))
         return nbytes
 
@@ -53,11 +62,12 @@ class SerialEngine(Engine):
         bytes_up = 0
         for client_id in cohort:
             ctx = self.runtime.client_context(client_id, round_)
+            ctx.training_state = self.training_state(client_id)
             result = algorithm.client_update(ctx, broadcast.for_client(client_id),
                                              self._load_state(algorithm, client_id))
             bytes_up += self.finish_client(accumulator, client_id, round_, result.upload, result.weight,
-                                           result.state)
-            client_metrics[client_id] = result.metrics
+                                           result.state, ctx.training_state)
+            client_metrics[client_id] = {**result.metrics, **ctx.training_metrics}
         return CohortResult(accumulator.finish(), client_metrics, bytes_up)
 
     def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,

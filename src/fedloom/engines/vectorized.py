@@ -21,6 +21,7 @@ from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.engines.base import ENGINE_OPTIONS, ENGINES, CohortResult, EngineOptions
 from fedloom.engines.context import Runtime
 from fedloom.engines.evaluation import evaluate_stream
+from fedloom.engines.local_training import join_training
 from fedloom.engines.options import engine_option
 from fedloom.engines.pack_context import NotVectorizable, PackContext
 from fedloom.engines.pack_sgd import SlotUsage
@@ -64,22 +65,26 @@ class VectorizedEngine(SerialEngine):
             if self.runtime.uploads.empty:  # the fast path: one reduction for the whole pack
                 accumulator.add_stacked(pack, upload, weights)
                 for position, client_id in enumerate(pack):
-                    self.runtime.store.save(client_id, None if state is None else tree_index(state, position))
+                    self.runtime.store.save(client_id, join_training(
+                        None if state is None else tree_index(state, position), ctx.training_states.get(client_id)))
                 if upload is not None:
                     bytes_up += len(pack) * tree_bytes(tree_index(upload, 0))
             else:  # transforms act per client, exactly as on the serial engine
                 for position, client_id in enumerate(pack):
                     bytes_up += self.finish_client(
                         accumulator, client_id, round_, None if upload is None else tree_index(upload, position),
-                        float(weights[position]), None if state is None else tree_index(state, position))
+                        float(weights[position]), None if state is None else tree_index(state, position),
+                        ctx.training_states.get(client_id))
             for position, client_id in enumerate(pack):
                 metrics[client_id] = {k: float(torch.as_tensor(v).reshape(-1)[position] if torch.as_tensor(
                     v).numel() > 1 else v) for k, v in result.metrics.items()}
+                metrics[client_id].update(ctx.training_metrics.get(client_id, {}))
         return CohortResult(accumulator.finish(), metrics, bytes_up)
 
     def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
                     round_: int) -> tuple[list[int], PackContext, ClientResult]:
         ctx = self._pack_context(pack, round_)
+        ctx.training_states = {client_id: self.training_state(client_id) for client_id in pack}
         result = algorithm.client_update(ctx, self._pack_broadcast(broadcast, pack), self._pack_state(algorithm, pack))
         return pack, ctx, result
 
