@@ -79,3 +79,61 @@ def test_fedntd_with_beta_zero_is_fedavg_and_beta_pulls_local_training_toward_th
     moved = sum(float(v.pow(2).sum()) for v in distilled.upload.values())
     free = sum(float(v.pow(2).sum()) for v in fedavg.upload.values())
     assert moved < free  # the teacher term holds the model nearer the global one
+
+
+class ShiftContext:
+    """A client whose 'local training' adds its own constant to every parameter (enough to follow where each
+    tensor goes through FedBN's halves)."""
+
+    def __init__(self, shift: float, samples: int) -> None:
+        self.shift, self.num_train_samples = shift, samples
+
+    def local_sgd(self, params, **hooks):
+        return {k: v + self.shift for k, v in params.items()}, {}
+
+
+def test_fedbn_never_sends_or_averages_batch_norm_parameters() -> None:
+    from fedloom.algorithms.base import Federation
+    from fedloom.algorithms.fedbn import FedBN
+    from fedloom.algorithms.tree import tree_bytes
+    from fedopt_helpers import uploads_of
+
+    init = {"body.conv1.weight": torch.zeros(2), "body.bn1.weight": torch.ones(2), "body.bn1.bias": torch.zeros(2),
+            "head.weight": torch.zeros(3)}
+    fedbn = FedBN()
+    server = fedbn.init_server(init, Federation(2, (10, 30)))
+    assert set(server.broadcast.params) == {"body.conv1.weight", "head.weight"}
+    states = [fedbn.init_client_state(init, cid) for cid in range(2)]
+    results = [fedbn.client_update(ShiftContext(s, n), server.broadcast, st)
+               for s, n, st in zip((1.0, 5.0), (10, 30), states)]
+    assert all(set(r.upload) == {"body.conv1.weight", "head.weight"} for r in results)
+    assert tree_bytes(results[0].upload) == 4 * 5  # 5 float32 numbers: no BN tensor on the wire
+    after = fedbn.server_update(server.state, uploads_of([(r.upload, r.weight) for r in results]))
+    assert torch.allclose(after.broadcast.params["head.weight"], torch.full((3,), 4.0))  # (10·1 + 30·5) / 40
+    for cid, shift in enumerate((1.0, 5.0)):  # each client keeps its own BN, never the mean (4.0)
+        scored = fedbn.eval_params(None, after.broadcast, results[cid].state)
+        assert torch.equal(scored["body.bn1.weight"], torch.full((2,), 1.0 + shift))
+        assert torch.equal(scored["body.bn1.bias"], torch.full((2,), shift))
+        assert torch.allclose(scored["body.conv1.weight"], torch.full((2,), 4.0))
+
+
+def test_cnn_bn_names_its_batch_norm_layers_keeps_no_buffers_and_vmaps() -> None:
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from fedloom.models.base import build_model
+    from fedloom.models.cnn_bn import is_batch_norm
+
+    model = build_model("cnn-bn", {}, (1, 28, 28), 10, seed=0)
+    names = [n for n, _ in model.named_parameters()]
+    assert [n for n in names if is_batch_norm(n)] == ["body.bn1.weight", "body.bn1.bias", "body.bn2.weight",
+                                                      "body.bn2.bias"]
+    assert list(model.buffers()) == []  # no running statistics: nothing outside the parameter dict
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    x = torch.randn(6, 1, 28, 28)
+    out = functional_call(model, params, (x,))
+    assert not torch.allclose(functional_call(model, params, (x[:3],)), out[:3])  # batch statistics
+    other = {n: p + 0.01 for n, p in params.items()}
+    stacked = {n: torch.stack([params[n], other[n]]) for n in params}
+    both = vmap(lambda p, xb: functional_call(model, p, (xb,)))(stacked, torch.stack([x, x]))
+    assert torch.allclose(both[0], out, atol=1e-5)
+    assert torch.allclose(both[1], functional_call(model, other, (x,)), atol=1e-5)
