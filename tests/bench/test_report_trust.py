@@ -130,7 +130,11 @@ def test_tiny_grid_through_bench_and_report(tmp_path: Path) -> None:
     grid = tmp_path / "grid.toml"
     grid.write_text(TINY_GRID.format(out=tmp_path / "runs"))
     assert main(["bench", str(grid)]) == 0
-    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--trust-last", "2"]) == 0
+    doc = tmp_path / "results.md"
+    doc.write_text("prose\n<!-- tables:start -->\n<!-- tables:end -->\nmore prose\n")
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--trust-last", "2",
+                 "--into", str(doc)]) == 0
+    assert "### iid: attacks × defenses" in doc.read_text() and doc.read_text().endswith("more prose\n")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "### Attacks × defenses" in text and "| attack \\ defense | mean | median |" in text
     for row in (NO_ATTACK, "badnets", "signflip"):

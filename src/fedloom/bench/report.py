@@ -162,6 +162,8 @@ def write_report(root: Path, out: Path, reference: Optional[Path] = None, target
         one_dataset = len({r.group.dataset for r in reports}) == 1
         headings = [r.group.partition if one_dataset else r.group.title for r in reports]
         block = tables_block([(h, r.header, r.cells) for h, r in zip(headings, reports)])
+        block += "".join("\n".join([f"### {h}: attacks × defenses", "", *markdown_tables(r.trust)])
+                         for h, r in zip(headings, reports) if r.trust is not None)
         into.write_text(splice(doc, block, where=str(into)))
     return (f"report: {len(runs)} runs in {len(reports)} group(s) -> {out / 'report.html'}, "
             f"{out / 'report.md'}, {out / 'report.tex'}, {out / 'leaderboard.csv'}, figures in {out / 'plots'} "
