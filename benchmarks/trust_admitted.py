@@ -1,0 +1,67 @@
+"""Admitted-client rates and per-round cost of the cells of a trust grid (issue 19, docs/results/trust.md).
+
+For every completed run folder under RUNS: the attack, the defense, the mean over rounds of the uploads a
+selecting defense admitted and of its admitted TPR (benign admitted / benign in the cohort) and FPR (malicious
+admitted / malicious in the cohort), the same over Snowball's top-down rounds alone, and the mean wall seconds
+per round (training + aggregation, and evaluation) from timings.jsonl. The defenses are those of
+docs/trust-defenses.md; Snowball is Qin, Chen, Zhi, Yan, Deng, AAAI 2024.
+
+    python benchmarks/trust_admitted.py benchmarks/results/trust-fmnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tomllib
+from pathlib import Path
+
+
+def mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def cell(folder: Path) -> dict:
+    config = tomllib.loads((folder / "config.toml").read_text())
+    threat = config.get("attack", {})
+    threat = {"name": threat, "fraction": 1.0} if isinstance(threat, str) else threat  # older config.toml files
+    attacked = threat.get("fraction", 0) > 0
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
+    rows = [r for r in rows if r["round"] > 0]
+    topdown = [r for r in rows if r.get("server_snowball_topdown") == 1.0]
+    times = [json.loads(line) for line in (folder / "timings.jsonl").read_text().splitlines() if line]
+
+    def rate(key: str, subset: list[dict]) -> float:
+        return mean([float(r[key]) for r in subset if key in r])
+
+    return {"attack": threat.get("name", "none") if attacked else "no attack",
+            "defense": config.get("aggregator", "mean"), "rounds": len(rows),
+            "admitted": rate("server_admitted", rows), "tpr": rate("server_admitted_tpr", rows),
+            "fpr": rate("server_admitted_fpr", rows), "td_rounds": len(topdown),
+            "td_tpr": rate("server_admitted_tpr", topdown), "td_fpr": rate("server_admitted_fpr", topdown),
+            "train_s": mean([t["train_seconds"] for t in times]), "eval_s": mean([t["eval_seconds"] for t in times])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path)
+    args = parser.parse_args()
+    cells = [cell(p.parent) for p in sorted(args.runs.glob("*/summary.json"))]
+    cells.sort(key=lambda c: (c["attack"] != "no attack", c["attack"], c["defense"]))
+    print("| attack | defense | rounds | admitted / round | TPR | FPR | top-down rounds | TPR (top-down) "
+          "| FPR (top-down) | s / round (train + aggregate) | s / round (eval) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cells:
+        print(f"| {c['attack']} | {c['defense']} | {c['rounds']} | {fmt(c['admitted'], 1)} | {fmt(c['tpr'])} "
+              f"| {fmt(c['fpr'])} | {c['td_rounds'] or '—'} | {fmt(c['td_tpr'])} | {fmt(c['td_fpr'])} "
+              f"| {fmt(c['train_s'], 1)} | {fmt(c['eval_s'], 1)} |")
+
+
+if __name__ == "__main__":
+    main()
