@@ -27,22 +27,25 @@ class Method:
     pfllib: str
     pfllib_args: dict[str, Any] = field(default_factory=dict)
     fedloom_options: dict[str, Any] = field(default_factory=dict)
+    pfllib_eval: str = "evaluate"  # the server method whose evaluation PFLlib scores the method by
 
 
-def _m(name: str, pfllib: str, pfl: dict[str, Any] | None = None, opts: dict[str, Any] | None = None) -> Method:
-    return Method(name, pfllib, pfl or {}, {name: opts} if opts else {})
+def _m(name: str, pfllib: str, pfl: dict[str, Any] | None = None, opts: dict[str, Any] | None = None,
+       scored: str = "evaluate") -> Method:
+    return Method(name, pfllib, pfl or {}, {name: opts} if opts else {}, scored)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedavg", "FedAvg"),
     _m("fedprox", "FedProx", {"mu": 0.01}, {"mu": 0.01}),
     _m("local", "Local"),
-    _m("ditto", "Ditto", {"mu": 0.1, "plocal_epochs": 1}, {"mu": 0.1, "personal_epochs": 1}),
+    _m("ditto", "Ditto", {"mu": 0.1, "plocal_epochs": 1}, {"mu": 0.1, "personal_epochs": 1},
+       "evaluate_personalized"),
     _m("apfl", "APFL", {"alpha": 1.0}, {"alpha": 1.0, "pfllib_compat": True}),
     # PFLlib's beta default is 0.0; fedloom's beta None means beta = lr
-    _m("per-fedavg", "PerAvg", {"beta": 0.005}, {"pfllib_compat": True}),
+    _m("per-fedavg", "PerAvg", {"beta": 0.005}, {"pfllib_compat": True}, "evaluate_one_step"),
     _m("pfedme", "pFedMe", {"lamda": 15.0, "p_learning_rate": 0.01, "K": 5, "beta": 1.0},
-       {"lamda": 15.0, "personal_lr": 0.01, "K": 5, "beta": 1.0, "pfllib_compat": True}),
+       {"lamda": 15.0, "personal_lr": 0.01, "K": 5, "beta": 1.0, "pfllib_compat": True}, "evaluate_personalized"),
     _m("fedfomo", "FedFomo", {"M": 5}, {"M": 5}),
     _m("fedamp", "FedAMP", {"alphaK": 1.0, "sigma": 1.0, "lamda": 1.0},
        {"alpha_k": 1.0, "sigma": 1.0, "lamda": 1.0, "pfllib_compat": True}),

@@ -131,33 +131,41 @@ class Recorder:
             return out
         return hooked
 
-    def after_eval(self) -> None:
-        acc, loss = self.server.rs_test_acc, self.server.rs_train_loss
+    def after_eval(self, acc: float, loss: float | None) -> None:
         per_client = {cid: c / max(n, 1) for cid, c, n in self.pending}
-        self.pending = []
-        self.rows.append({"round": len(acc) - 1, "accuracy": float(acc[-1]),
-                          "train_loss": float(loss[-1]) if loss else None,
+        self.rows.append({"round": len(self.rows), "accuracy": acc, "train_loss": loss,
                           "client_accuracy": [per_client.get(i) for i in sorted(per_client)],
                           "seconds": round(time.perf_counter() - self.t0, 2)})
         print(json.dumps({k: v for k, v in self.rows[-1].items() if k != "client_accuracy"}), flush=True)
         if self.flush is not None:
             self.flush(self.rows)
-        if len(acc) > self.last:
+        if len(self.rows) > self.last:
             raise _Done
 
 
-def wrap_evaluations(server: Any, rec: Recorder) -> None:
-    """Hook every evaluate* method of the server: after it has appended to rs_test_acc, record."""
-    for name in [n for n in dir(type(server)) if n.startswith("evaluate")]:
-        fn = getattr(server, name)
+ACC_LISTS, LOSS_LISTS = ("rs_test_acc_per", "rs_test_acc"), ("rs_train_loss_per", "rs_train_loss")
 
-        def hooked(*a: Any, _fn: Any = fn, **k: Any) -> Any:
-            before = len(server.rs_test_acc)
-            out = _fn(*a, **k)
-            if len(server.rs_test_acc) > before:  # the evaluation that PFLlib records (not a nested helper)
-                rec.after_eval()
-            return out
-        setattr(server, name, hooked)
+
+def wrap_evaluation(server: Any, rec: Recorder, name: str) -> None:
+    """Hook the server's scored evaluation (``evaluate``; Ditto and pFedMe ``evaluate_personalized``, Per-FedAvg
+    ``evaluate_one_step``): after it ran, record what it appended to PFLlib's accuracy and loss lists (the
+    ``_per`` lists where it fills those) and the per-client results of the client calls it made."""
+    fn = getattr(server, name)
+
+    def grown(names: tuple[str, ...], before: dict[str, int]) -> float | None:
+        for n in names:
+            values = getattr(server, n, None)
+            if values is not None and len(values) > before[n]:
+                return float(values[-1])
+        return None
+
+    def hooked(*a: Any, **k: Any) -> Any:
+        rec.pending = []  # drop client results of an earlier, unscored evaluation (Ditto's global one)
+        before = {n: len(getattr(server, n, []) or []) for n in ACC_LISTS + LOSS_LISTS}
+        out = fn(*a, **k)
+        rec.after_eval(grown(ACC_LISTS, before), grown(LOSS_LISTS, before))
+        return out
+    setattr(server, name, hooked)
 
 
 def memoize_data_reads() -> None:
@@ -205,7 +213,7 @@ def run(pfllib: Path, data: Path, method: str, rounds: int, seed: int, threads: 
         out.write_text(json.dumps({**result, "curve": rows}))
     rec = Recorder(server, rounds, flush)
     rec.wrap_clients()
-    wrap_evaluations(server, rec)
+    wrap_evaluation(server, rec, METHODS[method].pfllib_eval)
     try:
         server.train()
     except _Done:
