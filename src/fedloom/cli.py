@@ -32,11 +32,12 @@ def _registries() -> list[Any]:
     from fedloom.algorithms import ALGORITHMS
     from fedloom.data.base import DATASETS
     from fedloom.models import MODELS
+    from fedloom.models.families import FAMILIES
     import fedloom.data.datasets  # noqa: F401
     from fedloom.seams import SEAM_REGISTRIES
     from fedloom.engines import ENGINE_OPTIONS
 
-    return [ALGORITHMS, DATASETS, MODELS, *SEAM_REGISTRIES, ENGINE_OPTIONS]  # every registry with option tables
+    return [ALGORITHMS, DATASETS, MODELS, FAMILIES, *SEAM_REGISTRIES, ENGINE_OPTIONS]  # every registry with options
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
