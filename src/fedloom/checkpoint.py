@@ -46,7 +46,7 @@ NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkp
 #: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted
 #: name reaches into a component's option table ("options.<component>.<option>").
 OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal", "transform": None,
-                      "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring",
+                      "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring", "model_family": None,
                       "partition_file": None}
 
 
