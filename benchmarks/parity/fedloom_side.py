@@ -6,7 +6,8 @@
 fedloom evaluates the initial model as round 0 and, for the personalized methods, scores round r after the
 download of round r+1's broadcast... i.e. after the server step of round r and before the next local training
 (docs/algorithms.md), the point at which PFLlib evaluates at the top of iteration r. ``--eval-train`` adds the
-train-split loss, the quantity PFLlib reports as its loss. Per-client test accuracy is read from the
+train-split loss, the quantity PFLlib reports as its loss. For FedDBE, whose initialization period fedloom
+counts as round 1 while PFLlib runs it in its server's constructor, fedloom round r + 1 is recorded as round r. Per-client test accuracy is read from the
 per-client sums that fedloom's evaluation summarizes each round. The curve is rewritten after every round, so
 a run stopped early still leaves the rounds it finished.
 """
@@ -40,8 +41,13 @@ def run(partition: Path, method: str, rounds: int, seed: int, threads: int, out:
                               "options": METHODS[method].fedloom_options, "curve": []}
     t0 = time.perf_counter()
 
+    offset = METHODS[method].fedloom_offset
+    result["fedloom_offset"] = offset
+
     def record(round_: int, metrics: dict) -> None:
-        result["curve"].append({"round": round_, "accuracy": metrics["accuracy"],
+        if round_ < offset:  # before PFLlib's evaluation 0 (FedDBE's initialization round)
+            return
+        result["curve"].append({"round": round_ - offset, "fedloom_round": round_, "accuracy": metrics["accuracy"],
                                 "train_loss": metrics.get("train_loss"), "test_loss": metrics.get("loss"),
                                 "client_accuracy": captured.get("clients"),
                                 "seconds": round(time.perf_counter() - t0, 2)})
@@ -49,7 +55,7 @@ def run(partition: Path, method: str, rounds: int, seed: int, threads: int, out:
         print(json.dumps({k: v for k, v in result["curve"][-1].items() if k != "client_accuracy"}), flush=True)
 
     api.run({**COMMON_FEDLOOM, "dataset": "fashion-mnist", "partition_file": str(partition),
-             "algorithm": method, "rounds": rounds, "seed": seed, "threads": threads, "eval_every": 1,
+             "algorithm": method, "rounds": rounds + offset, "seed": seed, "threads": threads, "eval_every": 1,
              "eval_train": True, "overwrite": True, **METHODS[method].fedloom_options},
             out=str(folder), callbacks=[record])
     result["complete"] = True

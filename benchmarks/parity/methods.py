@@ -28,6 +28,9 @@ class Method:
     pfllib_args: dict[str, Any] = field(default_factory=dict)
     fedloom_options: dict[str, Any] = field(default_factory=dict)
     pfllib_eval: str = "evaluate"  # the server method whose evaluation PFLlib scores the method by
+    # fedloom rounds before PFLlib's evaluation 0: FedDBE's initialization period is fedloom's round 1 but runs
+    # in PFLlib's server constructor, so fedloom round r + 1 is PFLlib evaluation r (docs/algorithms.md)
+    fedloom_offset: int = 0
 
 
 def _m(name: str, pfllib: str, pfl: dict[str, Any] | None = None, opts: dict[str, Any] | None = None,
@@ -60,7 +63,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
        {"eta": 1.0, "rand_percent": 80, "layer_idx": 2, "pfllib_compat": True}),
     _m("fedcp", "FedCP", {"lamda": 5.0}, {"lamda": 5.0, "pfllib_compat": True}),
     _m("gpfl", "GPFL", {"lamda": 0.01, "mu": 0.1}, {"lamda": 0.01, "mu": 0.1}),
-    _m("feddbe", "FedDBE", {"momentum": 1.0, "kl_weight": 50.0}, {"momentum": 1.0, "kl_weight": 50.0}),
+    Method("feddbe", "FedDBE", {"momentum": 1.0, "kl_weight": 50.0},
+           {"feddbe": {"momentum": 1.0, "kl_weight": 50.0}}, fedloom_offset=1),
     _m("scaffold", "SCAFFOLD", {"server_learning_rate": 1.0}, {"global_lr": 1.0}),
     _m("feddyn", "FedDyn", {"alpha": 0.01}, {"alpha": 0.01}),
     _m("moon", "MOON", {"mu": 1.0, "tau": 0.5}, {"mu": 1.0, "tau": 0.5}),
