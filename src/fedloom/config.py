@@ -70,6 +70,8 @@ class RunConfig:
     ray_address: Optional[str] = _f(None, "alias of --ray.address: an existing Ray cluster (auto, host:port or "
                                           "ray://host:port); default: a local cluster started for the run")
     ray_gpus_per_worker: float = _f(0.0, "alias of --ray.gpus-per-worker: GPUs (or a fraction) per Ray worker")
+    ray_reduce: str = _f("ordered", "alias of --ray.reduce: ordered (the serial engine's additions, bit for bit) | "
+                                    "tree (Parrot's worker -> node -> driver partial sums)")
     store: str = _f("auto", "client-state store: memory | disk | auto (disk when states would not fit in RAM)")
     store_dtype: str = _f("float32", "storage dtype of floating client states: float32 | bfloat16 | float16")
     store_dir: Optional[str] = _f(None, "disk store folder; default RUN_DIR/client_states (a run uses its own "

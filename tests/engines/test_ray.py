@@ -4,6 +4,7 @@ from its checkpoint, and bad input. Skipped when Ray is not installed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -83,6 +84,19 @@ def test_ray_metrics_are_byte_identical_to_serial(cluster: Any, serial_runs: dic
     rows = (out / "timings.jsonl").read_text().splitlines()
     assert len(rows) == SMALL["rounds"] and all('"idle_fraction"' in row for row in rows)
     assert f'"ray_workers": {workers}' in rows[-1]
+
+
+@pytest.mark.slow
+def test_tree_reduction_merges_partial_sums_and_matches_serial_to_rounding(cluster: Any, serial_runs: dict,
+                                                                          tmp_path: Path) -> None:
+    """--ray.reduce tree: one float64 partial sum per worker (Parrot's), equal to serial but for the order of
+    the float64 additions."""
+    result = run(**{**SMALL, "algorithm": "fedavg", "engine": "ray", "workers": 2, "ray_reduce": "tree"},
+                 out=tmp_path / "ray")
+    reference = [json.loads(line) for line in metrics(serial_runs["fedavg"]).decode().splitlines()]
+    for ours, theirs in zip(result.records, reference, strict=True):
+        assert ours["accuracy"] == pytest.approx(theirs["accuracy"], abs=1e-6)
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
 
 
 @pytest.mark.slow

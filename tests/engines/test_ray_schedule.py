@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedloom.engines.ray_schedule import CostModel, idle_fraction, schedule
+from fedloom.engines.ray_schedule import CostModel, idle_fraction, schedule, schedule_in_order
 
 
 def test_before_any_measurement_the_cost_is_samples_times_epochs() -> None:
@@ -46,3 +46,22 @@ def test_idle_fraction_by_hand() -> None:
     # makespan 4: worker 0 idles 0, worker 1 idles 2, worker 2 had no client (idles 4) -> 6 / 12
     assert idle_fraction({0: 4.0, 1: 2.0}, workers=3) == pytest.approx(0.5)
     assert idle_fraction({0: 3.0, 1: 3.0}, workers=2) == 0.0
+
+
+def test_in_order_the_free_clients_form_contiguous_runs_of_least_makespan() -> None:
+    model = CostModel(work=[4.0, 1.0, 1.0, 1.0, 1.0, 4.0])
+    shares = schedule_in_order([0, 1, 2, 3, 4, 5], [0, 1], model)
+    # the cuts of [4 1 1 1 1 4]: 4+1+1 | 1+1+4, makespan 6 (any other cut gives 7 or more)
+    assert shares == {0: [0, 1, 2], 1: [3, 4, 5]}
+
+
+def test_in_order_follows_the_cohort_order_and_worker_order() -> None:
+    model = CostModel(work=[1.0] * 6)
+    shares = schedule_in_order([5, 0, 3, 1, 4, 2], [1, 0], model)  # worker 1 first, cohort order as given
+    assert shares == {1: [0, 3, 5], 0: [1, 2, 4]}
+
+
+def test_in_order_pinned_clients_stay_and_the_free_ones_fill_around_them() -> None:
+    model = CostModel(work=[3.0, 1.0, 1.0, 1.0])
+    shares = schedule_in_order([0, 1, 2, 3], [0, 1], model, pinned={0: 0})
+    assert shares == {0: [0], 1: [1, 2, 3]}  # worker 0 already carries 3

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from fedloom.algorithms.base import Algorithm, Broadcast
+from fedloom.algorithms.tree import Tree
 from fedloom.engines.base import ENGINE_OPTIONS, ENGINES, CohortResult, EngineOptions
 from fedloom.engines.context import Runtime
 from fedloom.engines.options import engine_option
-from fedloom.engines.ray_schedule import CostModel, idle_fraction, schedule
-from fedloom.engines.ray_transport import RayTransport, merge_results
+from fedloom.engines.ray_schedule import CostModel, idle_fraction, schedule, schedule_in_order
+from fedloom.engines.ray_transport import RayTransport, WorkerLost, merge_results
 from fedloom.engines.sharded import ShardedEngine, for_clients, resume_hint
 from fedloom.errors import TrainingError
 
@@ -63,6 +64,8 @@ class RayEngine(ShardedEngine):
         self.recoveries: list[dict[str, Any]] = []  # lost workers and where their clients went (tests, logs)
         self._stats: dict[str, Any] = {}
         self._puts: tuple[Any, Any] = (None, None)  # (broadcast, its object-store reference) of this round
+        self.last_merges: list[dict[str, Any]] = []
+        self.last_workers: dict[int, dict[str, Any]] = {}
         super().__init__(runtime, options)
         self.model = CostModel([float(i.numel() * runtime.sgd.epochs) for i in runtime.data.train_idx])
         self.alive = sorted(self.transport.actors)
@@ -90,20 +93,75 @@ class RayEngine(ShardedEngine):
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],
                      round_: int) -> CohortResult:
         keep_all = self.runtime.keep_all(algorithm)
+        ordered = self.ordered
         started = time.perf_counter()
-        results, pending = [], list(cohort)
+        results, holder, pending = [], {}, list(cohort)
         while pending:  # more than once only when a worker died
-            shares = schedule(pending, self.alive, self.model, self.pinned)
+            plan = schedule_in_order if ordered else schedule
+            shares = plan([c for c in cohort if c in set(pending)], self._chain_order(), self.model, self.pinned)
             refs = {w: self.transport.actors[w].train.remote(keep_all, algorithm, self._wire(w, broadcast, c), c,
-                                                             round_) for w, c in shares.items()}
-            got, lost = self._reduce(refs, keep_all)
+                                                             round_, ordered) for w, c in shares.items()}
+            got, lost = self._gather(refs) if ordered else self._reduce(refs, keep_all)
             results.extend(got)
+            holder.update({c: w for w, clients in shares.items() if w not in lost for c in clients})
             pending = sorted(c for w in lost for c in shares[w])
             if lost:
-                self._recover(lost, pending, round_, algorithm)
+                self._recover(lost, pending, round_)
+            while ordered and not pending:  # every contribution is held: fold them in the cohort's order
+                folded, lost = self._fold(cohort, holder, keep_all)
+                if not lost:
+                    break
+                pending = sorted(c for c, w in holder.items() if w in lost)  # their contributions died too
+                self._recover(lost, pending, round_)
         merged = merge_results(sorted(results, key=lambda r: min(r["workers"])), keep_all)
+        uploads = folded.finish() if ordered else merged["uploads"]
+        self.last_workers = merged["workers"]  # who trained which clients on which node (tests, logs)
         self._account(merged["workers"], time.perf_counter() - started)
-        return CohortResult(merged["uploads"], dict(sorted(merged["metrics"].items())), merged["bytes_up"])
+        return CohortResult(uploads, dict(sorted(merged["metrics"].items())), merged["bytes_up"])
+
+    @property
+    def ordered(self) -> bool:
+        """The ordered reduction: with ``--ray.reduce ordered`` and workers that train client by client."""
+        return self.options.run_config.ray_reduce == "ordered" and self.options.worker_engine == "serial"
+
+    def _chain_order(self) -> list[int]:
+        """Live workers grouped by node: contiguous runs of the cohort stay on one node, so the running sum
+        crosses from node to node once per node."""
+        nodes = list(dict.fromkeys(self.node_of[w] for w in self.alive))
+        return sorted(self.alive, key=lambda w: (nodes.index(self.node_of[w]), w))
+
+    def _gather(self, refs: dict[int, Any]) -> tuple[list[dict], list[int]]:
+        """Every worker's reply, and the workers lost on the way."""
+        results, lost = [], []
+        for w, ref in refs.items():
+            try:
+                results.append(self.transport.get(ref, w))
+            except WorkerLost:
+                lost.append(w)
+        return results, lost
+
+    def _fold(self, cohort: list[int], holder: dict[int, int], keep_all: bool) -> tuple[Any, list[int]]:
+        """The running sum passed from worker to worker along the cohort's order (one call per run of
+        consecutive clients on one worker, chained in the object store without the driver in between)."""
+        runs: list[tuple[int, list[int]]] = []
+        for client in cohort:
+            if runs and runs[-1][0] == holder[client]:
+                runs[-1][1].append(client)
+            else:
+                runs.append((holder[client], [client]))
+        running, calls = None, []
+        for w, clients in runs:
+            running = self.transport.actors[w].fold.remote(keep_all, running, clients)
+            calls.append((w, running))
+        try:
+            return self.transport.get(running, runs[-1][0]), []
+        except WorkerLost:  # find who: the first call of the chain that failed
+            for w, ref in calls:
+                try:
+                    self.transport.get(ref, w)
+                except WorkerLost:
+                    return None, [w]
+            raise
 
     def _reduce(self, refs: dict[int, Any], keep_all: bool) -> tuple[list[dict], list[int]]:
         """Node results (each node's workers merged on the node by its lowest-index worker), and the workers
@@ -120,17 +178,14 @@ class RayEngine(ShardedEngine):
         for leader, ref in node_refs.items():
             try:
                 results.append(self.transport.get(ref, leader))
-            except TrainingError:  # a worker of this node died: keep what its other workers computed
-                for w in by_node[self.node_of[leader]]:
-                    try:
-                        results.append(self.transport.get(refs[w], w))
-                    except TrainingError:
-                        lost.append(w)
-                if not lost:
-                    raise
+            except WorkerLost:  # a worker of this node died: keep what its other workers computed
+                got, gone = self._gather({w: refs[w] for w in by_node[self.node_of[leader]]})
+                results.extend(got)
+                lost.extend(gone)
+        self.last_merges = [r["merged_on"] for r in results if "merged_on" in r]  # node-level merges (tests)
         return results, lost
 
-    def _recover(self, lost: list[int], clients: list[int], round_: int, algorithm: Algorithm) -> None:
+    def _recover(self, lost: list[int], clients: list[int], round_: int) -> None:
         """Forget the lost workers; their clients of this round run again on the survivors (by the schedule),
         unless a state of theirs died with them."""
         stranded = sorted(c for c, w in self.pinned.items() if w in lost)
@@ -168,6 +223,12 @@ class RayEngine(ShardedEngine):
         clients = info["clients"]
         total = sum(self.model.work[c] for c in clients) or 1.0
         return {c: info["busy"] * self.model.work[c] / total for c in clients}
+
+    def restore_client_states(self, states: Iterable[tuple[int, Tree]]) -> None:
+        """Restored states (a resume) go to their clients' workers, which then hold them: pinned there."""
+        states = list(states)
+        super().restore_client_states(states)
+        self.pinned.update({client: self.owner[client] for client, _ in states})
 
     def round_stats(self) -> dict[str, Any]:
         """The last round's scheduling figures (timings.jsonl): idle fraction, workers, nodes."""

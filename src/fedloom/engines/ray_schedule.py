@@ -79,6 +79,43 @@ def schedule(cohort: Iterable[int], workers: list[int], model: CostModel,
     return {w: sorted(clients) for w, clients in shares.items() if clients}
 
 
+def schedule_in_order(cohort: list[int], workers: list[int], model: CostModel,
+                      pinned: Optional[dict[int, int]] = None, iterations: int = 40) -> dict[int, list[int]]:
+    """Like ``schedule``, but the free clients go in contiguous runs of the cohort's order: the first run to
+    ``workers[0]``, the next to ``workers[1]``..., the run lengths chosen (binary search on the makespan) so
+    that the largest estimated finish time is least. The ordered reduction then folds each run on its worker
+    and passes the running sum on once per run, not once per client."""
+    pinned = {c: w for c, w in (pinned or {}).items() if w in workers}
+    base = {w: 0.0 for w in workers}
+    for client in cohort:
+        if client in pinned:
+            base[pinned[client]] += model.cost(client, pinned[client])
+    free = [c for c in cohort if c not in pinned]
+
+    def fill(limit: float) -> Optional[list[int]]:
+        owners, position = [], 0
+        for w in workers:
+            load = base[w]
+            while position < len(free) and load + model.cost(free[position], w) <= limit:
+                load += model.cost(free[position], w)
+                owners.append(w)
+                position += 1
+        return owners if position == len(free) else None
+
+    low = max(base.values(), default=0.0)
+    high = low + sum(max(model.cost(c, w) for w in workers) for c in free)
+    for _ in range(iterations if free else 0):
+        middle = (low + high) / 2
+        low, high = (low, middle) if fill(middle) is not None else (middle, high)
+    owners = fill(high) or [workers[-1]] * len(free)  # high is always feasible; the fallback never runs
+    placed = {**dict(zip(free, owners)), **pinned}
+    shares: dict[int, list[int]] = {}
+    for client in cohort:
+        target = placed[client]
+        shares.setdefault(target, []).append(client)
+    return {w: sorted(clients) for w, clients in shares.items()}
+
+
 def idle_fraction(busy: dict[int, float], workers: int) -> float:
     """The share of the round's worker time spent waiting for the slowest worker: Σ (makespan - busy_w) over
     ``workers`` workers (those without clients idle throughout) / (workers × makespan)."""

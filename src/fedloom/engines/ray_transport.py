@@ -18,7 +18,7 @@ import time
 import warnings
 from typing import Any, Optional
 
-from fedloom.algorithms.uploads import Uploads, merge_uploads
+from fedloom.algorithms.uploads import UploadAccumulator, Uploads, merge_uploads
 from fedloom.engines.base import EngineOptions
 from fedloom.engines.sharded import Transport, resume_hint
 from fedloom.errors import ConfigError, FedloomError, TrainingError
@@ -29,6 +29,10 @@ STARTUP_SECONDS = 300.0
 #: How long the address check waits for a TCP connection to an existing cluster.
 CONNECT_SECONDS = 5.0
 INSTALL_HINT = "install it with pip install 'fedloom[ray]' (or pip install 'ray[default]')"
+
+
+class WorkerLost(TrainingError):
+    """A Ray worker died (its process was killed, its node went away); the engine re-runs its clients."""
 
 
 def import_ray() -> Any:
@@ -110,6 +114,8 @@ class RayWorker:
         self.inner = inner_engine
         self._broadcast_key: Any = None
         self._broadcast: Any = None
+        self._held: dict[int, Uploads] = {}  # this round's per-client contributions (ordered reduction)
+        self._held_round: Optional[int] = None
 
     def info(self) -> dict[str, Any]:
         import ray
@@ -130,11 +136,16 @@ class RayWorker:
             self._broadcast_key, self._broadcast = wire, ray.get(wire)
         return self._broadcast
 
-    def train(self, keep_all: bool, algorithm: Any, wire: Any, clients: list[int], round_: int) -> dict[str, Any]:
-        """Train ``clients`` one after another (or the inner engine's packs), timing each, and return one
-        partial result: the pre-reduced uploads, metrics, bytes, and this worker's timings."""
+    def train(self, keep_all: bool, algorithm: Any, wire: Any, clients: list[int], round_: int,
+              hold: bool) -> dict[str, Any]:
+        """Train ``clients`` one after another (or the inner engine's packs), timing each. ``hold``: keep each
+        client's contribution here for ``fold`` (the ordered reduction) and return none; else return this
+        worker's partial sum (or every upload when ``keep_all``). Metrics, bytes and timings come back always."""
         broadcast = self._resolve(wire)
         engine = self.worker.engine
+        if hold:
+            self._held = {c: u for c, u in self._held.items() if self._held_round == round_}  # a re-run keeps
+            self._held_round = round_                                                        # its round's own
         started = time.perf_counter()
         if self.inner == "serial":  # per-client calls: the same float64 additions as one call, timed each
             parts, seconds = [], {}
@@ -142,28 +153,42 @@ class RayWorker:
                 t0 = time.perf_counter()
                 parts.append(engine.train_cohort(algorithm, broadcast, [client], round_))
                 seconds[client] = time.perf_counter() - t0
+                if hold:
+                    self._held[client] = parts[-1].uploads
         else:  # packed clients: one call, its time shared by work
             parts = [engine.train_cohort(algorithm, broadcast, clients, round_)]
             seconds = {}
         busy = time.perf_counter() - started
         store = engine.runtime.store
-        result = {"uploads": merge_uploads([p.uploads for p in parts], keep_all=keep_all),
-                  "metrics": {c: m for p in parts for c, m in p.client_metrics.items()},
-                  "bytes_up": sum(p.bytes_up for p in parts),
-                  "workers": {self.index: {"seconds": seconds, "busy": busy, "clients": list(clients),
-                                           "stateful": [c for c in clients if c in store],
-                                           "node": self.info()["node"]}}}
-        return result
+        return {"uploads": None if hold else merge_uploads([p.uploads for p in parts], keep_all=keep_all),
+                "metrics": {c: m for p in parts for c, m in p.client_metrics.items()},
+                "bytes_up": sum(p.bytes_up for p in parts),
+                "workers": {self.index: {"seconds": seconds, "busy": busy, "clients": list(clients),
+                                         "stateful": [c for c in clients if c in store],
+                                         "node": self.info()["node"]}}}
+
+    def fold(self, keep_all: bool, running: Optional[UploadAccumulator], clients: list[int]) -> UploadAccumulator:
+        """The ordered reduction: add the held contributions of ``clients`` (a run of the cohort's order) to
+        the running sum, one by one, exactly as the serial engine's accumulator adds them."""
+        total = UploadAccumulator(keep_all=keep_all) if running is None else running
+        for client in clients:
+            part = self._held[client]
+            total.merge(UploadAccumulator(keep_all, part.weighted_sum, part.total_weight, part.count,
+                                          list(part.items or [])))
+        return total
 
     def merge(self, keep_all: bool, *results: dict[str, Any]) -> dict[str, Any]:
         """The node level of the hierarchical aggregation: this node's workers' partial results as one."""
-        return merge_results(list(results), keep_all)
+        merged = merge_results(list(results), keep_all)
+        merged["merged_on"] = {"node": self.info()["node"], "by": self.index, "workers": sorted(merged["workers"])}
+        return merged
 
 
 def merge_results(results: list[dict[str, Any]], keep_all: bool) -> dict[str, Any]:
     """Partial results (worker or node level) as one, in the order given (the engine orders them by worker)."""
-    uploads: list[Uploads] = [r["uploads"] for r in results]
-    merged = {"uploads": merge_uploads(uploads, keep_all=keep_all), "metrics": {}, "bytes_up": 0, "workers": {}}
+    uploads: list[Uploads] = [r["uploads"] for r in results if r["uploads"] is not None]
+    merged = {"uploads": merge_uploads(uploads, keep_all=keep_all) if uploads else None, "metrics": {},
+              "bytes_up": 0, "workers": {}}
     for result in results:
         merged["metrics"].update(result["metrics"])
         merged["bytes_up"] += result["bytes_up"]
@@ -187,8 +212,10 @@ class RayTransport(Transport):
         self.ray = import_ray()
         self._owns_ray = connect(self.address, count, self.gpus)
         check_resources(self.ray, count, self.gpus)
+        # SPREAD: workers go to as many nodes as possible (the data and compute of a real cluster's nodes)
         actor_class = self.ray.remote(RayWorker).options(num_cpus=0 if self.gpus else 1, num_gpus=self.gpus,
-                                                         max_restarts=0, max_task_retries=0)
+                                                         max_restarts=0, max_task_retries=0,
+                                                         scheduling_strategy="SPREAD")
         cfg, inner = self.options.run_config, self.options.worker_engine
         self.actors = {i: actor_class.remote(i, cfg, inner, self.options) for i in range(count)}
         refs = {i: actor.info.remote() for i, actor in self.actors.items()}
@@ -209,11 +236,13 @@ class RayTransport(Transport):
                                 f"resources? see ray status)") from None
         except exceptions.RayActorError as exc:
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, FedloomError):
-                raise type(cause)(str(cause)) from None
+            if isinstance(cause, FedloomError):  # the worker's constructor failed (a bad config, say)
+                raise remote_error(exc, index) from None
             where = "while starting" if starting else f"; {resume_hint(self.options.run_config)}"
-            raise TrainingError(f"Ray worker {index} died ({first_line(exc)}){where}") from None
+            raise WorkerLost(f"Ray worker {index} died ({first_line(exc)}){where}") from None
         except exceptions.RayTaskError as exc:
+            if isinstance(getattr(exc, "cause", None), exceptions.RayActorError):  # a dependency's worker died
+                raise WorkerLost(f"Ray worker {index} lost an input ({first_line(exc)})") from None
             raise remote_error(exc, index) from None
 
     def kill(self, index: int) -> None:
