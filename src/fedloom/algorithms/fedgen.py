@@ -36,6 +36,7 @@ from fedloom.algorithms.tree import Params, Tree, tree_clone, tree_select
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
 from fedloom.models.base import is_body, is_head
+from fedloom.models.generators import Adam
 from fedloom.seeding import torch_generator
 
 if TYPE_CHECKING:
@@ -119,27 +120,6 @@ class FedGen(Algorithm):
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Params:
         body = state["body"] if state is not None else tree_select(ctx.init_params, is_body)
         return {**body, **broadcast.params}
-
-
-class Adam:
-    """torch.optim.Adam's update (betas 0.9/0.999, eps 1e-8, no weight decay) on a list of tensors, written out
-    because importing torch.optim pulls in torch._dynamo (seconds of start-up in every worker)."""
-
-    def __init__(self, tensors: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
-        self.tensors, self.lr, self.betas, self.eps, self.t = tensors, lr, betas, eps, 0
-        self.m = [torch.zeros_like(t) for t in tensors]
-        self.v = [torch.zeros_like(t) for t in tensors]
-
-    def step(self, grads: tuple[torch.Tensor, ...]) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        with torch.no_grad():
-            for tensor, grad, m, v in zip(self.tensors, grads, self.m, self.v):
-                m.mul_(b1).add_(grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                denom = (v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
-                tensor.addcdiv_(m, denom, value=-self.lr / (1 - b1 ** self.t))
 
 
 def init_generator(inputs: int, hidden: int, dim: int, seed: int, device: torch.device) -> Params:
