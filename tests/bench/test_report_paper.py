@@ -87,6 +87,9 @@ def test_overlapping_curves_get_distinct_styles_and_staggered_markers() -> None:
     # 16 rounds, 2 curves: markers every 2 rounds, the second curve's one round later
     assert marker_rounds(0, 2, 16) == (0, 2) and marker_rounds(1, 2, 16) == (1, 2)
     assert marker_rounds(1, 5, 80) == (2, 10) and marker_rounds(4, 5, 80) == (8, 10)
+    # 4 curves over 8 rounds (2 offsets): FedAvg and FedProx with a tiny mu, drawn one after the other, must not
+    # put their markers on the same rounds
+    assert [marker_rounds(i, 4, 8)[0] for i in range(4)] == [0, 1, 0, 1]
 
 
 def test_legend_adds_the_algorithms_options_not_already_in_the_label() -> None:

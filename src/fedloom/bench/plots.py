@@ -66,6 +66,8 @@ def marker_rounds(index: int, count: int, points: int, marks: int = 8) -> tuple[
     """``markevery`` for curve ``index`` of ``count``: about ``marks`` markers, each curve's shifted by a
     fraction of the spacing, so coinciding curves show their markers side by side instead of on top."""
     step = max(2 if points > 4 else 1, points // marks)  # every other point at least, so there is room to shift
+    if count > step:  # more curves than offsets: consecutive curves (the likeliest to coincide) still differ
+        return (index % step, step)
     return (int(round(index * step / max(count, 1))) % step, step)
 
 
