@@ -11,6 +11,7 @@ from fedloom.algorithms.fedlc import FedLC, calibration
 from fedloom.algorithms.fedntd import FedNTD, not_true_kl
 
 from helpers import make_experiment
+from fedopt_helpers import uploads_of
 from pfl_helpers import SMALL_MLP, experiment, same, start
 
 
@@ -96,7 +97,6 @@ def test_fedbn_never_sends_or_averages_batch_norm_parameters() -> None:
     from fedloom.algorithms.base import Federation
     from fedloom.algorithms.fedbn import FedBN
     from fedloom.algorithms.tree import tree_bytes
-    from fedopt_helpers import uploads_of
 
     init = {"body.conv1.weight": torch.zeros(2), "body.bn1.weight": torch.ones(2), "body.bn1.bias": torch.zeros(2),
             "head.weight": torch.zeros(3)}
@@ -137,3 +137,39 @@ def test_cnn_bn_names_its_batch_norm_layers_keeps_no_buffers_and_vmaps() -> None
     both = vmap(lambda p, xb: functional_call(model, p, (xb,)))(stacked, torch.stack([x, x]))
     assert torch.allclose(both[0], out, atol=1e-5)
     assert torch.allclose(both[1], functional_call(model, other, (x,)), atol=1e-5)
+
+
+def test_fedcac_critical_masks_and_overlaps_by_hand() -> None:
+    from fedloom.algorithms.fedcac import collaborators, critical_mask, overlaps
+
+    assert critical_mask(torch.tensor([0.1, 0.5, 0.3, 0.0]), 0.5).tolist() == [False, True, True, False]
+    # the τ-quantile is 0: every nonzero sensitivity at or above the smallest nonzero one is critical
+    assert critical_mask(torch.tensor([0.0, 0.0, 1e-15, 0.0]), 0.5).tolist() == [False, False, True, False]
+    masks = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    o = overlaps(masks)  # row i normalised by client i's critical count
+    assert torch.allclose(o, torch.tensor([[1, 0.5, 0.75], [0.5, 1, 0.75], [5 / 6, 5 / 6, 1]], dtype=o.dtype))
+    early, late = collaborators(o, 0, beta=100), collaborators(o, 98, beta=100)
+    # threshold = mean off-diagonal overlap (0.694) + (t + 1)/β · (max − mean): 0.696 early, 0.832 late
+    assert early.tolist() == [[True, False, True], [False, True, True], [True, True, True]]
+    assert late.tolist() == [[True, False, False], [False, True, False], [True, True, True]]
+
+
+def test_fedcac_server_customizes_critical_parameters_among_similar_clients_only() -> None:
+    from fedloom.algorithms.base import Federation
+    from fedloom.algorithms.fedcac import FedCAC
+    from fedloom.algorithms.uploads import UploadAccumulator
+
+    init = {"w": torch.zeros(4)}
+    cac = FedCAC(tau=0.5, beta=3)  # after round 1: threshold = mean + 2/3 (max − mean) of the overlaps
+    server = cac.init_server(init, Federation(3, (10, 10, 20)))
+    masks = [torch.tensor(m, dtype=torch.bool) for m in ([1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0])]
+    acc = UploadAccumulator(keep_all=True)
+    for cid, (value, n) in enumerate(zip((1.0, 5.0, 3.0), (10, 10, 20))):
+        acc.add(cid, {"params": {"w": torch.full((4,), value)}, "critical": {"w": masks[cid]}}, n)
+    after = cac.server_update(server.state, acc.finish())
+    assert torch.allclose(after.broadcast.params["w"], torch.full((4,), 3.0))  # (10 + 50 + 60) / 40
+    custom = {cid: after.broadcast.for_client(cid).personal["customized"]["w"] for cid in range(3)}
+    assert torch.allclose(custom[0], torch.full((4,), 2.0)) and torch.allclose(custom[2], torch.full((4,), 2.0))
+    assert torch.allclose(custom[1], torch.full((4,), 5.0))  # overlap 0.5 with both: alone, its own model
+    start = cac.start_model(after.broadcast.for_client(0), {"critical": {"w": masks[0]}})
+    assert start["w"].tolist() == [2.0, 2.0, 3.0, 3.0]  # critical from the customized model, the rest global
