@@ -9,6 +9,7 @@ Workloads (all FedAvg, SGD, batch 10, 1 local epoch, 75/25 per-client split, Fas
 Every configuration runs in its own subprocess (so peak RSS is its own) with one torch thread per process;
 the engines: plain (hand-written loop, the baseline), serial, vectorized, processes (2 workers) and
 processes+vectorized; opt-in, the same with bfloat16 forward passes (``--modes processes+bf16`` ...).
+Opt-in: ``--modes processes ray`` adds the Ray engine (2 actors on a local Ray cluster; ratio to processes printed).
 Printed per configuration: seconds per round (median), CPU-seconds per round (main +
 workers), peak RSS (main + workers), slot utilization, accuracy after each round; and ratios to the plain loop.
 
@@ -37,6 +38,8 @@ WORKLOADS = {
 MODES = ["plain", "serial", "vectorized", "processes", "processes+vectorized"]
 #: opt-in: the same engines with forward passes under bfloat16 autocast (--precision bfloat16)
 BF16_MODES = ["serial+bf16", "vectorized+bf16", "processes+bf16"]
+#: opt-in: the Ray engine (pip install 'fedloom[ray]'), 2 actors on a local Ray cluster, compared with processes
+RAY_MODES = ["ray", "ray+vectorized"]
 
 
 # ------------------------------------------------------------------------------------------ one configuration
@@ -47,8 +50,8 @@ def run_config(workload: str, mode: str, rounds: int, out: str):
     spec = dict(WORKLOADS[workload])
     precision = "bfloat16" if mode.endswith("+bf16") else "float32"
     mode = mode.removesuffix("+bf16")
-    engine, inner = {"plain": ("serial", "serial"), "processes+vectorized": ("processes", "vectorized")}.get(
-        mode, (mode, "serial"))
+    engine, inner = {"plain": ("serial", "serial"), "processes+vectorized": ("processes", "vectorized"),
+                     "ray+vectorized": ("ray", "vectorized")}.get(mode, (mode, "serial"))
     return resolve_config(RunConfig(
         dataset="fashion-mnist", partition="dirichlet", batch_size=10, local_epochs=1, rounds=rounds, seed=1,
         device="cpu", threads=1, precision=precision, engine=engine, worker_engine=inner, workers=2, out=out,
@@ -68,7 +71,7 @@ def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
     data = load_data(cfg, torch.device("cpu"))
     exp = build_experiment(cfg, data, torch.device("cpu"))
     setup = time.perf_counter() - t0
-    worker_pids = [p.pid for p in getattr(exp.engine, "processes", [])]
+    worker_pids = engine_worker_pids(exp.engine)
     if mode == "plain":
         return measure_plain(exp, rounds, setup)
     server, _, _ = initial_round(exp) if workload != "scale" else (exp.algorithm.init_server(
@@ -88,6 +91,14 @@ def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
     return {"seconds": seconds, "cpu_seconds": cpu, "accuracy": accuracy, "setup_seconds": setup,
             "peak_rss_mb": self_rss_mb() + worker_rss, "utilization": usage.utilization if usage else None,
             "workers": len(worker_pids)}
+
+
+def engine_worker_pids(engine) -> list[int]:
+    """The worker processes of a sharded engine (processes: its transport's links; ray: its actors' pids)."""
+    transport = getattr(engine, "transport", None)
+    if hasattr(transport, "links"):
+        return [link.process.pid for link in transport.links]
+    return [info["pid"] for info in getattr(transport, "info", {}).values()]
 
 
 def measure_plain(exp, rounds: int, setup: float) -> dict:
@@ -161,13 +172,17 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
         per_round = " ".join(f"{x:.2f}" for x in r["seconds"])
         lines.append(f"{mode:<22}{s:>9.2f}{statistics.median(r['cpu_seconds']):>12.2f}{speed:>9}"
                      f"{r['peak_rss_mb']:>12.0f}{util:>11}{r['setup_seconds']:>9.1f}  {per_round} | {acc}")
+    for ray_mode, other in (("ray", "processes"), ("ray+vectorized", "processes+vectorized")):
+        if "seconds" in results.get(ray_mode, {}) and "seconds" in results.get(other, {}):
+            ratio = statistics.median(results[ray_mode]["seconds"]) / statistics.median(results[other]["seconds"])
+            lines.append(f"{ray_mode} / {other} s/round: {ratio:.3f}")
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=["w1", "m1"], choices=list(WORKLOADS))
-    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES)
+    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES + RAY_MODES)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scratch", default="bench-out/engines")
     parser.add_argument("--json", default=None)

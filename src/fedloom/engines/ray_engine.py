@@ -3,26 +3,29 @@ aggregation and re-runs of a lost worker's clients (FedML Parrot, Tang et al., a
 Moritz et al., OSDI 2018).
 
 A worker (``ray_transport.RayWorker``) holds its data and its clients' states and trains the clients it is given
-one after another (or with the vectorized engine inside); per round it returns one partial weighted sum, or
-every upload when the server step needs them. The broadcast is put into the object store once per round and
-every worker reads it from there. Each round:
+one after another (or with the vectorized engine inside). The broadcast is put into the object store once per
+round and every worker reads it from there. Each round:
 
 1. the cohort is scheduled (ray_schedule.py): a client whose state lives on a worker stays there, the others go
    where the estimated makespan is least; estimates come from the per-client times measured every round;
-2. the workers train; the workers of one node merge their partial sums on that node (its lowest-index worker),
-   and the driver merges one result per node (worker → node → driver);
+2. the workers train, and the uploads are reduced in one of two ways (``--ray.reduce``):
+   ``ordered`` (default): each worker keeps its clients' float64 contributions and the running sum passes from
+   worker to worker along the cohort's order (one hop per run of consecutive clients: the schedule gives each
+   worker a contiguous run, workers grouped by node, so the sum crosses each node once); the additions are the
+   serial engine's, in its order, so metrics.jsonl is byte-identical to serial whatever the placement;
+   ``tree``: one float64 partial sum per worker, merged on each node by its lowest-index worker, then at the
+   driver (worker → node → driver, as in Parrot): fewer sequential steps, equal to serial up to the rounding
+   of float64 additions done in another grouping. With the vectorized engine inside, the reduction is a tree;
 3. a worker that died has its clients re-run on the survivors; every draw of a client comes from (seed, round,
    client, purpose), so the round is the round a clean run computes (clients with saved state cannot be re-run:
    their states died with the worker, and the run ends with the resume hint, as a driver crash does).
 
-Sums: partial sums are float64 sums of float32 uploads × weights, so merging them in another grouping gives the
-serial engine's bits whenever the float64 additions are exact (uploads of one magnitude, the common case: the
-tests check metrics.jsonl byte for byte against the serial engine for 1, 2 and 3 workers). The idle fraction
-of each round (time the workers waited for the slowest one) goes to timings.jsonl, never to metrics.jsonl.
+The idle fraction of each round (time the workers waited for the slowest one) goes to timings.jsonl, never to
+metrics.jsonl.
 
 Options: ``--ray.workers`` (default: the number of cores), ``--ray.worker-engine``, ``--ray.gpus-per-worker``,
 ``--ray.address`` (``auto``, ``host:port`` or ``ray://host:port``; default: a local cluster started and shut
-down by fedloom).
+down by fedloom), ``--ray.reduce`` (``ordered`` or ``tree``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from fedloom.engines.options import engine_option
 from fedloom.engines.ray_schedule import CostModel, idle_fraction, schedule, schedule_in_order
 from fedloom.engines.ray_transport import RayTransport, WorkerLost, merge_results
 from fedloom.engines.sharded import ShardedEngine, for_clients, resume_hint
-from fedloom.errors import TrainingError
+from fedloom.errors import ConfigError, TrainingError
+
+
+REDUCTIONS = ("ordered", "tree")
 
 
 # the Ray engine's options: --ray.<option> or a [ray] table (no docstring: `fedloom list` shows the module's
@@ -54,6 +60,9 @@ class RayOptions:
                                            ge=0)
     address: Optional[str] = engine_option(None, "ray_address", "existing cluster: auto, host:port or "
                                                                 "ray://host:port (default: a local one)")
+    reduce: str = engine_option("ordered", "ray_reduce", "ordered: the serial engine's additions in cohort order "
+                                                         "(byte-identical); tree: partial sums worker -> node -> "
+                                                         "driver", choices=REDUCTIONS)
 
 
 @ENGINES.register("ray")
@@ -61,6 +70,9 @@ class RayEngine(ShardedEngine):
     """The sharded engine over Ray actors, scheduling each round's clients by measured cost."""
 
     def __init__(self, runtime: Runtime, options: Optional[EngineOptions] = None) -> None:
+        reduce = getattr((options or EngineOptions()).run_config, "ray_reduce", "ordered")
+        if reduce not in REDUCTIONS:  # given as --ray-reduce, which no options dataclass checks
+            raise ConfigError(f"--ray.reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}")
         self.recoveries: list[dict[str, Any]] = []  # lost workers and where their clients went (tests, logs)
         self._stats: dict[str, Any] = {}
         self._puts: tuple[Any, Any] = (None, None)  # (broadcast, its object-store reference) of this round

@@ -12,7 +12,8 @@ The assignment is greedy earliest-finish-time over the clients heaviest first (L
 different speeds), which minimises the round's makespan within 4/3 of the optimum on identical workers.
 
 Placement never changes a result: every random draw of a client comes from (seed, round, client, purpose) and
-the partial sums are reduced exactly (see ray_engine), so only the round's time depends on the schedule.
+the ordered reduction adds the uploads in the cohort's order wherever they were trained (see ray_engine), so only
+the round's time depends on the schedule.
 """
 
 from __future__ import annotations

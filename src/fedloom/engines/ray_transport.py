@@ -22,13 +22,13 @@ from fedloom.algorithms.uploads import UploadAccumulator, Uploads, merge_uploads
 from fedloom.engines.base import EngineOptions
 from fedloom.engines.sharded import Transport, resume_hint
 from fedloom.errors import ConfigError, FedloomError, TrainingError
+from fedloom.extras import require
 from fedloom import errors
 
 #: How long the engine waits for a worker to build its runtime (interpreter, imports, data) before it fails.
 STARTUP_SECONDS = 300.0
 #: How long the address check waits for a TCP connection to an existing cluster.
 CONNECT_SECONDS = 5.0
-INSTALL_HINT = "install it with pip install 'fedloom[ray]' (or pip install 'ray[default]')"
 
 
 class WorkerLost(TrainingError):
@@ -36,12 +36,8 @@ class WorkerLost(TrainingError):
 
 
 def import_ray() -> Any:
-    """The ray module, or one ConfigError that says how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"--engine ray needs the Ray package, which is not installed; {INSTALL_HINT}") from None
-    return ray
+    """The ray module, or one ConfigError that says how to install it (pip install 'fedloom[ray]')."""
+    return require("ray", "ray", "engine 'ray'")
 
 
 # ---------------------------------------------------------------------------------------------- the cluster
