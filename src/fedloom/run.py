@@ -151,7 +151,8 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
         state.server, state.round = out.server, round_
         state.last_train.update(out.client_metrics)
         folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(out.train_seconds, 4),
-                                              "eval_seconds": round(out.eval_seconds, 4)})
+                                              "eval_seconds": round(out.eval_seconds, 4),
+                                              **getattr(exp.engine, "round_stats", dict)()})  # (ray: idle fraction)
         if out.record is not None:
             state.records.append(out.record)
             state.per_client = out.per_client
