@@ -173,3 +173,34 @@ def test_fedcac_server_customizes_critical_parameters_among_similar_clients_only
     assert torch.allclose(custom[1], torch.full((4,), 5.0))  # overlap 0.5 with both: alone, its own model
     start = cac.start_model(after.broadcast.for_client(0), {"critical": {"w": masks[0]}})
     assert start["w"].tolist() == [2.0, 2.0, 3.0, 3.0]  # critical from the customized model, the rest global
+
+
+def test_fedas_alignment_pulls_the_received_body_to_the_old_prototypes_and_weights_are_fisher_traces() -> None:
+    from fedloom.algorithms.fedas import FedAS, class_prototypes, fisher_trace
+    from fedloom.algorithms.tree import tree_select
+    from fedloom.models.base import is_body
+
+    exp = experiment("fedas")
+    ctx = exp.runtime.client_context(0, 1)
+    old, _ = ctx.local_sgd(exp.runtime.init_params, epochs=3)  # a local model that differs from the global
+    old_body, received = tree_select(old, is_body), tree_select(exp.runtime.init_params, is_body)
+    protos = class_prototypes(ctx, old_body)
+    x, y = ctx.data(ctx.train_indices)
+
+    def gap(body) -> float:  # Σ_c MSE(φ(x_c), p_c) over the client's classes, by hand
+        z = ctx.apply(body, x, part="body").flatten(1)
+        return sum(float((z[y == c] - protos[c]).pow(2).mean()) for c in y.unique())
+
+    aligned = FedAS(align_epochs=2).aligned_body(ctx, received, old_body)
+    assert gap(aligned) < 0.8 * gap(received)
+    assert FedAS(align_epochs=0).aligned_body(ctx, received, old_body) is received
+    result = FedAS().client_update(ctx, start(exp).broadcast, {"model": old})
+    order = ctx.train_indices[torch.randperm(ctx.num_train_samples, generator=ctx.generator("fedas-fim"))]
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in result.state["model"].items()}
+    expected = 0.0
+    for s in range(0, len(order), ctx.sgd.batch_size):
+        xb, yb = ctx.data(order[s:s + ctx.sgd.batch_size])
+        loss = F.cross_entropy(ctx.apply(params, xb), yb)
+        expected += sum(float(g.pow(2).sum()) for g in torch.autograd.grad(loss, list(params.values())))
+    assert abs(result.weight - expected) < 1e-4 * expected
+    assert abs(float(fisher_trace(ctx, result.state["model"])) - expected) < 1e-4 * expected
