@@ -70,7 +70,8 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
         raise ConfigError(f"{describe(cfg)} gives clients different architectures, but "
                           f"{algorithm.registry_name} exchanges model parameters, which needs one architecture for "
                           f"every client; use one model, or an algorithm for heterogeneous models (e.g. local)")
-    store = client_store(cfg, algorithm, init_params, data.num_clients, device)
+    # sized by the largest architecture: a family's first member (HtFE-img-8: the 4-layer CNN) can be 60x smaller
+    store = client_store(cfg, algorithm, max((p for _, p in models), key=tree_bytes), data.num_clients, device)
     runtime = Runtime(model=model, task=task, data=data, sgd=sgd, seed=cfg.seed, device=device,
                       store=store, init_params=init_params, total_rounds=cfg.rounds, precision=cfg.precision,
                       eval_batch_size=cfg.eval_batch_size or (256 if device.type == "cpu" else 4096),
