@@ -17,6 +17,7 @@ Beutel et al., "Flower: A Friendly Federated Learning Research Framework" (2020)
 from __future__ import annotations
 
 import contextvars
+import json
 import dataclasses
 import logging
 import time
@@ -203,6 +204,7 @@ class FlowerEngine(Engine):
 
     def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,
                  split: str = "test") -> dict[int, dict[str, float]]:
+        started = time.perf_counter()
         contents = {}
         for node, owned in self._shares(clients).items():
             contents[node] = broadcast_content(broadcast, owned)
@@ -210,6 +212,9 @@ class FlowerEngine(Engine):
         results: dict[int, dict[str, float]] = {}
         for reply in self._exchange(EVALUATE, contents, round_).values():
             results.update(records.get_object(reply, "sums"))
+        stats = self.session.stats
+        if stats and stats[-1]["round"] == round_:
+            stats[-1]["eval_wall_s"] = stats[-1].get("eval_wall_s", 0.0) + time.perf_counter() - started
         return dict(sorted(results.items()))
 
     def client_states(self) -> Iterator[tuple[int, Tree]]:
@@ -245,9 +250,10 @@ def check_flower_config(cfg: RunConfig) -> None:
 
 
 def run_server(config: ConfigSource, grid: Grid, run_config: Optional[dict[str, Any]] = None,
-               base: Optional[Path] = None) -> Any:
+               base: Optional[Path] = None, callbacks: Iterable[Any] = ()) -> Any:
     """Run ``config`` with its clients on the Grid's nodes; returns fedloom's RunResult (with ``flower_stats``,
-    the per-round measurements, attached)."""
+    the per-round measurements, attached; also written to ``flower.json`` in the run folder when there is one).
+    ``callbacks``: as for ``fedloom.run``."""
     from fedloom.api import run
 
     run_config = dict(run_config or {})
@@ -257,10 +263,12 @@ def run_server(config: ConfigSource, grid: Grid, run_config: Optional[dict[str, 
     token = _SESSION.set(session)
     try:
         out = run_config.get("out") or None
-        result = run(dataclasses.replace(cfg, engine="flower", out=None), out=out)
+        result = run(dataclasses.replace(cfg, engine="flower", out=None), out=out, callbacks=callbacks)
     finally:
         _SESSION.reset(token)
     result.flower_stats = session.stats
+    if out:
+        (Path(out) / "flower.json").write_text(json.dumps(session.stats, indent=1) + "\n")
     return result
 
 

@@ -43,6 +43,7 @@ fedloom-config = "fedloom.toml"
 round-timeout = 600
 connect-timeout = 120
 on-lost = "drop"
+out = ""  # the server's run folder ("": in memory); e.g. flwr run DIR --run-config 'out="runs/x"'
 '''
 
 SERVER = '''"""The ServerApp: fedloom's round loop with the clients on the Flower nodes."""
