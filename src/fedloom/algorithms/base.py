@@ -138,6 +138,9 @@ class Algorithm:
     #: True when the method shares or overwrites the classifier (LG-FedAvg, FedGen, FedGH): every client's head
     #: must have the same tensors; a federation with heterogeneous heads is refused once, by the runtime builder.
     needs_homogeneous_head: ClassVar[bool] = False
+    #: True when features φ(x) are compared or mapped across clients (prototypes, feature guides, a shared
+    #: projection): every architecture's ``feature_dim`` must be the same; checked once by the runtime builder.
+    needs_common_feature_dim: ClassVar[bool] = False
     #: Round patterns the algorithm runs under (fedloom.patterns): "star" (a server) and/or "gossip" (none).
     patterns: ClassVar[tuple[str, ...]] = ("star",)
 

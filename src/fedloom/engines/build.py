@@ -66,6 +66,12 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
         algorithm.validate_for_model(params)  # options that must fit the model (fedala.layer_idx...)
     if architectures is not None and algorithm.needs_homogeneous_head:  # declared on the class, checked once
         check_homogeneous_heads(list(architectures.models), algorithm.registry_name, describe(cfg))
+    if architectures is not None and algorithm.needs_common_feature_dim:
+        widths = {name: int(m.feature_dim) for name, m in zip(architectures.names, architectures.models)}
+        if len(set(widths.values())) > 1:
+            raise ConfigError(f"{algorithm.registry_name} compares features across clients, so every architecture "
+                              f"needs the same feature width; {describe(cfg)} gives {widths} (set the models' "
+                              f"widths equal, e.g. --mlp.hidden, --cnn.feature-dim, or a family's feature-dim)")
     if architectures is not None and algorithm.shared_architecture:
         raise ConfigError(f"{describe(cfg)} gives clients different architectures, but "
                           f"{algorithm.registry_name} exchanges model parameters, which needs one architecture for "
