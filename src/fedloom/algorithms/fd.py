@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 @ALGORITHMS.register("fd")
 @dataclass(frozen=True)
 class FD(FedProto):
+    needs_common_feature_dim = False  # logits (C wide) are exchanged, not features
+
     lam: float = hp(1.0, ge=0, help="weight λ of the distillation term")
     target: str = hp("softmax", choices=("softmax", "raw"),
                      help="soft targets: softmax(ḡ_y/T) (paper) or HtFLlib's raw averaged logits")

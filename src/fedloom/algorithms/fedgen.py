@@ -49,6 +49,7 @@ class FedGen(Algorithm):
     aggregation = "all"  # the teacher ensemble needs every head
     vectorizable = False
     shared_architecture = False
+    needs_common_feature_dim = True  # generated D-dim features feed every head
     needs_homogeneous_head: ClassVar[bool] = True
 
     noise_dim: int = hp(32, ge=1, help="dimension of the generator's uniform noise")

@@ -43,6 +43,7 @@ class FedGH(Algorithm):
     aggregation = "all"  # the server trains on every uploaded (prototype, class) pair
     vectorizable = False
     shared_architecture = False
+    needs_common_feature_dim = True  # prototypes train one Linear(D, C) head
     needs_homogeneous_head: ClassVar[bool] = True
 
     server_epochs: int = hp(1, ge=0, help="passes of head training over the uploaded prototypes per round")

@@ -57,6 +57,7 @@ MENTOR, MENTEE, WH = "mentor", "mentee", "fedkd/wh"
 @dataclass(frozen=True)
 class FedKD(Algorithm):
     shared_architecture = False
+    needs_common_feature_dim = True  # W_h maps the mentee's features onto the mentor's (D × D)
     vectorizable = False
 
     t_start: float = hp(0.95, gt=0, le=1, help="energy fraction T kept by the SVD in the first round")

@@ -59,6 +59,7 @@ class FedKTL(Algorithm):
     aggregation = "all"  # the server trains on every uploaded (prototype, class) pair
     vectorizable = False
     shared_architecture = False
+    needs_common_feature_dim = True  # one proj = Linear(D, w_dim) for every client
 
     mu: float = hp(50.0, ge=0, help="weight μ of the knowledge-transfer MSE on generated images")
     lamda: float = hp(1.0, ge=0, help="weight λ of the centroid MSE in the server's alignment")

@@ -55,6 +55,10 @@ class FedL2G(Algorithm):
     meta_quiz_batches: int = hp(1, ge=1, help="quiz batches (held out of local training) of the meta loss")
     warm_up_rounds: int = hp(50, ge=0, help="rounds in which clients only run the meta step")
 
+    @property
+    def needs_common_feature_dim(self) -> bool:  # type: ignore[override]
+        return self.space == "feat"  # feature guides are D wide for every client
+
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         classes = num_outputs(init_params)
         dim = classes if self.space == "logit" else int(init_params.template.feature_dim)

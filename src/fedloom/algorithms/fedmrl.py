@@ -47,6 +47,7 @@ LOCAL, SHARED, PROJ = "local", "shared", "proj"
 @dataclass(frozen=True)
 class FedMRL(Algorithm):
     shared_architecture = False
+    needs_common_feature_dim = True  # proj: Linear(D_g + D, D) with D_g = D
     vectorizable = False
 
     sub_feature_dim: int = hp(128, ge=1, help="width d of the nested representation the shared head sees")

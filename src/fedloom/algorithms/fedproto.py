@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class FedProto(Algorithm):
     shared_architecture = False  # prototypes, not parameters: any architecture with the common feature width
+    needs_common_feature_dim = True  # prototypes of width D are averaged across clients
     vectorizable = False  # the prototype pass is a per-client loop over its data
 
     lam: float = hp(1.0, ge=0, help="weight λ of the prototype regularizer MSE(φ(x), P̄_y)")

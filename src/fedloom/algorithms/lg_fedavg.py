@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class LGFedAvg(Algorithm):
     shared_architecture = False
+    needs_common_feature_dim = True  # one Linear(D, C) head for every body
     needs_homogeneous_head: ClassVar[bool] = True
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
