@@ -178,6 +178,10 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
                "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash,
                "provenance": provenance(exp.runtime.device, cfg.threads)}
     summary.update({k: v for k, v in records[-1].items() if k.startswith("server_dp_")})  # privacy spent (ε, δ)
+    if "sample_passes" in totals:  # the local-training seam's compute saving (InfoBatch)
+        done, saved = totals["sample_passes"], totals["sample_passes_saved"]
+        summary.update(sample_passes=done, sample_passes_saved=saved,
+                       sample_passes_saved_fraction=round(saved / max(done + saved, 1), 6))
     if state.round < cfg.rounds:
         summary.update(stopped_early=True, rounds_planned=cfg.rounds)
     return RunOutcome(summary, records, folder.path, clients, state.server, cfg)
