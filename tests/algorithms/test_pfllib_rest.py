@@ -3,14 +3,23 @@ removal (issue 23, item 2)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.fedlc import FedLC, calibration
 from fedloom.algorithms.fedntd import FedNTD, not_true_kl
+from fedloom.cli import main
+from fedloom.engines import EngineOptions
 
 from helpers import make_experiment
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
+from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records  # noqa: E402
 from fedopt_helpers import uploads_of
 from pfl_helpers import SMALL_MLP, experiment, same, start
 
@@ -204,3 +213,51 @@ def test_fedas_alignment_pulls_the_received_body_to_the_old_prototypes_and_weigh
         expected += sum(float(g.pow(2).sum()) for g in torch.autograd.grad(loss, list(params.values())))
     assert abs(result.weight - expected) < 1e-4 * expected
     assert abs(float(fisher_trace(ctx, result.state["model"])) - expected) < 1e-4 * expected
+
+
+VECTORIZABLE = [("fedlc", {}), ("fedntd", {"fedntd": {"beta": 2.0}}), ("fedbn", {})]
+
+
+@pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a for a, _ in VECTORIZABLE])
+def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options: dict) -> None:
+    kwargs = dict(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2, alpha=0.2)
+    serial_records, serial_params = run_records(on_engine("serial", **kwargs), 2)
+    vectorized = on_engine("vectorized", EngineOptions(slots=3), **kwargs)
+    vector_records, vector_params = run_records(vectorized, 2)
+    assert vectorized.engine.serial_reason is None and vectorized.engine.usage.slot_steps > 0
+    assert_records_close(serial_records, vector_records, tol=1e-5)
+    assert max_param_diff(serial_params, vector_params) < 1e-5
+
+
+@pytest.mark.slow  # spawning workers takes longer than a unit test may
+@pytest.mark.parametrize("algorithm", ["fedlc", "fedntd", "fedbn", "fedcac", "fedas"])
+def test_processes_match_serial(algorithm: str) -> None:
+    kwargs = dict(algorithm=algorithm, clients=6, join_ratio=0.7)
+    reference, ref_params = run_records(on_engine("serial", **kwargs), 2)
+    base = make_experiment(**kwargs)
+    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config)
+    records, params = run_records(on_engine("processes", options, **kwargs), 2)
+    assert_records_close(reference, records, tol=1e-5)
+    assert max_param_diff(ref_params, params) < 1e-5
+
+
+FAST = ["run", "--quiet", "--rounds", "1", "--dataset", "digits", "--device", "cpu", "--clients", "4"]
+BAD = [
+    (["--algorithm", "fedlc", "--fedlc.tau", "0"], "fedlc.tau must be > 0"),
+    (["--algorithm", "fedntd", "--fedntd.beta", "-1"], "fedntd.beta must be >= 0"),
+    (["--algorithm", "fedntd", "--fedntd.tau", "0"], "fedntd.tau must be > 0"),
+    (["--algorithm", "fedcac", "--fedcac.tau", "1.5"], "fedcac.tau must be in (0, 1], got 1.5"),
+    (["--algorithm", "fedcac", "--fedcac.beta", "0"], "fedcac.beta must be >= 1"),
+    (["--algorithm", "fedas", "--fedas.align-lr", "0"], "fedas.align_lr must be > 0"),
+    (["--algorithm", "fedbn", "--model", "cnn-bn"], "model 'cnn-bn' needs images of at least 16x16"),
+]
+
+
+@pytest.mark.parametrize("args, expected", BAD, ids=[row[1].split(" ")[0] for row in BAD])
+def test_bad_options_are_one_clear_error_before_training(args: list[str], expected: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    code = main([*FAST, *args, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
+    assert expected in err[0], err
+    assert not (tmp_path / "run" / "summary.json").exists()

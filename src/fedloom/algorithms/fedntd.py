@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def not_true_kl(local: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
     """Per-sample KL(teacher ‖ local) over the not-true classes at temperature τ."""
-    true = F.one_hot(y, local.shape[-1]).bool()
+    true = y.unsqueeze(-1) == torch.arange(local.shape[-1], device=y.device)  # one_hot does not vmap
     log_p = F.log_softmax((local / tau).masked_fill(true, float("-inf")), dim=-1)
     log_q = F.log_softmax((teacher / tau).masked_fill(true, float("-inf")), dim=-1)
     terms = log_q.exp() * (log_q - log_p)  # NaN (0·(−∞ + ∞)) at the true class only, dropped just below
