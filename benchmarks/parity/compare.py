@@ -80,8 +80,11 @@ def figure(method: str, curves: dict[str, dict[int, list]], rounds: int, path: P
             for row in m:
                 ax.plot(range(rounds + 1), row, color=colors[impl], alpha=0.3, lw=0.8)
             if len(m):
-                ax.plot(range(rounds + 1), np.nanmean(m, axis=0), color=colors[impl], lw=2, label=impl)
+                reached = ~np.isnan(m).any(axis=0)  # the mean only where every seed got
+                ax.plot(np.arange(rounds + 1)[reached], m[:, reached].mean(axis=0), color=colors[impl], lw=2,
+                        label=impl)
         ax.set_xlabel("round (PFLlib: evaluation index)"), ax.set_ylabel(label), ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[1].set_yscale("log")
     stats = round_stats(curves, rounds)
     last = stats[-1]["round"] if stats else None
