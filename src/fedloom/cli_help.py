@@ -19,8 +19,8 @@ from fedloom.config import RUN_FIELDS
 from fedloom.registry import canonical
 
 #: Run fields whose values name components with option tables.
-SELECTING_FIELDS = ("algorithm", "dataset", "model", "engine", "worker_engine", "transform", "aggregator",
-                    "attack", "pattern")
+SELECTING_FIELDS = ("algorithm", "dataset", "model", "model_family", "engine", "worker_engine", "transform",
+                    "aggregator", "attack", "pattern")
 HELP_FLAGS = ("-h", "--help")
 
 

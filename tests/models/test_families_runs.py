@@ -50,7 +50,7 @@ def test_each_client_gets_member_i_mod_len_with_its_own_state() -> None:
 @pytest.mark.parametrize("engine", ["vectorized", "processes"])
 def test_a_family_run_is_engine_independent(engine: str, tmp_path: Path) -> None:
     assert main([*MLPS, "--out", str(tmp_path / "serial")]) == 0
-    extra = ["--engine", engine] + (["--workers", "2"] if engine == "processes" else [])
+    extra = ["--engine", engine] + (["--workers", "2", "--worker-timeout", "600"] if engine == "processes" else [])
     assert main([*MLPS, *extra, "--out", str(tmp_path / engine)]) == 0
     serial = [json.loads(line) for line in (tmp_path / "serial" / "metrics.jsonl").read_text().splitlines()]
     other = [json.loads(line) for line in (tmp_path / engine / "metrics.jsonl").read_text().splitlines()]
@@ -66,7 +66,8 @@ def test_a_convolutional_family_on_mnist_is_engine_independent(engine: str, tmp_
     argv = ["run", "--algorithm", "local", "--model-family", "HCNNs8", "--dataset", "mnist-5k", "--clients", "16",
             "--rounds", "1", "--quiet", "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "serial")]) == 0
-    extra = ["--engine", engine] + (["--workers", "2"] if engine == "processes" else [])
+    # a generous heartbeat timeout: worker start-up (imports, model builds) on a loaded 2-core machine
+    extra = ["--engine", engine] + (["--workers", "2", "--worker-timeout", "600"] if engine == "processes" else [])
     assert main([*argv, *extra, "--out", str(tmp_path / engine)]) == 0
     serial = (tmp_path / "serial" / "metrics.jsonl").read_text().splitlines()
     other = (tmp_path / engine / "metrics.jsonl").read_text().splitlines()
