@@ -132,3 +132,34 @@ def test_bad_options_are_one_clear_error_before_training(args: list[str], expect
     assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
     assert expected in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # spawning workers takes longer than a unit test may
+def test_processes_match_serial() -> None:
+    from helpers import make_experiment
+
+    kwargs = dict(clients=6, join_ratio=0.7, options={"infobatch": {"prune_ratio": 0.5}})
+    reference, ref_params = run_records(on_engine("serial", **kwargs), 3)
+    base = make_experiment(**kwargs)
+    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config)
+    records, params = run_records(on_engine("processes", options, **kwargs), 3)
+    assert_records_close(reference, records, tol=1e-5)
+    assert [r.get("sample_passes_saved") for r in reference] == [r.get("sample_passes_saved") for r in records]
+    assert max_param_diff(ref_params, params) < 1e-5
+
+
+@pytest.mark.slow  # three short runs
+def test_a_resumed_run_keeps_the_scores_and_is_byte_identical(tmp_path: Path) -> None:
+    import dataclasses
+
+    from helpers import small_config
+    from fedloom.run import run_experiment
+
+    cfg = dataclasses.replace(small_config(rounds=4, checkpoint_every=1, quiet=True,
+                                           options={"infobatch": {"prune_ratio": 0.5}}), out=str(tmp_path / "a"))
+    full = run_experiment(cfg)
+    again = dataclasses.replace(cfg, out=str(tmp_path / "b"))
+    run_experiment(again, progress=lambda round_, record: round_ < 3)  # stops after round 3 (checkpoint: 2)
+    resumed = run_experiment(again, resume=True)
+    assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == (tmp_path / "b" / "metrics.jsonl").read_bytes()
+    assert resumed.summary["sample_passes_saved"] == full.summary["sample_passes_saved"] > 0
