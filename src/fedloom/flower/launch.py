@@ -34,11 +34,13 @@ def toml_value(value: Any) -> str:
 
 
 class LocalDeployment:
-    """``with LocalDeployment(folder, node_configs) as d: d.run(app)``."""
+    """``with LocalDeployment(folder, node_configs) as d: d.run(app)``. With ``simulation=N`` the SuperLink runs
+    Flower's simulation runtime with N simulated SuperNodes instead (no SuperNode processes)."""
 
-    def __init__(self, folder: Path, node_configs: list[dict[str, Any]]) -> None:
+    def __init__(self, folder: Path, node_configs: list[dict[str, Any]], simulation: int = 0) -> None:
         self.folder = Path(folder)
-        self.node_configs = node_configs
+        self.node_configs = [] if simulation else node_configs
+        self.simulation = simulation
         self.port = free_port()
         # Flower's processes start their helpers (flower-superexec, flwr-clientapp) by name from PATH
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -56,10 +58,12 @@ class LocalDeployment:
         home = self.folder / "flwr-home"
         home.mkdir(exist_ok=True)
         (home / "config.toml").write_text(f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\n'
-                                          f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
+                                          f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+                                          + (f"options.num-supernodes = {self.simulation}\n" if self.simulation else ""))
         try:
             self.superlink = self._start([_bin("flower-superlink"), "--insecure", "--port", str(self.port),
-                                          "--disable-runtime-dependency-installation"], "superlink.log")
+                                          "--disable-runtime-dependency-installation"]
+                                         + (["--simulation"] if self.simulation else []), "superlink.log")
             self._wait_listening(self.port, 120)
             for i, config in enumerate(self.node_configs):
                 self.start_node(i, config)
