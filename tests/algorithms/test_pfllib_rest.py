@@ -230,7 +230,7 @@ def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options
 
 
 @pytest.mark.slow  # spawning workers takes longer than a unit test may
-@pytest.mark.parametrize("algorithm", ["fedlc", "fedntd", "fedbn", "fedcac", "fedas"])
+@pytest.mark.parametrize("algorithm", ["fedlc", "fedntd", "fedbn", "fedcac", "fedas", "fedpac"])
 def test_processes_match_serial(algorithm: str) -> None:
     kwargs = dict(algorithm=algorithm, clients=6, join_ratio=0.7)
     reference, ref_params = run_records(on_engine("serial", **kwargs), 2)
@@ -249,6 +249,7 @@ BAD = [
     (["--algorithm", "fedcac", "--fedcac.tau", "1.5"], "fedcac.tau must be in (0, 1], got 1.5"),
     (["--algorithm", "fedcac", "--fedcac.beta", "0"], "fedcac.beta must be >= 1"),
     (["--algorithm", "fedas", "--fedas.align-lr", "0"], "fedas.align_lr must be > 0"),
+    (["--algorithm", "fedpac", "--fedpac.lamda", "-1"], "fedpac.lamda must be >= 0"),
     (["--algorithm", "fedbn", "--model", "cnn-bn"], "model 'cnn-bn' needs images of at least 16x16"),
 ]
 
@@ -261,3 +262,51 @@ def test_bad_options_are_one_clear_error_before_training(args: list[str], expect
     assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
     assert expected in err[0], err
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_fedpac_statistics_and_collaboration_weights_by_hand() -> None:
+    from fedloom.algorithms.fedpac import collaboration_weights, solve_simplex_qp, statistics
+
+    z = {0: torch.tensor([[1.0, 0.0], [3.0, 2.0]]), 2: torch.tensor([[0.0, 4.0]])}  # class -> features; class 1 absent
+    counts = torch.tensor([2.0, 0.0, 1.0])
+    sums = torch.stack([z[0].sum(0), torch.zeros(2), z[2].sum(0)])
+    squares = torch.tensor([float(z[0].pow(2).sum()), 0.0, float(z[2].pow(2).sum())])
+    v, h = statistics(counts, sums, squares)
+    p = {0: 2 / 3, 2: 1 / 3}
+    expected_v = sum(p[k] * float(z[k].pow(2).sum()) / len(z[k]) - p[k] ** 2 * float(z[k].mean(0).pow(2).sum())
+                     for k in z) / 3
+    assert abs(float(v) - expected_v) < 1e-6
+    assert torch.allclose(h, torch.tensor([[4 / 3, 2 / 3], [0.0, 0.0], [0.0, 4 / 3]]))
+    alpha = solve_simplex_qp(torch.diag(torch.tensor([1.0, 4.0])))
+    assert torch.allclose(alpha, torch.tensor([0.8, 0.2], dtype=alpha.dtype), atol=1e-6)  # α_j ∝ 1/V_j
+    # M = diag(1, 1, 1 + 6·51²): α ∝ 1/M_jj, client 2's weight (6e-5) falls under 1e-3 and is zeroed
+    hs = torch.stack([torch.ones(3, 2), torch.ones(3, 2), -50 * torch.ones(3, 2)])
+    weights = collaboration_weights(torch.tensor([1.0, 1.0, 1.0]), hs, 0)
+    assert weights[2] == 0 and torch.allclose(weights[:2], torch.full((2,), 0.5, dtype=weights.dtype), atol=1e-4)
+
+
+def test_fedpac_alignment_term_and_global_prototypes() -> None:
+    from fedloom.algorithms.base import Federation
+    from fedloom.algorithms.fedpac import FedPAC
+    from fedloom.algorithms.uploads import UploadAccumulator
+
+    exp = experiment("fedpac")
+    ctx = exp.runtime.client_context(0, 1)
+    params = exp.runtime.init_params
+    x, y = ctx.data(ctx.train_indices[:6])
+    z = ctx.apply(params, x, part="body").flatten(1)
+    protos, absent = torch.randn(10, z.shape[1]), torch.zeros(10)
+    plain = FedPAC(lamda=2.0).aligned_loss(ctx)(params, x, y, {"protos": protos, "present": absent})
+    assert torch.allclose(plain, ctx.task_loss(ctx.apply(params, x), y))
+    pulled = FedPAC(lamda=2.0).aligned_loss(ctx)(params, x, y, {"protos": protos, "present": torch.ones(10)})
+    assert torch.allclose(pulled - plain, 2.0 * (z - protos[y]).pow(2).mean(1), atol=1e-5)
+    pac = FedPAC()
+    server = pac.init_server({"body.w": torch.zeros(1), "head.w": torch.zeros(1)}, Federation(2, (1, 1)))
+    acc = UploadAccumulator(keep_all=True)
+    for cid, (proto, present) in enumerate([([1.0, 5.0], [1.0, 0.0]), ([3.0, 7.0], [1.0, 1.0])]):
+        acc.add(cid, {"body": {"body.w": torch.ones(1)}, "head": {"head.w": torch.full((1,), float(cid))},
+                      "protos": torch.tensor(proto).unsqueeze(1), "present": torch.tensor(present),
+                      "V": torch.tensor(1.0), "H": torch.zeros(2, 1)}, 1)
+    after = pac.server_update(server.state, acc.finish())
+    assert after.broadcast.extra["protos"].flatten().tolist() == [2.0, 7.0]  # class 1: client 1's only
+    assert torch.allclose(after.broadcast.for_client(0).personal["head"]["head.w"], torch.tensor([0.5]), atol=1e-4)
