@@ -20,6 +20,8 @@ CASES = {
     "fedamp": {"algorithm": "fedamp"},
     "fedavg-topk": {"transform": "topk", "topk": {"ratio": 0.1}},
     "fedper-partial-cohort": {"algorithm": "fedper", "join_ratio": 0.5},
+    # a Compact upload (seed indices + scalars) and a compact broadcast (K accumulated scalars)
+    "fedkseed": {"algorithm": "fedkseed", "model": "logreg", "fedkseed": {"steps": 20, "k": 64}},
 }
 
 
@@ -31,3 +33,5 @@ def test_flower_equals_fedloom_run(case: str) -> None:
     reference = fedloom.run(cfg, out=None)
     assert_same_metrics(result.records, reference.records)
     assert [s["bytes_up_wire"] for s in result.flower_stats] == [r["bytes_up"] for r in reference.records[1:]]
+    if case == "fedkseed":  # the upload crossed as 20 × (int16 index + float32 scalar) per client
+        assert result.flower_stats[0]["bytes_up_wire"] == 6 * 20 * 6
