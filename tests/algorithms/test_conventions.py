@@ -59,7 +59,7 @@ def test_model_parameter_names_never_use_the_tag_separator() -> None:
     from fedloom.models import MODELS
     from fedloom.models.base import build_model
 
-    shapes = {"logreg": (8,), "mlp": (1, 8, 8), "cnn": (1, 28, 28), "fasttext": (6,), "char-lstm": (6,),
+    shapes = {"logreg": (8,), "mlp": (1, 8, 8), "cnn": (1, 28, 28), "cnn-bn": (1, 28, 28), "fasttext": (6,), "char-lstm": (6,),
               "gpt2-nano": (2, 8)}
     # causal LMs (llm extra): gpt2-tiny/mini/small are gpt2-nano's class at other sizes; hf needs a model folder
     skip = {"gpt2-tiny", "gpt2-mini", "gpt2-small", "hf"}
