@@ -69,3 +69,14 @@ def test_supernode_killed_mid_round(tmp_path: Path) -> None:
     assert [r["round"] for r in records] == [0, 3]  # every round finished, the server's run folder is whole
     assert (tmp_path / "run" / "summary.json").exists()
     assert "did not answer train in round 2" in output["text"]
+
+
+@pytest.mark.slow
+def test_flower_simulation_runtime_matches_fedloom_run(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    cfg = {**CONFIG, "rounds": 2, "eval_every": 1}
+    deployment = LocalDeployment(tmp_path / "flwr", [], simulation=3)
+    with deployment:
+        deployment.run(_app(tmp_path, "sim", cfg), {"out": str(tmp_path / "run")})
+    assert deployment.leftovers() == []
+    assert_same_metrics(_records(tmp_path / "run"), fedloom.run(cfg, out=None).records)

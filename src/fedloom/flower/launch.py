@@ -131,6 +131,9 @@ class LocalDeployment:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        deadline = time.monotonic() + 20  # SIGKILL is delivered asynchronously
+        while self.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
