@@ -1,0 +1,60 @@
+"""Per-round accuracy (and loss) of every run in a results folder, side by side, as a Markdown table: the
+evidence for the directions docs/results/fmnist-fl.md checks (SCAFFOLD/FedDyn faster than FedAvg, FedNova vs
+FedAvg under the same heterogeneous local work, FedProx vs FedAvg on Synthetic(1,1), ...). A run's label is its
+algorithm plus its model when that is not the grid's usual one and the options of its own table that differ
+from the defaults; new runs in the folder (VHL, FedImpro, ...) appear as new columns.
+
+    python benchmarks/fl_directions.py benchmarks/results/fmnist-fl-budget [--loss] [--model cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+
+
+def label(config: dict, usual_model: str) -> str:
+    from fedloom.algorithms import ALGORITHMS
+    from fedloom.config import component_fields
+
+    name = config["algorithm"]
+    parts = [name]
+    if config.get("model") != usual_model:
+        parts.append(config["model"])
+    defaults = {f: getattr(ALGORITHMS.get(name)(), f) for f in component_fields(ALGORITHMS.get(name))}
+    changed = {k: v for k, v in config.get(name, {}).items() if defaults.get(k) != v}
+    parts += [f"{k}={v}" for k, v in sorted(changed.items())]
+    return " ".join(parts)
+
+
+def table(folder: Path, key: str, usual_model: str) -> str:
+    columns = {}
+    for run in sorted(folder.iterdir()):
+        metrics = run / "metrics.jsonl"
+        if not metrics.is_file():
+            continue
+        config = tomllib.loads((run / "config.toml").read_text())
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        done = " (done)" if (run / "summary.json").is_file() else f" (to round {rows[-1]['round']})"
+        columns[label(config, usual_model) + done] = {r["round"]: r[key] for r in rows if key in r}
+    rounds = sorted({r for values in columns.values() for r in values})
+    head = "| round | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
+    scale = 100 if key == "accuracy" else 1
+    body = "".join(f"| {r} | " + " | ".join(f"{v[r] * scale:.2f}" if r in v else "" for v in columns.values())
+                   + " |\n" for r in rounds)
+    return head + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--loss", action="store_true", help="the evaluation loss instead of accuracy (%)")
+    parser.add_argument("--model", default="cnn", help="the grid's usual model (others are named in labels)")
+    args = parser.parse_args()
+    print(table(args.folder, "loss" if args.loss else "accuracy", args.model))
+
+
+if __name__ == "__main__":
+    main()
