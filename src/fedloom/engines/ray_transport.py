@@ -27,6 +27,8 @@ from fedloom import errors
 
 #: How long the engine waits for a worker to build its runtime (interpreter, imports, data) before it fails.
 STARTUP_SECONDS = 300.0
+#: Tries at starting a local cluster (Ray's own start-up deadline is 30 s, short on a loaded machine).
+START_ATTEMPTS = 3
 #: How long the address check waits for a TCP connection to an existing cluster.
 CONNECT_SECONDS = 5.0
 
@@ -72,10 +74,19 @@ def connect(address: Optional[str], workers: int, gpus_per_worker: float) -> boo
                               f"ray start --head, or leave --ray.address out to run a local one") from None
         return True
     gpus = _local_gpus() if gpus_per_worker > 0 else 0
-    with warnings.catch_warnings():  # Ray's notice of a future default; actors without GPUs must not see any
-        warnings.simplefilter("ignore", FutureWarning)
-        ray.init(num_cpus=max(workers, os.cpu_count() or 1), num_gpus=gpus, include_dashboard=False,
-                 logging_level="warning", configure_logging=False)
+    for attempt in range(START_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # Ray's notice of a future default (actors without GPUs see none)
+                warnings.simplefilter("ignore", FutureWarning)
+                ray.init(num_cpus=max(workers, os.cpu_count() or 1), num_gpus=gpus, include_dashboard=False,
+                         logging_level="warning", configure_logging=False)
+            return True
+        except Exception as exc:  # noqa: BLE001  Ray gives its raylet 30 s, too little on a loaded machine
+            ray.shutdown()
+            if attempt + 1 == START_ATTEMPTS:
+                raise TrainingError(f"Ray could not start a local cluster ({first_line(exc)}); is the machine "
+                                    f"overloaded? ray status, or start one with ray start --head and pass "
+                                    f"--ray.address auto") from None
     return True
 
 
