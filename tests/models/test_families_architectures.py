@@ -66,24 +66,31 @@ def torchvision_or_skip():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("name, classifier", [("resnet18", "fc"), ("resnet50", "fc"), ("googlenet", "fc"),
-                                              ("mobilenet_v2", "classifier")])
+                                              ("mobilenet_v2", "classifier"), ("vit_b_16", "heads"),
+                                              ("vit_b_32", "heads")])
 def test_names_and_shapes_equal_torchvision_where_it_imports(name: str, classifier: str) -> None:
     tv = torchvision_or_skip()
-    kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+    kwargs = {"googlenet": {"aux_logits": False, "init_weights": True}, "vit_b_16": {"image_size": 32},
+              "vit_b_32": {"image_size": 32}}.get(name, {})  # HtFLlib's arguments
     reference = getattr(tv.models, name)(weights=None, **kwargs)
     expected = {n: s for n, s in shapes(reference).items() if not n.startswith(classifier + ".")}
     assert shapes(ARCHITECTURES[name]((3, 32, 32), 512, None)) == expected
 
 
-def test_torchvision_resnet_weights_load_and_give_the_same_features() -> None:
+@pytest.mark.parametrize("name, classifier, width, kwargs", [
+    ("resnet18", "fc", 512, {}), ("mobilenet_v2", "classifier", 1280, {}),
+    ("googlenet", "fc", 1024, {"aux_logits": False, "init_weights": True, "dropout": 0.0}),
+    ("vit_b_32", "heads", 768, {"image_size": 32})])
+def test_torchvision_weights_load_and_give_the_same_features(name: str, classifier: str, width: int,
+                                                             kwargs: dict) -> None:
     tv = torchvision_or_skip()
-    reference = tv.models.resnet18(weights=None).train()  # train mode: batch statistics, as ours
-    reference.fc = torch.nn.Identity()
-    ours = ARCHITECTURES["resnet18"]((3, 32, 32), 512, None)
+    reference = getattr(tv.models, name)(weights=None, **kwargs).train()  # train mode: batch statistics, as ours
+    setattr(reference, classifier, torch.nn.Identity())
+    ours = ARCHITECTURES[name]((3, 32, 32), width, None)  # D = the native width: the pooling is the identity
     missing, unexpected = ours.load_state_dict(reference.state_dict(), strict=False)
     assert not missing and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in unexpected)
     x = torch.randn(4, 3, 32, 32)
-    torch.testing.assert_close(ours(x), reference(x))
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-5)
 
 
 def test_feature_pool_averages_to_the_common_dimension() -> None:
