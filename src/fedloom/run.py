@@ -173,6 +173,7 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
     summary = {"best_accuracy": best[primary], "best_round": best["round"], "final_accuracy": records[-1][primary],
                "final_loss": records[-1].get("loss"), "rounds": state.round, "wall_seconds": round(wall, 3),
                "algorithm": cfg.algorithm, "dataset": cfg.dataset, "partition": cfg.partition, "model": cfg.model,
+               **({"model_family": cfg.model_family} if cfg.model_family else {}),
                "clients": cfg.clients, "seed": cfg.seed, "engine": cfg.engine, "threads": cfg.threads,
                "device": str(exp.runtime.device), "total_bytes_up": totals["up"],
                "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash,
