@@ -26,6 +26,7 @@ def test_fedavg_over_flower_equals_fedloom_run() -> None:
     assert [s["bytes_up_wire"] for s in stats] == [r["bytes_up"] for r in result.records[1:]]
 
 
+@pytest.mark.slow
 def test_client_state_lives_on_its_node() -> None:
     cfg = {**DIGITS, "algorithm": "ditto", "rounds": 1}
     grid = LocalGrid(client_app(cfg), nodes(3))
@@ -90,5 +91,6 @@ def test_uncovered_clients_are_one_error_on_the_server() -> None:
 
 def test_config_mismatch_is_one_error_from_the_node() -> None:
     grid = LocalGrid(client_app({**DIGITS, "lr": 0.1}), nodes(3))
-    with pytest.raises(ConfigError, match=r"config mismatch between the server .* this node has \['lr = 0\.1'\], the server has \['lr = 0\.05'\]"):
+    expected = r"config mismatch between the server .* this node has \['lr = 0\.1'\], the server has \['lr = 0\.05'\]"
+    with pytest.raises(ConfigError, match=expected):
         run_server(DIGITS, grid)

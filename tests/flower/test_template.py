@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from fedloom.cli import main
 
 
@@ -36,6 +38,7 @@ def test_flower_new_refuses_a_folder_in_use(tmp_path: Path, capsys) -> None:
     assert "config file" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter importing fedloom
 def test_cli_does_not_import_flwr() -> None:
     code = "import sys, fedloom.cli; fedloom.cli.make_parser(); print('flwr' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

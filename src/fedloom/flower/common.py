@@ -31,7 +31,8 @@ LOCAL_FIELDS = ("out", "engine", "workers", "worker_engine", "worker_timeout", "
 ConfigSource = Union[str, Path, Mapping[str, Any], RunConfig]
 
 
-def load_config(source: ConfigSource, run_config: Mapping[str, Any] | None = None, base: Path | None = None) -> RunConfig:
+def load_config(source: ConfigSource, run_config: Mapping[str, Any] | None = None,
+                base: Path | None = None) -> RunConfig:
     """The resolved RunConfig of ``source`` (a TOML path, a dict or a RunConfig) with the Flower run config's
     overrides: the same on the server and on every node, which the fingerprint checks."""
     from fedloom.api import _raw

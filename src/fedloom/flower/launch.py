@@ -59,7 +59,8 @@ class LocalDeployment:
         home.mkdir(exist_ok=True)
         (home / "config.toml").write_text(f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\n'
                                           f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
-                                          + (f"options.num-supernodes = {self.simulation}\n" if self.simulation else ""))
+                                          + (f"options.num-supernodes = {self.simulation}\n"
+                                             if self.simulation else ""))
         try:
             self.superlink = self._start([_bin("flower-superlink"), "--insecure", "--port", str(self.port),
                                           "--disable-runtime-dependency-installation"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedloom import __version__

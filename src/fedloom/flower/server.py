@@ -122,8 +122,9 @@ class FlowerEngine(Engine):
                 log.info("fedloom: %d clients on %d nodes", num_clients, len(set(self.owner.values())))
                 return
             if time.monotonic() > deadline:
-                raise ConfigError(f"no node holds clients {missing[:10]} after {self.session.settings.connect_timeout:g}"
-                                  f" s ({len(asked)} nodes connected); start a SuperNode for each partition")
+                waited = self.session.settings.connect_timeout
+                raise ConfigError(f"no node holds clients {missing[:10]} after {waited:g} s ({len(asked)} nodes "
+                                  f"connected); start a SuperNode for each partition")
             time.sleep(0.5)
 
     def _exchange(self, kind: str, contents: dict[int, RecordDict], round_: int,
