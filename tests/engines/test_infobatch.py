@@ -141,7 +141,8 @@ def test_processes_match_serial() -> None:
     kwargs = dict(clients=6, join_ratio=0.7, options={"infobatch": {"prune_ratio": 0.5}})
     reference, ref_params = run_records(on_engine("serial", **kwargs), 3)
     base = make_experiment(**kwargs)
-    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config)
+    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config,
+                            worker_timeout=300.0)  # worker start-up on a loaded machine
     records, params = run_records(on_engine("processes", options, **kwargs), 3)
     assert_records_close(reference, records, tol=1e-5)
     assert [r.get("sample_passes_saved") for r in reference] == [r.get("sample_passes_saved") for r in records]
