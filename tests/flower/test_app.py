@@ -94,3 +94,18 @@ def test_config_mismatch_is_one_error_from_the_node() -> None:
     expected = r"config mismatch between the server .* this node has \['lr = 0\.1'\], the server has \['lr = 0\.05'\]"
     with pytest.raises(ConfigError, match=expected):
         run_server(DIGITS, grid)
+
+
+def test_every_node_lost_is_one_error() -> None:
+    grid = LocalGrid(client_app(DIGITS), nodes(2))
+    original = grid.send_and_receive
+
+    def lose_all(messages, *, timeout=None):
+        messages = list(messages)
+        if any(m.metadata.message_type.startswith("train") for m in messages):
+            grid.down.update({1, 2})
+        return original(messages, timeout=timeout)
+
+    grid.send_and_receive = lose_all
+    with pytest.raises(TrainingError, match="no node is left"):
+        run_server(DIGITS, grid)

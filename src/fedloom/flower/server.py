@@ -156,8 +156,11 @@ class FlowerEngine(Engine):
         what = f"node {node} (clients {clients}) did not answer {kind} in round {round_}"
         if strict or self.session.settings.on_lost == "fail":
             raise TrainingError(f"{what} within the timeout; the server state is kept in the run folder")
-        log.warning("fedloom: %s; the round goes on without it", what)
         self.lost.add(node)
+        if set(self.owner.values()) <= self.lost:
+            raise TrainingError(f"{what}, and no node is left; the server state is kept in the run folder (a "
+                                f"longer round-timeout helps nodes that are slow rather than gone)")
+        log.warning("fedloom: %s; the round goes on without it", what)
 
     def _shares(self, clients: Iterable[int]) -> dict[int, list[int]]:
         shares: dict[int, list[int]] = {}
