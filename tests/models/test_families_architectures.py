@@ -157,3 +157,14 @@ def test_batch_norm_members_train_per_client_under_vmap() -> None:
         for name in ("conv1.weight", "bn1.weight", "layer1.0.bn2.bias"):
             torch.testing.assert_close(together[name][slot], alone[name])
     assert not list(model.buffers())  # no running statistics to leak between clients
+
+
+def test_small_and_grayscale_images_are_adapted_without_parameters() -> None:
+    from fedloom.models.families.common import PadTo, ToChannels
+
+    x = torch.ones(2, 1, 28, 28)
+    padded = PadTo(32)(x)
+    assert padded.shape == (2, 1, 32, 32) and padded.sum() == x.sum() and padded[0, 0, 2, 2] == 1  # centred
+    assert PadTo(32)(torch.ones(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    rgb = ToChannels(3)(x)
+    assert rgb.shape == (2, 3, 28, 28) and torch.equal(rgb[:, 2], x[:, 0])

@@ -55,6 +55,7 @@ def test_a_family_run_is_engine_independent(engine: str, tmp_path: Path) -> None
     serial = [json.loads(line) for line in (tmp_path / "serial" / "metrics.jsonl").read_text().splitlines()]
     other = [json.loads(line) for line in (tmp_path / engine / "metrics.jsonl").read_text().splitlines()]
     assert len(serial) == 3
+    assert json.loads((tmp_path / "serial" / "summary.json").read_text())["model_family"] == "mlps"
     for a, b in zip(serial, other, strict=True):
         assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-6)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
