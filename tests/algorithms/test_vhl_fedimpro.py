@@ -100,8 +100,9 @@ def test_vhl_composes_with_its_base_optimisers() -> None:
     assert records[-1]["accuracy"] > 0
 
 
-def test_vhl_runs_serially_on_the_vectorized_engine_with_the_same_results() -> None:
-    kwargs = dict(algorithm="vhl", clients=4, options={"vhl": {"per_class": 5}})
+@pytest.mark.parametrize("algorithm, options", [("vhl", {"vhl": {"per_class": 5}}), ("fedimpro", {})])
+def test_runs_serially_on_the_vectorized_engine_with_the_same_results(algorithm: str, options: dict) -> None:
+    kwargs = dict(algorithm=algorithm, clients=4, options=options)
     serial, _ = run_records(on_engine("serial", **kwargs), 1)
     vectorized = on_engine("vectorized", EngineOptions(slots=2), **kwargs)
     records, _ = run_records(vectorized, 1)
