@@ -235,7 +235,9 @@ def test_processes_match_serial(algorithm: str) -> None:
     kwargs = dict(algorithm=algorithm, clients=6, join_ratio=0.7)
     reference, ref_params = run_records(on_engine("serial", **kwargs), 2)
     base = make_experiment(**kwargs)
-    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config)
+    # a generous heartbeat timeout: spawning workers on a loaded, shared machine can take longer than 30 s
+    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config,
+                            worker_timeout=600.0)
     records, params = run_records(on_engine("processes", options, **kwargs), 2)
     assert_records_close(reference, records, tol=1e-5)
     assert max_param_diff(ref_params, params) < 1e-5
