@@ -42,3 +42,13 @@ def test_the_local_model_learns_from_the_meme() -> None:
     assert all(torch.equal(alone[k], alone2[k]) for k in alone)  # α = 1: the meme cannot reach the local model
     assert not all(torch.allclose(mutual[k], alone[k]) for k in alone)
     assert set(mutual) == set(ctx.init_params)
+
+
+def test_gradient_norms_are_clipped_per_model() -> None:
+    from fedloom.algorithms import _htfl as H
+
+    grads = {"local/a": torch.full((4,), 10.0), "local/b": torch.zeros(2), "meme/a": torch.full((1,), 3.0)}
+    clipped = H.clip_groups(10.0)({}, grads, None)
+    assert abs(float(torch.cat([clipped["local/a"], clipped["local/b"]]).norm()) - 10.0) < 1e-4  # norm 20 → 10
+    assert torch.equal(clipped["meme/a"], grads["meme/a"])  # norm 3 < 10: untouched
+    assert H.clip_groups(0.0) is None

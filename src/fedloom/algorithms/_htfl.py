@@ -173,3 +173,24 @@ def kl(logits: torch.Tensor, target_logits: torch.Tensor, reduction: str) -> tor
     out = (target * (torch.nn.functional.log_softmax(target_logits, dim=1)
                      - torch.nn.functional.log_softmax(logits, dim=1))).sum(dim=1)
     return out / logits.shape[1] if reduction == "mean" else out
+
+
+def clip_groups(max_norm: float) -> Optional[Callable[..., Params]]:
+    """A local-SGD ``grad_correction`` doing ``torch.nn.utils.clip_grad_norm_(group, max_norm)`` for each group of
+    trained tensors: the model's own (untagged names) and each tagged module (``<tag>/...``), as HtFLlib clips
+    each of its optimizers' parameter lists; None (no clipping) when ``max_norm`` is 0."""
+    if max_norm <= 0:
+        return None
+
+    def correct(params: Params, grads: Params, aux: Any) -> Params:
+        groups: dict[str, list[str]] = {}
+        for name in grads:
+            groups.setdefault(name.split("/", 1)[0] if "/" in name else "", []).append(name)
+        out = {}
+        for names in groups.values():
+            total = torch.sqrt(sum(grads[n].detach().pow(2).sum() for n in names))
+            scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+            out.update({n: grads[n] * scale for n in names})
+        return out
+
+    return correct

@@ -22,8 +22,9 @@ The generator is anything with ``sample_latents(n)`` and ``decode(w)`` (fedloom.
 small VAE fedloom trains offline on a public image set (``public_data``), or StyleGAN-XL / StyleGAN3 / Stable
 Diffusion from ``generator_path``. Generated images are brought to the client's input shape on the client
 (channels, size), where HtFLlib resizes them on the server. Defaults (official StyleGAN-XL scripts): μ = 50,
-λ = 1, server lr 0.01, server batch 100, 100 server epochs, m = 0.5, s = 64. Not reproduced: the clipping of
-gradient norms at 100; arccos is taken of the cosine clamped to (−1, 1) so that its gradient stays finite.
+λ = 1, server lr 0.01, server batch 100, 100 server epochs, m = 0.5, s = 64, gradient norms clipped at 100 (the
+model and proj separately on the clients, F and the centroids separately on the server); arccos is taken of the cosine
+clamped to (−1, 1) so that its gradient stays finite.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class FedKTL(Algorithm):
     server_epochs: int = hp(100, ge=0, help="passes of alignment over the uploaded prototypes per round")
     margin: float = hp(0.5, ge=0, help="ArcFace angular margin m")
     scale: float = hp(64.0, gt=0, help="ArcFace scale s")
+    clip_norm: float = hp(100.0, ge=0, help="gradient-norm clipping of the model and of proj (official: 100)")
     generator: str = hp("small-vae", help="small-vae, stylegan-xl, stylegan3 or stable-diffusion")
     generator_path: str = hp("", help="local checkpoint of a pre-trained generator (not for small-vae)")
     public_data: str = hp("digits", help="image dataset the small VAE generator is trained on, offline")
@@ -134,7 +136,8 @@ class FedKTL(Algorithm):
                 q = transformer_forward(t, protos[batch], train=True)
                 w = G.sample_latents(batch.numel(), gen).to(q.device).detach()
                 loss = mmd_rbf(q, w) + self.lamda * F.mse_loss(q, cents[labels[batch]])
-                adam.step(torch.autograd.grad(loss, trained))
+                grads = torch.autograd.grad(loss, trained)
+                adam.step(clip_parts(grads, len(TRAINED), self.clip_norm))
                 last = float(loss.detach())
         t = {k: v.detach() for k, v in t.items()}
         cents = class_centroids(transformer_forward(t, protos, train=False), labels, cents.detach())
@@ -154,7 +157,8 @@ class FedKTL(Algorithm):
             transfer = GeneratedBatches(images, broadcast.extra["latents"], ctx.sgd.batch_size,
                                         ctx.generator("fedktl-generated"))
         start = {**state["params"], **(tagged(PROJ, proj) if transfer is not None else {})}
-        trained, metrics = ctx.local_sgd(start, batch_loss=self.loss(ctx.apply, etf, transfer))
+        trained, metrics = ctx.local_sgd(start, batch_loss=self.loss(ctx.apply, etf, transfer),
+                                         grad_correction=H.clip_groups(self.clip_norm))
         model = {k: v for k, v in trained.items() if "/" not in k}
         protos, held = H.class_means(ctx, lambda x: F.normalize(ctx.apply(model, x), dim=1), H.num_classes(ctx))
         protos = F.normalize(protos, dim=1) * held.unsqueeze(1)
@@ -237,6 +241,17 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     for a in (10.0, 15.0, 20.0, 50.0):
         total = total + torch.exp(-0.5 * dxx / a) + torch.exp(-0.5 * dyy / a) - 2 * torch.exp(-0.5 * dxy / a)
     return total.mean()
+
+
+def clip_parts(grads: tuple[torch.Tensor, ...], split: int, max_norm: float) -> list[torch.Tensor]:
+    """clip_grad_norm_ of the first ``split`` gradients (F) and of the rest (the centroids), separately."""
+    if max_norm <= 0:
+        return list(grads)
+    out: list[torch.Tensor] = []
+    for part in (grads[:split], grads[split:]):
+        total = torch.sqrt(sum(g.pow(2).sum() for g in part))
+        out += [g * (max_norm / (total + 1e-6)).clamp(max=1.0) for g in part]
+    return out
 
 
 TRAINED = ("fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "fc2.weight", "fc2.bias")

@@ -16,8 +16,7 @@ space (``logit``, C × C), initialised N(0, 1) from the run seed. Each round, on
 
 Inference: the client's own model. Defaults (HtFLlib argparse): server lr 0.01, 1 study and 1 quiz batch,
 50 warm-up rounds. HtFLlib's local training reads the study data unshuffled with drop_last (a quirk); fedloom's
-local SGD shuffles and keeps the last batch; HtFLlib's clipping of the clients' gradient norms at 100 is not
-reproduced (no clipping hook in local SGD).
+local SGD shuffles and keeps the last batch. Local training clips gradient norms at ``clip_norm`` = 100.
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ class FedL2G(Algorithm):
     meta_study_batches: int = hp(1, ge=1, help="study batches of the differentiable step")
     meta_quiz_batches: int = hp(1, ge=1, help="quiz batches (held out of local training) of the meta loss")
     warm_up_rounds: int = hp(50, ge=0, help="rounds in which clients only run the meta step")
+    clip_norm: float = hp(100.0, ge=0, help="gradient-norm clipping of local training (HtFLlib: 100; 0: off)")
 
     @property
     def needs_common_feature_dim(self) -> bool:  # type: ignore[override]
@@ -75,7 +75,8 @@ class FedL2G(Algorithm):
         quiz, study = self.split(ctx)
         params, metrics = state["params"], {}
         if ctx.round > self.warm_up_rounds and study.numel():
-            params, metrics = ctx.local_sgd(params, indices=study, batch_loss=self.loss(ctx.apply, guides))
+            params, metrics = ctx.local_sgd(params, indices=study, batch_loss=self.loss(ctx.apply, guides),
+                                            grad_correction=H.clip_groups(self.clip_norm))
         grad = self.meta_gradient(ctx, params, guides, study, quiz)
         held = grad.abs().sum(1) > 0
         return ClientResult(upload=H.rows_message(grad, held), state={"params": params}, weight=1.0,

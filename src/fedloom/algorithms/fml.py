@@ -11,8 +11,8 @@ memes without weights and sends the mean, which replaces every client's meme. In
 Defaults α = β = 0.5 (the paper's and HtFLlib's tuned scripts; HtFLlib's argparse 1.0 turns the KL terms off).
 Switches where HtFLlib differs: ``detach_targets`` (True: the paper's mutual learning, each model distils toward
 the other's fixed output; False: HtFLlib's two backward passes, which let each KL term reach both models) and
-``kl`` (``batchmean`` or HtFLlib's ``nn.KLDivLoss()`` default ``mean``, i.e. divided by C). Not reproduced:
-HtFLlib's gradient-norm clipping at 10 (fedloom's local SGD has no clipping hook yet).
+``kl`` (``batchmean`` or HtFLlib's ``nn.KLDivLoss()`` default ``mean``, i.e. divided by C). Gradient norms are
+clipped at ``clip_norm`` = 10 per model, as HtFLlib does "to prevent divergence" (0 turns it off).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class FML(Algorithm):
     beta: float = hp(0.5, ge=0, le=1, help="weight of the meme model's CE (1 − β: its KL to the local model)")
     detach_targets: bool = hp(True, help="distil toward the other model's fixed output (False: HtFLlib)")
     kl: str = hp("batchmean", choices=("batchmean", "mean"), help="KL reduction (mean: HtFLlib's, /C)")
+    clip_norm: float = hp(10.0, ge=0, help="gradient-norm clipping per model (HtFLlib: 10; 0: off)")
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         meme = tree_clone(init_params)  # the first architecture's initial parameters
@@ -57,7 +58,8 @@ class FML(Algorithm):
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         start = {**tagged(LOCAL, state["params"]), **tagged(MEME, broadcast.params)}
-        trained, metrics = ctx.local_sgd(start, batch_loss=self.loss(ctx.apply, H.shared_apply(ctx)))
+        trained, metrics = ctx.local_sgd(start, batch_loss=self.loss(ctx.apply, H.shared_apply(ctx)),
+                                         grad_correction=H.clip_groups(self.clip_norm))
         return ClientResult(upload=untagged(MEME, trained), state={"params": untagged(LOCAL, trained)},
                             weight=1.0, metrics=metrics)  # weight 1: the server's mean is unweighted
 
