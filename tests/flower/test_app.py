@@ -17,11 +17,12 @@ from tests.flower.helpers import DIGITS, assert_same_metrics, nodes  # noqa: E40
 
 
 def test_fedavg_over_flower_equals_fedloom_run() -> None:
-    grid = LocalGrid(client_app(DIGITS), nodes(3))
-    result = run_server(DIGITS, grid)
-    assert_same_metrics(result.records, fedloom.run(DIGITS, out=None).records)
+    cfg = {**DIGITS, "clients": 12}  # client ids 1 and 10, 11: one upload's name is a prefix of another's
+    grid = LocalGrid(client_app(cfg), nodes(3))
+    result = run_server(cfg, grid)
+    assert_same_metrics(result.records, fedloom.run(cfg, out=None).records)
     stats = result.flower_stats
-    assert [s["clients_trained"] for s in stats] == [6, 6]
+    assert [s["clients_trained"] for s in stats] == [12, 12]
     # the upload bytes counted from the arrived records are fedloom's own count of the wire form
     assert [s["bytes_up_wire"] for s in stats] == [r["bytes_up"] for r in result.records[1:]]
 

@@ -196,7 +196,7 @@ class FlowerEngine(Engine):
                 continue
             reply = replies[by_client[client][0]]
             info = by_client[client][1][client]
-            up += records.wire_bytes(reply, f"up.{client}")
+            up += records.arrays_nbytes(reply.array_records[f"up.{client}"])
             message = records.get_value(reply, f"up.{client}")
             accumulator.add(client, decoded(message), info["weight"])
             metrics[client] = info["metrics"]
