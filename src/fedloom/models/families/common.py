@@ -26,16 +26,32 @@ class FeaturePool(nn.Module):
         return F.adaptive_avg_pool1d(x.unsqueeze(-2), self.dim).squeeze(-2)
 
 
-def batch_norm_2d(channels: int, eps: float = 1e-5) -> nn.BatchNorm2d:
+class BatchStatNorm2d(nn.BatchNorm2d):
     """BatchNorm2d with torchvision's parameter names and shapes (``weight``, ``bias``) that normalises with
     the statistics of the batch it sees, in training and evaluation alike.
 
     Why no running statistics: fedloom models are pure functions of their parameters (an algorithm's state is
     its parameter tree, engines call the model with torch.func.functional_call and vmap), and running means
     would be hidden per-client state updated in place. The deviation from HtFLlib (which evaluates with running
-    statistics kept locally) is documented in docs/heterogeneous.md; evaluation batches are large
-    (--eval-batch-size, 256 on CPU), so their statistics are stable."""
-    return nn.BatchNorm2d(channels, eps=eps, track_running_stats=False)
+    statistics kept locally) is documented in docs/heterogeneous.md.
+
+    A batch with one value per channel (one sample at 1x1 resolution: a ResNet's last stage on 32x32 inputs,
+    met by a last partial batch of one sample) has no spread; instead of PyTorch's error it gives what the
+    formula gives, (x - mean) = 0, i.e. the bias. HtFLlib never meets it (its training loader drops the last
+    partial batch)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__(channels, eps=eps, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // x.shape[-3] > 1:
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return self.bias.view(-1, 1, 1).expand_as(x)
+
+
+def batch_norm_2d(channels: int, eps: float = 1e-5) -> nn.BatchNorm2d:
+    """The batch-statistics BatchNorm every family member uses (BatchStatNorm2d)."""
+    return BatchStatNorm2d(channels, eps=eps)
 
 
 class PadTo(nn.Module):
