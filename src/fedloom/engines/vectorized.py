@@ -38,6 +38,13 @@ class VectorizedOptions:
     pack_size: int = engine_option(32, "pack_size", "clients trained in lockstep (slots)", ge=1)
 
 
+def normalises_over_batch(runtime: Runtime) -> bool:
+    """Whether a client model's output for one sample depends on the rest of its batch (BatchNorm with batch
+    statistics: cnn-bn, the model families' ResNets...): a pack's zero-weight padding would change it."""
+    models = runtime.architectures.models if runtime.architectures is not None else (runtime.model,)
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for model in models for m in model.modules())
+
+
 @ENGINES.register("vectorized")
 class VectorizedEngine(SerialEngine):
     def __init__(self, runtime: Runtime, options: Optional[EngineOptions] = None) -> None:
@@ -116,6 +123,9 @@ class VectorizedEngine(SerialEngine):
     def _vectorize(self, algorithm: Algorithm, clients: list[int]) -> bool:
         if not algorithm.vectorizable:
             self._fall_back(algorithm, "the algorithm declares vectorizable = False")
+        if normalises_over_batch(self.runtime):
+            self._fall_back(algorithm, "the model normalises over the batch (BatchNorm with batch statistics), and "
+                                       "a pack pads partial batches, which would change those statistics")
         return self.serial_reason is None and len(clients) >= self.options.min_clients
 
     def _fall_back(self, algorithm: Algorithm, reason: str) -> None:
