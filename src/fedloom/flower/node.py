@@ -83,9 +83,11 @@ class NodeWorker:
         self.clients = clients
 
     def load_states(self, state: RecordDict) -> None:
+        """The node's Context.state is the truth: a runtime reused from an earlier message or run (one process
+        serving several messages) holds exactly what the context holds, and nothing for a client without."""
         for client in self.clients:
-            if f"{STATE_PREFIX}{client}" in state.array_records:
-                self.runtime.store.save(client, records.get_tree(state, f"{STATE_PREFIX}{client}"))
+            name = f"{STATE_PREFIX}{client}"
+            self.runtime.store.save(client, records.get_tree(state, name) if name in state.array_records else None)
 
     def save_states(self, state: RecordDict, clients: list[int]) -> None:
         for client in clients:
@@ -178,7 +180,8 @@ def _worker(cfg: RunConfig, context: Context) -> NodeWorker:
     clients = node_clients(dict(context.node_config), cfg.clients)
     key = (context.run_id, context.node_id, fingerprint(cfg), tuple(clients))
     if key not in _WORKERS:
-        _WORKERS.clear()
+        if len(_WORKERS) >= 16:  # several nodes in one process (LocalGrid): keep each node's runtime
+            _WORKERS.pop(next(iter(_WORKERS)))
         node_cfg = cfg
         if "data-dir" in context.node_config:  # the device's own data path
             node_cfg = dataclasses.replace(cfg, data_dir=str(context.node_config["data-dir"]))
