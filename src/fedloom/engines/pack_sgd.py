@@ -107,6 +107,7 @@ class PackSGD:
         names = [k for k in params if hooks.trainable is None or hooks.trainable(k)]
         state = _SlotState(params, stacked, names, min(self.slots, len(jobs)), n, cfg, aux)
         queue = sorted(jobs, key=lambda job: -(job.planned_steps or len(job.batches)))  # longest first
+        planned = any(job.plan is not None for job in jobs)
         for slot in range(state.width):
             state.load(slot, queue.pop(0))
         if self.batched is not None and hooks.batch_loss is None:
@@ -121,7 +122,8 @@ class PackSGD:
             state.poison(idx, xb, yb)
             grads, losses, per_sample = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device),
                                                 state.aux_slots)
-            state.record_scores(per_sample)
+            if planned:  # the local-training seam's scores (InfoBatch); nothing to do without a plan
+                state.record_scores(per_sample)
             state.update(grads, losses.detach().double().cpu() * counts)
             for slot in state.finished_slots():
                 state.store(slot)
