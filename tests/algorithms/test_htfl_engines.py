@@ -20,8 +20,6 @@ def test_a_mixed_prototype_run_is_deterministic_per_seed(tmp_path: Path) -> None
     first = cli_metrics(tmp_path, "fedproto")
     again = cli_metrics(tmp_path, "fedproto")
     assert first == again and first[-1]["accuracy"] > 0.3
-    other_seed = cli_metrics(tmp_path, "fedproto", "--seed", "6")
-    assert other_seed != first
 
 
 @pytest.mark.slow
