@@ -165,3 +165,11 @@ def test_the_vectorized_engine_knows_which_models_normalise_over_the_batch() -> 
     assert normalises_over_batch(SimpleNamespace(architectures=None, model=resnet))
     assert not normalises_over_batch(SimpleNamespace(architectures=None, model=mlp))
     assert normalises_over_batch(SimpleNamespace(architectures=SimpleNamespace(models=(mlp, resnet)), model=mlp))
+
+
+def test_a_family_that_does_not_fit_the_data_is_one_clear_error(capsys: pytest.CaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    msg = one_error(capsys, [*MLPS[:4], "HCNNs8", *MLPS[5:12]], tmp_path / "x")  # digits are 8x8
+    assert "architecture 'hcnn1' needs 1- or 3-channel images of at least 16x16" in msg
+    msg = one_error(capsys, [*MLPS[:4], "HtFE-txt-2", *MLPS[5:12]], tmp_path / "y")
+    assert "architecture 'fasttext' needs token sequences" in msg

@@ -37,8 +37,10 @@ def _tokens(name: str, make: Callable[[int, int, int], nn.Module]) -> Builder:
     return build
 
 
-def _hcnn(convs: int, hidden: tuple[int, ...]) -> Builder:
-    return _image(f"hcnn-{convs}-{hidden}", lambda s, d: HCNN(s, convs, hidden, d))
+def _hcnn(convs: int, hidden: tuple[int, ...]) -> tuple[str, Builder]:
+    """FedTGP's CNN(num_cov=convs, hidden_dims=hidden), labelled ``hcnn{convs}[-{width}...]``."""
+    label = f"hcnn{convs}" + "".join(f"-{h}" for h in hidden)
+    return label, _image(label, lambda s, d: HCNN(s, convs, hidden, d))
 
 
 ARCHITECTURES: dict[str, Builder] = {
@@ -48,8 +50,7 @@ ARCHITECTURES: dict[str, Builder] = {
     **{f"resnet{depth}": _image(f"resnet{depth}", lambda s, d, depth=depth: ResNet(depth, d)) for depth in DEPTHS},
     **{name: _image(name, lambda s, d, name=name: VisionTransformer(name, d)) for name in ("vit_b_16", "vit_b_32")},
     # FedTGP's HCNNs8: CNN(num_cov, hidden_dims) for num_cov in 1, 2 and hidden_dims [], [512], [1024], [1024, 512]
-    **{f"hcnn{c}" + "".join(f"-{h}" for h in hidden): _hcnn(c, hidden)
-       for hidden in ((), (512,), (1024,), (1024, 512)) for c in (1, 2)},
+    **dict(_hcnn(c, hidden) for hidden in ((), (512,), (1024,), (1024, 512)) for c in (1, 2)),
     "fasttext": _tokens("fasttext", lambda v, d, L: FastText(v, d)),
     "text-logreg": _tokens("text-logreg", lambda v, d, L: MeanEmbed(v, d, None)),
     "lstm": _tokens("lstm", lambda v, d, L: Recurrent(v, d, "lstm")),
