@@ -110,7 +110,8 @@ class RayEngine(ShardedEngine):
         results, holder, pending = [], {}, list(cohort)
         while pending:  # more than once only when a worker died
             plan = schedule_in_order if ordered else schedule
-            shares = plan([c for c in cohort if c in set(pending)], self._chain_order(), self.model, self.pinned)
+            waiting = set(pending)
+            shares = plan([c for c in cohort if c in waiting], self._chain_order(), self.model, self.pinned)
             refs = {w: self.transport.actors[w].train.remote(keep_all, algorithm, self._wire(w, broadcast, c), c,
                                                              round_, ordered) for w, c in shares.items()}
             got, lost = self._gather(refs) if ordered else self._reduce(refs, keep_all)
@@ -227,7 +228,7 @@ class RayEngine(ShardedEngine):
         busy = {w: info["busy"] for w, info in workers.items()}
         self._stats = {"idle_fraction": round(idle_fraction(busy, len(self.alive)), 4),
                        "ray_workers": len(self.alive), "ray_nodes": len(set(self.node_of[w] for w in self.alive)),
-                       "schedule_seconds_max_busy": round(max(busy.values(), default=0.0), 4),
+                       "max_busy_seconds": round(max(busy.values(), default=0.0), 4),
                        "round_wall_seconds": round(wall, 4)}
 
     def _shared_time(self, info: dict[str, Any]) -> dict[int, float]:

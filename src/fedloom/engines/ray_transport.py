@@ -199,7 +199,13 @@ def merge_results(results: list[dict[str, Any]], keep_all: bool) -> dict[str, An
     for result in results:
         merged["metrics"].update(result["metrics"])
         merged["bytes_up"] += result["bytes_up"]
-        merged["workers"].update(result["workers"])
+        for worker, info in result["workers"].items():  # a worker twice: it also re-ran a lost worker's clients
+            seen = merged["workers"].setdefault(worker, {"seconds": {}, "busy": 0.0, "clients": [], "stateful": [],
+                                                          "node": info["node"]})
+            seen["seconds"].update(info["seconds"])
+            seen["busy"] += info["busy"]
+            seen["clients"] += info["clients"]
+            seen["stateful"] += info["stateful"]
     return merged
 
 
