@@ -151,6 +151,7 @@ def test_a_driver_crash_resumes_from_the_checkpoint(cluster: Any, serial_runs: d
 
 
 # ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.slow
 def test_more_gpus_per_worker_than_the_cluster_has_is_one_error(cluster: Any, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
     code = main(["run", "--dataset", "digits", "--clients", "4", "--rounds", "1", "--engine", "ray",
@@ -160,7 +161,7 @@ def test_more_gpus_per_worker_than_the_cluster_has_is_one_error(cluster: Any, tm
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
 
 
-def test_an_unreachable_address_is_one_error(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_unreachable_address_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = main(["run", "--dataset", "digits", "--clients", "4", "--rounds", "1", "--engine", "ray",
                  "--ray.address", "127.0.0.1:1", "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err

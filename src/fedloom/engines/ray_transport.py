@@ -62,6 +62,7 @@ def check_reachable(address: str) -> None:
 def connect(address: Optional[str], workers: int, gpus_per_worker: float) -> bool:
     """Join or start the cluster; True when this call started Ray in this process (close shuts it down)."""
     ray = import_ray()
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own variable, as ray.init reads it
     if address:
         check_reachable(address)
     if ray.is_initialized():  # a caller (a notebook, a test fixture) already connected: use it, leave it up
