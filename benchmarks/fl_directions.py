@@ -37,6 +37,8 @@ def table(folder: Path, key: str, usual_model: str) -> str:
             continue
         config = tomllib.loads((run / "config.toml").read_text())
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        if not rows:  # a run that has just started
+            continue
         done = " (done)" if (run / "summary.json").is_file() else f" (to round {rows[-1]['round']})"
         columns[label(config, usual_model) + done] = {r["round"]: r[key] for r in rows if key in r}
     rounds = sorted({r for values in columns.values() for r in values})
