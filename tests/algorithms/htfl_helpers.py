@@ -52,7 +52,7 @@ def cli_metrics(tmp: Path, name: str, *extra: str, engine: str = "serial") -> li
             "--mlp.layers", "1", "--clients", "4", "--rounds", "2", "--lr", "0.05", "--batch-size", "16",
             "--device", "cpu", "--threads", "1", "--quiet", "--seed", "5", "--out", str(out), *extra]
     if engine == "processes":
-        args += ["--engine", "processes", "--workers", "2"]
+        args += ["--engine", "processes", "--workers", "2", "--worker-timeout", "600"]  # a shared, loaded machine
     assert main(args) == 0
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
