@@ -114,7 +114,8 @@ def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[
     record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
                        if train_losses else float("nan"), "clients_sampled": len(cohort),
                        "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
-                       "cum_bytes_down": totals["down"], **passes, **attackers_sampled(exp, cohort),
+                       "cum_bytes_down": totals["down"], **stage_bytes(result.client_metrics), **passes,
+                       **attackers_sampled(exp, cohort),
                        **{f"server_{k}": v for k, v in server.metrics.items()}})
     return RoundOutput(server, record, per_client, result.client_metrics, t_train,
                        time.perf_counter() - t0 - t_train)
@@ -130,6 +131,13 @@ def sample_passes(client_metrics: dict[int, dict[str, float]], totals: dict[str,
     for key in keys:
         totals[key] = totals.get(key, 0) + record[key]
     return {**record, **{f"cum_{key}": totals[key] for key in keys}}
+
+
+def stage_bytes(client_metrics: dict[int, dict[str, float]]) -> dict[str, int]:
+    """The round's upload bytes after each transform of the chain, summed over the cohort (in chain order; the
+    last equals bytes_up); empty without transforms."""
+    keys = list(dict.fromkeys(k for m in client_metrics.values() for k in m if k.startswith("bytes_up_after_")))
+    return {key: int(sum(m.get(key, 0.0) for m in client_metrics.values())) for key in keys}
 
 
 def attackers_sampled(exp: Experiment, cohort: list[int]) -> dict[str, int]:

@@ -53,6 +53,8 @@ def test_seams_give_the_same_metrics_on_every_engine(tmp_path: Path, capsys: pyt
     quantized = json.loads(reference.splitlines()[-1])["bytes_up"]
     dense = json.loads((tmp_path / "dense" / "metrics.jsonl").read_bytes().splitlines()[-1])["bytes_up"]
     assert 0.24 < quantized / dense < 0.27
+    last = json.loads(reference.splitlines()[-1])  # each step's bytes (issue 20): dense after clip, then 8-bit
+    assert (last["bytes_up_after_clip"], last["bytes_up_after_quantize"]) == (dense, quantized)
 
 
 def records(run: Path) -> list[dict]:

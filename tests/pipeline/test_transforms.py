@@ -65,6 +65,17 @@ def test_topk_then_quantize_composes_codecs() -> None:
     assert nbytes == 100 * 4 + 100 * 1 + 8 + 4  # int32 indices, uint8 values, lo+scale, shape
 
 
+def test_each_steps_bytes_are_the_message_if_the_chain_stopped_there() -> None:
+    pipe = UploadPipeline(seed=1, transforms=(("clip", Clip(norm=1.0)), ("topk", TopK(ratio=0.25)),
+                                              ("quantize", Quantize())))
+    stages: dict[str, float] = {}
+    _, nbytes, _ = pipe.finish(0, 1, {"w": torch.randn(400)}, {}, stages)
+    assert list(stages) == ["bytes_up_after_clip", "bytes_up_after_topk", "bytes_up_after_quantize"]
+    assert stages["bytes_up_after_clip"] == 400 * 4  # dense float32 until the first codec
+    assert stages["bytes_up_after_topk"] == 100 * 4 + 100 * 4 + 4
+    assert stages["bytes_up_after_quantize"] == nbytes == 100 * 4 + 100 * 1 + 8 + 4
+
+
 def test_gaussian_noise_is_scaled_to_the_clip_norm_and_seeded() -> None:
     pipe = UploadPipeline(seed=1, transforms=(("clip", Clip(norm=2.0)), ("gaussian", Gaussian(multiplier=0.5))))
     zero = {"w": torch.zeros(20000)}

@@ -44,13 +44,14 @@ class SerialEngine(Engine):
         return self._stored(client_id)[1] if self.runtime.local_training is not None else None
 
     def finish_client(self, accumulator: UploadAccumulator, client_id: int, round_: int, upload: Any,
-                      weight: Any, state: Optional[Tree], training: Optional[Tree] = None) -> int:
+                      weight: Any, state: Optional[Tree], training: Optional[Tree] = None,
+                      metrics: Optional[dict[str, float]] = None) -> int:
         """The per-client finishing step every engine shares: the upload pipeline (attack, transforms, wire
         encoding), the client's new state into the store, the decoded upload into the accumulator. Returns the
-        upload's bytes on the wire."""
+        upload's bytes on the wire; ``metrics`` (the client's) receives the bytes after each transform."""
         pipeline = self.runtime.uploads
         received, nbytes, transform_states = pipeline.finish(client_id, round_, upload,
-                                                             self._transform_states(client_id))
+                                                             self._transform_states(client_id), metrics)
         self.runtime.store.save(client_id, join_training(pipeline.join(state, transform_states), training))
         accumulator.add(client_id, received, pipeline.weight_of(weight))
         return nbytes
@@ -65,9 +66,9 @@ class SerialEngine(Engine):
             ctx.training_state = self.training_state(client_id)
             result = algorithm.client_update(ctx, broadcast.for_client(client_id),
                                              self._load_state(algorithm, client_id))
-            bytes_up += self.finish_client(accumulator, client_id, round_, result.upload, result.weight,
-                                           result.state, ctx.training_state)
             client_metrics[client_id] = {**result.metrics, **ctx.training_metrics}
+            bytes_up += self.finish_client(accumulator, client_id, round_, result.upload, result.weight,
+                                           result.state, ctx.training_state, client_metrics[client_id])
         return CohortResult(accumulator.finish(), client_metrics, bytes_up)
 
     def evaluate(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int], round_: int,

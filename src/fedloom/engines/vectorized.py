@@ -65,6 +65,7 @@ class VectorizedEngine(SerialEngine):
         accumulator = UploadAccumulator(keep_all=self.runtime.keep_all(algorithm))
         metrics: dict[int, dict[str, float]] = {}
         bytes_up = 0
+        stage_bytes: dict[int, dict[str, float]] = {}
         for pack, ctx, result in packs:  # commit only after every pack succeeded (no partial side effects)
             upload = ctx.ensure_stacked(result.upload)
             state = ctx.ensure_stacked(result.state)
@@ -81,11 +82,12 @@ class VectorizedEngine(SerialEngine):
                     bytes_up += self.finish_client(
                         accumulator, client_id, round_, None if upload is None else tree_index(upload, position),
                         float(weights[position]), None if state is None else tree_index(state, position),
-                        ctx.training_states.get(client_id))
+                        ctx.training_states.get(client_id), stage_bytes.setdefault(client_id, {}))
             for position, client_id in enumerate(pack):
                 metrics[client_id] = {k: float(torch.as_tensor(v).reshape(-1)[position] if torch.as_tensor(
                     v).numel() > 1 else v) for k, v in result.metrics.items()}
                 metrics[client_id].update(ctx.training_metrics.get(client_id, {}))
+                metrics[client_id].update(stage_bytes.get(client_id, {}))
         return CohortResult(accumulator.finish(), metrics, bytes_up)
 
     def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],

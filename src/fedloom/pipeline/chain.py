@@ -87,9 +87,11 @@ class UploadPipeline:
         return stored or None
 
     # ------------------------------------------------------------------ the finishing step
-    def finish(self, client_id: int, round_: int, upload: Any,
-               transform_states: dict[str, Any]) -> tuple[Optional[Tree], int, dict[str, Any]]:
-        """(the upload the server receives, its bytes on the wire, the new transform states)."""
+    def finish(self, client_id: int, round_: int, upload: Any, transform_states: dict[str, Any],
+               stage_bytes: Optional[dict[str, float]] = None) -> tuple[Optional[Tree], int, dict[str, Any]]:
+        """(the upload the server receives, its bytes on the wire, the new transform states). ``stage_bytes``,
+        when given, receives ``bytes_up_after_<transform>`` for every transform: the size the message would have
+        if the chain stopped there (dense until the first codec, then each codec's encoded payload)."""
         if upload is None:
             return None, 0, transform_states
         if self.empty:
@@ -101,18 +103,34 @@ class UploadPipeline:
         states = dict(transform_states)
         for name, transform in self.transforms:
             tree, states[name] = transform.apply(tctx, tree, states.get(name))
+        dense = message_bytes(upload) if isinstance(upload, Compact) else tree_bytes(tree)
         codecs = [t for _, t in self.transforms if t.has_codec]
         if not codecs:
-            return tree, (message_bytes(upload) if isinstance(upload, Compact) else tree_bytes(tree)), states
-        return self._through_the_wire(tree, codecs, tctx) + (states,)
+            received, nbytes, encoded = tree, dense, []
+        else:
+            received, nbytes, encoded = self._through_the_wire(tree, codecs, tctx)
+        if stage_bytes is not None:
+            stage_bytes.update(self._stage_sizes(dense, encoded))
+        return received, nbytes, states
+
+    def _stage_sizes(self, dense: int, encoded: list[int]) -> dict[str, float]:
+        """Bytes after each transform: codecs encode in chain order, so the k-th codec's size holds from its
+        stage until the next codec's."""
+        sizes, size, codec_index = {}, dense, 0
+        for name, transform in self.transforms:
+            if transform.has_codec:
+                size, codec_index = encoded[codec_index], codec_index + 1
+            sizes[f"bytes_up_after_{name}"] = float(size)
+        return sizes
 
     @staticmethod
     def _through_the_wire(tree: Tree, codecs: list[UploadTransform],
-                          tctx: TransformContext) -> tuple[Tree, int]:
-        payload = flatten(tree)
+                          tctx: TransformContext) -> tuple[Tree, int, list[int]]:
+        """(the decoded upload, its bytes on the wire, the payload's size after each codec)."""
+        payload, sizes = flatten(tree), []
         for codec in codecs:
             payload = codec.encode(payload, tctx)
-        nbytes = payload_bytes(payload)
+            sizes.append(payload_bytes(payload))
         for codec in reversed(codecs):
             payload = codec.decode(payload)
-        return unflatten(payload, tree), nbytes
+        return unflatten(payload, tree), sizes[-1], sizes
