@@ -22,6 +22,16 @@ def _conv_out(size: int) -> int:
     return ((size - 4) // 2 - 4) // 2  # two (5x5 valid conv, 2x2 pool) stages
 
 
+def flat_features(name: str, input_shape: tuple[int, ...]) -> int:
+    """Width of FedAvgCNN's flattened conv output for ``input_shape`` (C x H x W); one clear error for inputs
+    the two conv stages cannot take (shared by ``cnn`` and its BatchNorm variant ``cnn-bn``)."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 16:
+        raise ConfigError(
+            f"model '{name}' needs images of at least 16x16 (C x H x W); this dataset has input shape "
+            f"{tuple(input_shape)}. Use --model mlp or --model logreg.")
+    return 64 * _conv_out(input_shape[1]) * _conv_out(input_shape[2])
+
+
 class ChannelsLastConv2d(nn.Conv2d):
     """nn.Conv2d whose output is laid out channels_last, so that the ReLU, max-pool and convolution after it
     run in that layout (same parameters, same names, same values up to float rounding).
@@ -53,12 +63,8 @@ class FedAvgCNN:
         check_fields(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
-        if len(input_shape) != 3 or min(input_shape[1:]) < 16:
-            raise ConfigError(
-                f"model 'cnn' needs images of at least 16x16 (C x H x W); this dataset has input shape "
-                f"{tuple(input_shape)}. Use --model mlp or --model logreg.")
-        channels, height, width = input_shape
-        dim = 64 * _conv_out(height) * _conv_out(width)
+        dim = flat_features("cnn", input_shape)
+        channels = input_shape[0]
         body = nn.Sequential(
             ChannelsLastConv2d(channels, 32, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2),

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from fedloom.config import check_fields, hp
-from fedloom.errors import ConfigError
 from fedloom.models.base import MODELS, SplitModel
-from fedloom.models.cnn import ChannelsLastConv2d, _conv_out
+from fedloom.models.cnn import ChannelsLastConv2d, flat_features
 
 
 def is_batch_norm(name: str) -> bool:
@@ -42,12 +41,8 @@ class FedAvgCNNBatchNorm:
         check_fields(self)
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
-        if len(input_shape) != 3 or min(input_shape[1:]) < 16:
-            raise ConfigError(
-                f"model 'cnn-bn' needs images of at least 16x16 (C x H x W); this dataset has input shape "
-                f"{tuple(input_shape)}. Use --model mlp or --model logreg.")
-        channels, height, width = input_shape
-        dim = 64 * _conv_out(height) * _conv_out(width)
+        dim = flat_features("cnn-bn", input_shape)
+        channels = input_shape[0]
         body = nn.Sequential(OrderedDict([
             ("conv1", ChannelsLastConv2d(channels, 32, kernel_size=5)),
             ("bn1", nn.BatchNorm2d(32, track_running_stats=False)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
