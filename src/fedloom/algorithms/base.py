@@ -143,6 +143,9 @@ class Algorithm:
     needs_common_feature_dim: ClassVar[bool] = False
     #: Round patterns the algorithm runs under (fedloom.patterns): "star" (a server) and/or "gossip" (none).
     patterns: ClassVar[tuple[str, ...]] = ("star",)
+    #: True when ``client_update`` uploads a ``pipeline.wire.Compact`` message (FedKSeed's seed indices and
+    #: scalars): the upload transforms then act on the float arrays of that message, so that it stays compact.
+    compact_upload: ClassVar[bool] = False
 
     def validate(self) -> None:
         """Raise ConfigError for invalid hyperparameters: the ranges the fields declare with ``config.hp``
@@ -171,6 +174,23 @@ class Algorithm:
 
     def server_update(self, server: ServerState, uploads: "Uploads") -> ServerResult:
         raise NotImplementedError
+
+    # ------------------------------------------------------------ the compact broadcast codec (optional)
+    def compact_broadcast(self) -> bool:
+        """True when ``Broadcast.wire`` alone lets a client rebuild the whole broadcast (``rebuild_broadcast``):
+        transports that send real messages (Flower) then send only the wire form. Default: False (the dense
+        trees travel, beside a declared wire form if any)."""
+        return False
+
+    def rebuild_broadcast(self, wire: Any, init_params: Params) -> Broadcast:
+        """The client half of a compact broadcast: the Broadcast a client works with, from the wire form as it
+        arrived (a ``pipeline.wire.Compact``) and what the client already holds (its model's initial parameters,
+        which carry the run seed). Only called when ``compact_broadcast()``; the server half is ``Broadcast.wire``."""
+        raise NotImplementedError(f"{type(self).__name__} declares no compact broadcast")
+
+    def check_deployable(self) -> None:
+        """Raise ConfigError when these options only make sense in simulation, where the server's memory is in
+        reach of every client (a transport that sends real messages calls this before training). Default: none."""
 
     def eval_params(self, ctx: "ClientContext", broadcast: Broadcast, state: Optional[Tree]) -> Params:
         """Parameters client ``ctx.client_id`` is evaluated with (or a Predictor, when its predictions are more

@@ -36,6 +36,7 @@ from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientRes
 from fedloom.algorithms.tree import Params, Tree, tree_clone
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
+from fedloom.errors import ConfigError
 from fedloom.pipeline.wire import Compact, Payload
 
 if TYPE_CHECKING:
@@ -89,6 +90,7 @@ def pro_probabilities(abs_sum: torch.Tensor, count: torch.Tensor) -> torch.Tenso
 @dataclass(frozen=True)
 class FedKSeed(Algorithm):
     vectorizable: ClassVar[bool] = False  # forward passes only, one client at a time
+    compact_upload: ClassVar[bool] = True  # (seed index, ĝ) pairs: transforms act on the ĝ (DPZero-style)
     #: whether seeds are drawn with the server's probabilities (FedKSeed-Pro)
     weighted_seeds: ClassVar[bool] = False
 
@@ -133,6 +135,25 @@ class FedKSeed(Algorithm):
         state = server.replace(params=params, round=server.round + 1, extra=extra)
         nonzero = float((extra["scalars"] != 0).sum())
         return ServerResult(state=state, broadcast=self.broadcast_of(state), metrics={"seeds_used": nonzero})
+
+    # ---------------------------------------------------------------- the broadcast codec
+    def compact_broadcast(self) -> bool:
+        """With ``replay = "client"`` the K scalars are all a client needs (``rebuild_broadcast``)."""
+        return self.replay == "client"
+
+    def rebuild_broadcast(self, wire: Compact, init_params: Params) -> Broadcast:
+        """What a client rebuilds from the download: ``w0 − η Σ_j A_j z(s_j)``. The paper's clients replay the
+        scalar history since they last took part; A is that history summed per seed, so a client that missed
+        rounds (or never took part) rebuilds the same model from w0 and the latest A alone."""
+        extra = wire.decode()
+        seeds = candidate_seeds(getattr(init_params, "seed", 0), self.k)
+        return Broadcast(params=rebuild(init_params, seeds, extra["scalars"], self.lr), extra=extra, wire=wire)
+
+    def check_deployable(self) -> None:
+        if self.replay == "server":
+            raise ConfigError(f"{self.registry_name}.replay = \"server\" hands every client the server's dense "
+                              f"model (the official simulation's shortcut), which does not travel in the K "
+                              f"scalars a device downloads; use --{self.registry_name}.replay client")
 
     # ---------------------------------------------------------------- client
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:

@@ -151,13 +151,22 @@ class _KeyNames(dict):
 
 
 # ------------------------------------------------------------------------------------------------ messages
-def read_broadcast(content: RecordDict) -> Broadcast:
+def read_broadcast(content: RecordDict, worker: Optional["NodeWorker"] = None) -> Broadcast:
+    """The broadcast a node's clients work with. When only its wire form arrived (a compact broadcast), the
+    algorithm rebuilds the rest from it and the initial parameters of the node's model."""
     personal = records.get_object(content, "personal_clients")
     own = None
     if personal is not None:
         own = {client: records.get_tree(content, f"personal.{client}") for client in personal}
     wire = records.get_value(content, "wire") if "wire.meta" in content.config_records else None
-    return Broadcast(records.get_tree(content, "params"), records.get_tree(content, "extra"), own, wire)
+    if "params.meta" in content.config_records:
+        return Broadcast(records.get_tree(content, "params"), records.get_tree(content, "extra"), own, wire)
+    if wire is None or worker is None:
+        raise ConfigError("the broadcast arrived without parameters and without a wire form to rebuild them from")
+    job = records.get_object(content, "job")
+    init_params = worker.runtime.client_context(job["clients"][0], job["round"]).init_params
+    rebuilt = worker.algorithm.rebuild_broadcast(wire, init_params)
+    return Broadcast(rebuilt.params, rebuilt.extra, own, wire)
 
 
 _CONFIGS: dict[tuple, RunConfig] = {}  # resolving a config takes ~0.1 s: once per process and run config
@@ -209,13 +218,13 @@ def handle(source: ConfigSource, base: Optional[Path], message: Message, context
             _test_hook(context, job["round"])
             worker.load_states(context.state)
             started = time.perf_counter()
-            worker.train(read_broadcast(content), job["clients"], job["round"], reply)
+            worker.train(read_broadcast(content, worker), job["clients"], job["round"], reply)
             worker.save_states(context.state, job["clients"])
             records.put_object(reply, "timing", {"train_s": time.perf_counter() - started})
         elif kind == EVALUATE:
             job = records.get_object(content, "job")
             worker.load_states(context.state)
-            sums = worker.evaluate(read_broadcast(content), job["clients"], job["round"], job["split"])
+            sums = worker.evaluate(read_broadcast(content, worker), job["clients"], job["round"], job["split"])
             records.put_object(reply, "sums", sums)
     except Exception as exc:  # noqa: BLE001 — every error goes back to the server as one message
         log.error("fedloom node %s: %s: %s", context.node_id, type(exc).__name__, exc)

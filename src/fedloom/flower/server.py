@@ -177,7 +177,7 @@ class FlowerEngine(Engine):
         contents = {}
         down = 0
         for node, clients in self._shares(cohort).items():
-            contents[node] = broadcast_content(broadcast, clients)
+            contents[node] = broadcast_content(broadcast, clients, algorithm.compact_broadcast())
             records.put_object(contents[node], "job", {"clients": clients, "round": round_})
             down += records.wire_bytes(contents[node])
         replies = self._exchange(TRAIN, contents, round_)
@@ -211,7 +211,7 @@ class FlowerEngine(Engine):
         started = time.perf_counter()
         contents = {}
         for node, owned in self._shares(clients).items():
-            contents[node] = broadcast_content(broadcast, owned)
+            contents[node] = broadcast_content(broadcast, owned, algorithm.compact_broadcast())
             records.put_object(contents[node], "job", {"clients": owned, "round": round_, "split": split})
         results: dict[int, dict[str, float]] = {}
         for reply in self._exchange(EVALUATE, contents, round_).values():
@@ -228,11 +228,16 @@ class FlowerEngine(Engine):
         raise ConfigError("a Flower run cannot restore client states: they live on the nodes")
 
 
-def broadcast_content(broadcast: Broadcast, clients: list[int]) -> RecordDict:
-    """A broadcast as records for one node: the shared part once, the personal downloads of its clients only."""
+def broadcast_content(broadcast: Broadcast, clients: list[int], compact: bool = False) -> RecordDict:
+    """A broadcast as records for one node: the shared part once (only its wire form when ``compact``: the
+    algorithm's clients rebuild the rest, ``Algorithm.rebuild_broadcast``), the personal downloads of its
+    clients only."""
     content = RecordDict()
-    records.put_tree(content, "params", broadcast.params)
-    records.put_tree(content, "extra", broadcast.extra)
+    if compact and broadcast.wire is None:
+        raise TrainingError("the algorithm declares a compact broadcast but its Broadcast has no wire form")
+    if not compact:
+        records.put_tree(content, "params", broadcast.params)
+        records.put_tree(content, "extra", broadcast.extra)
     if broadcast.wire is not None:
         records.put_value(content, "wire", broadcast.wire)
     if broadcast.personal is not None:
@@ -251,6 +256,10 @@ def check_flower_config(cfg: RunConfig) -> None:
                           f"other); use the star pattern")
     if cfg.checkpoint_every:
         raise ConfigError("--checkpoint-every is not supported over Flower: client states stay on the nodes")
+    from fedloom.algorithms import ALGORITHMS
+    from fedloom.config import component_options
+
+    component_options(ALGORITHMS, cfg.algorithm, cfg).check_deployable()  # options that need the simulation
 
 
 def run_server(config: ConfigSource, grid: Grid, run_config: Optional[dict[str, Any]] = None,
