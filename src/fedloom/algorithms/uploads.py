@@ -58,12 +58,14 @@ class UploadAccumulator:
         if upload is None:
             return
         self.count += 1
-        self.total_weight += float(weight)
-        contribution = tree_map(lambda u: u.detach().to(torch.float64) * float(weight), upload)
+        w = float(weight)
+        self.total_weight += w
+        # float64 running sum, updated in place (one temporary per leaf, not three: on M1 the sum of a client's
+        # 200k-parameter upload was a tenth of its update); the same roundings as sum + upload·w
         if self.weighted_sum is None:
-            self.weighted_sum = contribution
+            self.weighted_sum = tree_map(lambda u: u.detach().to(torch.float64, copy=True).mul_(w), upload)
         else:
-            self.weighted_sum = tree_map(torch.add, self.weighted_sum, contribution)
+            tree_map(lambda s, u: s.add_(u.detach().to(torch.float64, copy=True).mul_(w)), self.weighted_sum, upload)
         if self.keep_all:
             self.items.append((client_id, upload, float(weight)))
 
@@ -87,8 +89,8 @@ class UploadAccumulator:
 
     def merge(self, other: "UploadAccumulator") -> None:
         """Fold in a partial accumulator (from another pack or worker)."""
-        if other.weighted_sum is not None:
-            self.weighted_sum = other.weighted_sum if self.weighted_sum is None else tree_map(
+        if other.weighted_sum is not None:  # a copy: ``add`` updates this accumulator's sum in place
+            self.weighted_sum = tree_map(torch.clone, other.weighted_sum) if self.weighted_sum is None else tree_map(
                 torch.add, self.weighted_sum, other.weighted_sum)
         self.total_weight += other.total_weight
         self.count += other.count

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import torch
-from torch.func import functional_call
 
 from fedloom.algorithms.base import Predictor
 from fedloom.algorithms.tree import Params, tree_map
@@ -15,6 +14,7 @@ from fedloom.data.federated import FederatedData
 from fedloom.engines.local_sgd import AfterBatch, BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig
 from fedloom.pipeline.privacy.sample import sample_privacy
 from fedloom.engines.state_store import ClientStateStore
+from fedloom.models.apply import apply_with
 from fedloom.models.base import SplitModel
 from fedloom.pipeline.aggregators import Aggregator
 from fedloom.pipeline.chain import UploadPipeline
@@ -39,7 +39,7 @@ class Architectures:
 
 @dataclass
 class Runtime:
-    model: SplitModel  # a template whose own parameters are never trained; used via functional_call
+    model: SplitModel  # a template whose own parameters are never trained; used via apply_with (functional_call)
     task: Task
     data: FederatedData  # tensors already on ``device``
     sgd: SGDConfig
@@ -81,7 +81,7 @@ class Runtime:
         return self.at_precision(self._forward)(params, x, part)
 
     def _forward(self, params: Params, x: torch.Tensor, part: str) -> torch.Tensor:
-        return functional_call(self.model, params, (x,), {"part": part}, strict=False)
+        return apply_with(self.model, params, (x,), {"part": part})
 
     def at_precision(self, forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         """``forward`` run at the run's forward precision: itself for float32; for bfloat16, under autocast
