@@ -20,8 +20,8 @@ CASES = {
     "fedamp": {"algorithm": "fedamp"},
     "fedavg-topk": {"transform": "topk", "topk": {"ratio": 0.1}},
     "fedper-partial-cohort": {"algorithm": "fedper", "join_ratio": 0.5},
-    # a Compact upload (seed indices + scalars) and a compact broadcast (K accumulated scalars)
-    "fedkseed": {"algorithm": "fedkseed", "model": "logreg", "fedkseed": {"steps": 20, "k": 64}},
+    # a Compact upload (seed indices + scalars) and a compact broadcast (K accumulated scalars, sent alone)
+    "fedkseed": {"algorithm": "fedkseed", "model": "logreg", "fedkseed": {"steps": 20, "k": 64, "replay": "client"}},
 }
 
 

@@ -119,11 +119,14 @@ def encode_upload(pipeline: Any, client_id: int, round_: int, upload: Any,
     if upload is None or pipeline.empty:
         return upload, transform_states
     tctx = TransformContext(pipeline.seed, round_, client_id, client_id in pipeline.malicious, pipeline.clip_norm)
+    states = dict(transform_states)
+    upload, done = pipeline.on_compact(tctx, upload, states)  # transforms on a Compact's arrays: it stays one
+    if done == len(pipeline.transforms) and isinstance(upload, Compact):
+        return upload, states
     tree = decoded(upload)
     if tctx.malicious and pipeline.attack is not None:
         tree = pipeline.attack.corrupt(tctx, tree)
-    states = dict(transform_states)
-    for name, transform in pipeline.transforms:
+    for name, transform in pipeline.transforms[done:]:
         tree, states[name] = transform.apply(tctx, tree, states.get(name))
     codecs = tuple(t for _, t in pipeline.transforms if t.has_codec)
     if not codecs:

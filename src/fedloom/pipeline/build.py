@@ -89,12 +89,29 @@ def build_aggregator(cfg: Any, algorithm: Any, num_clients: int,
                      pipeline: Optional[UploadPipeline] = None) -> Optional[Aggregator]:
     """The configured aggregator, then each transform's server stage around it (client-level DP adds its noise
     to the sum there), with the cohort checked again for what the stages made of it."""
+    check_compact_upload(algorithm, pipeline.transforms if pipeline is not None else ())
     aggregator = _configured_aggregator(cfg, algorithm, num_clients)
     for _, transform in (pipeline.transforms if pipeline is not None else ()):
         aggregator = transform.server_stage(aggregator, algorithm)
     if aggregator is not None:
         aggregator.check_cohort(cohort_size(cfg.join_ratio, num_clients))
     return aggregator
+
+
+def check_compact_upload(algorithm: Any, transforms: tuple[tuple[str, UploadTransform], ...]) -> None:
+    """An algorithm whose upload is a compact message (FedKSeed's seed indices and scalars) keeps it compact
+    through the transforms before the first codec (they act on its scalars); one that does not mean the same
+    there (client-level DP's clipping bound is the sensitivity of the decoded update) is refused."""
+    if not getattr(algorithm, "compact_upload", False):
+        return
+    for name, transform in transforms:
+        if transform.has_codec:
+            return
+        if not transform.acts_on_compact:
+            raise ConfigError(f"--transform {name} acts on the decoded update, but {algorithm.registry_name} "
+                              f"uploads a compact message (seed indices and scalars) that it would turn dense: "
+                              f"use --transform clip,gaussian (clipping and noise on the scalars) or put a codec "
+                              f"before {name}")
 
 
 def _configured_aggregator(cfg: Any, algorithm: Any, num_clients: int) -> Optional[Aggregator]:

@@ -97,11 +97,12 @@ class UploadPipeline:
         if self.empty:
             return decoded(upload), message_bytes(upload), transform_states
         tctx = TransformContext(self.seed, round_, client_id, client_id in self.malicious, self.clip_norm)
+        states = dict(transform_states)
+        upload, done = self.on_compact(tctx, upload, states)
         tree = decoded(upload)
         if tctx.malicious and self.attack is not None:
             tree = self.attack.corrupt(tctx, tree)
-        states = dict(transform_states)
-        for name, transform in self.transforms:
+        for name, transform in self.transforms[done:]:
             tree, states[name] = transform.apply(tctx, tree, states.get(name))
         dense = message_bytes(upload) if isinstance(upload, Compact) else tree_bytes(tree)
         codecs = [t for _, t in self.transforms if t.has_codec]
@@ -112,6 +113,23 @@ class UploadPipeline:
         if stage_bytes is not None:
             stage_bytes.update(self._stage_sizes(dense, encoded))
         return received, nbytes, states
+
+    def on_compact(self, tctx: TransformContext, upload: Any, states: dict[str, Any]) -> tuple[Any, int]:
+        """(the upload, how many transforms already acted on it): the transforms before the first codec act on
+        the float arrays of an algorithm's ``Compact`` upload, so that it stays compact (FedKSeed: clip and
+        noise on the scalars ĝ, as DPZero does; the seed indices are untouched). ``states`` is updated in place.
+        A malicious client's attack works on the decoded upload, so its transforms do too."""
+        if not isinstance(upload, Compact) or (tctx.malicious and self.attack is not None):
+            return upload, 0
+        arrays, done = dict(upload.arrays), 0
+        for name, transform in self.transforms:
+            if transform.has_codec:
+                break
+            floats = {key: value for key, value in arrays.items() if value.is_floating_point()}
+            floats, states[name] = transform.apply(tctx, floats, states.get(name))
+            arrays.update(floats)
+            done += 1
+        return Compact(arrays, upload.decode_fn), done
 
     def _stage_sizes(self, dense: int, encoded: list[int]) -> dict[str, float]:
         """Bytes after each transform: codecs encode in chain order, so the k-th codec's size holds from its

@@ -65,6 +65,10 @@ class UploadTransform:
     #: True when every client must count once on the server (client-level DP: the sum's sensitivity is the
     #: clipping bound only if every weight is 1); the pipeline then hands the server weight 1 for every upload.
     uniform_weights: ClassVar[bool] = False
+    #: True when ``apply`` means the same on the float arrays of an algorithm's compact upload (FedKSeed's
+    #: scalars) as on a dense one, so that the upload stays compact (``UploadPipeline.on_compact``); False: the
+    #: transform is refused before training on such an algorithm unless a codec comes first.
+    acts_on_compact: ClassVar[bool] = False
 
     def validate(self) -> None:
         """Raise ConfigError for invalid options: the ranges the fields declare with ``config.hp``."""
@@ -102,6 +106,7 @@ class Clip(UploadTransform):
 
     norm: float = hp(1.0, gt=0, help="the L2 bound of every upload")
     stage: ClassVar[str] = "clip"
+    acts_on_compact: ClassVar[bool] = True  # bounds what is sent (DPZero clips the scalar ĝ)
 
     def apply(self, tctx: TransformContext, upload: Tree, state: Optional[Tree]) -> tuple[Tree, Optional[Tree]]:
         norm = float(torch.sqrt(tree_sq_norm(upload)))
@@ -119,6 +124,7 @@ class Gaussian(UploadTransform):
 
     multiplier: float = hp(1.0, ge=0, help="noise standard deviation, in units of clip.norm")
     stage: ClassVar[str] = "noise"
+    acts_on_compact: ClassVar[bool] = True  # the Gaussian mechanism on what is sent
 
     def check_chain(self, before: list[UploadTransform]) -> None:
         super().check_chain(before)
