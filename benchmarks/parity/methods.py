@@ -68,6 +68,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("scaffold", "SCAFFOLD", {"server_learning_rate": 1.0}, {"global_lr": 1.0}),
     _m("feddyn", "FedDyn", {"alpha": 0.01}, {"alpha": 0.01}),
     _m("moon", "MOON", {"mu": 1.0, "tau": 0.5}, {"mu": 1.0, "tau": 0.5}),
+    _m("fedcac", "FedCAC", {"tau": 0.5, "beta": 170}, {"tau": 0.5, "beta": 170}),
 ]}
 
 # the order the brief asks for when the budget cannot cover every method
