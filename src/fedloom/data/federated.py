@@ -21,6 +21,7 @@ import torch
 
 import fedloom.data.partitioners  # noqa: F401  (registers the partitioners)
 from fedloom.data.base import PARTITIONERS, LoadContext, PartitionSpec, PooledDataset
+from fedloom.data.array_cache import load_pooled
 from fedloom.data.cache import canonical_json, content_hash, default_cache_dir, load_partition, save_partition
 from fedloom.data.options import make_dataset_spec
 from fedloom.data.splits import (  # noqa: F401  (split_sizes, min_client_size: re-exported for callers)
@@ -133,7 +134,8 @@ def build_federated_data(
     if transform is not None and test_split == "global":
         raise ConfigError(f"the {partition.name} partition transforms each client's inputs, so a global test set "
                           "(shared by all clients) is not possible; use test_split=per-client")
-    pooled = spec.load(LoadContext(data_dir, data_seed, partition.num_clients))
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    pooled = load_pooled(spec, LoadContext(data_dir, data_seed, partition.num_clients), root)
     if partition_file is not None:
         return _from_file(Path(partition_file), spec.registry_name, pooled, partition, train_ratio)
     if partition.name == "natural" and pooled.natural_ids is None:
@@ -141,7 +143,6 @@ def build_federated_data(
             f"dataset '{pooled.name}' has no natural partition; choose iid, dirichlet or pathological"
         )
     params = cache_params(spec, pooled, partition, train_ratio, data_seed, test_split)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     split = load_partition(root, params)
     if split is None:
         split = make_split(pooled, partition, train_ratio, test_split)

@@ -96,6 +96,10 @@ class FashionMNIST:
 
     default_partition: ClassVar[str] = "dirichlet"
 
+    def source_files(self, ctx: LoadContext) -> list[Path]:
+        """The files ``load`` decodes (the array cache keys on them: fedloom.data.array_cache)."""
+        return find_files(ctx.data_dir)
+
     def load(self, ctx: LoadContext) -> PooledDataset:
         tr_img, tr_lab, te_img, te_lab = find_files(ctx.data_dir)
         xs, ys = zip(_load_split(tr_img, tr_lab), _load_split(te_img, te_lab))

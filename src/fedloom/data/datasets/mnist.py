@@ -69,6 +69,11 @@ class MNIST:
 
     default_partition: ClassVar[str] = "dirichlet"
 
+    def source_files(self, ctx: LoadContext) -> Optional[list[Path]]:
+        """The local idx files ``load`` would decode, None when they are missing (``load`` then downloads them
+        or explains where to put them); the array cache keys on them (fedloom.data.array_cache)."""
+        return first_found(search_dirs(ctx.data_dir, SUBDIRS), lambda d: idx_quad(d, STEMS))
+
     def load(self, ctx: LoadContext) -> PooledDataset:
         tried = search_dirs(ctx.data_dir, SUBDIRS)
         files = first_found(tried, lambda d: idx_quad(d, STEMS))
