@@ -9,7 +9,7 @@ torchvision, which fails beside the CPU torch build here, cvxpy and calmsize at 
 - its argparse block is read from main.py's source and executed, so every default is PFLlib's own;
 - the model is built as main.py does for ``-m CNN`` on an MNIST-like dataset (``FedAvgCNN(1, 10, 1024)``), with
   main.py's head split (``BaseHeadSplit``) for exactly the algorithms whose branch in main.py has it (read from
-  its source);
+  its source); FedBN gets the harness's ``FedAvgCNNBN`` instead (fedloom's cnn-bn; PFLlib has no BN CNN here);
 - modules the CNN path never uses but that PFLlib imports at module level (``h5py`` in serverbase/result_utils,
   ``torchvision``/``cvxpy``/``calmsize`` elsewhere) are replaced by empty stub modules in ``sys.modules`` when they
   are not installed. A method that really calls one of them fails loudly (AttributeError on the stub).
@@ -98,12 +98,37 @@ def build_args(main_src: str, method: str, dataset: str, rounds: int, save_dir: 
     return args
 
 
-def build_model(args: argparse.Namespace, head_split: bool) -> torch.nn.Module:
-    """main.py's model for -m CNN on an MNIST-like dataset, split into body + head where main.py splits it."""
+class FedAvgCNNBN(torch.nn.Module):
+    """The harness's model for FedBN on PFLlib's side (PFLlib has no BatchNorm CNN for 1x28x28 inputs): PFLlib's
+    FedAvgCNN with a BatchNorm after each convolution, layer for layer fedloom's ``--model cnn-bn``
+    (conv5x5(32)-bn1-ReLU-pool, conv5x5(64)-bn2-ReLU-pool, fc1(1024->512)-ReLU, fc(512->C)). Its BN parameters
+    are named ``bn1.*``/``bn2.*``, so PFLlib's FedBN rule ("bn" in the parameter name) keeps them local; BN uses
+    the batch's statistics in evaluation too (``track_running_stats=False``), as fedloom's cnn-bn does."""
+
+    def __init__(self, in_features: int = 1, num_classes: int = 10, dim: int = 1024) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1 = nn.Conv2d(in_features, 32, 5), nn.BatchNorm2d(32, track_running_stats=False)
+        self.conv2, self.bn2 = nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64, track_running_stats=False)
+        self.fc1, self.fc = nn.Linear(dim, 512), nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.nn.functional
+        x = f.max_pool2d(f.relu(self.bn1(self.conv1(x))), 2)
+        x = f.max_pool2d(f.relu(self.bn2(self.conv2(x))), 2)
+        return self.fc(f.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def build_model(args: argparse.Namespace, head_split: bool, kind: str = "cnn") -> torch.nn.Module:
+    """main.py's model for -m CNN on an MNIST-like dataset (``kind`` "cnn"), or the harness's FedAvgCNNBN
+    ("cnn-bn"), split into body + head where main.py splits it."""
     import copy
 
     from flcore.trainmodel.models import BaseHeadSplit, FedAvgCNN
-    model = FedAvgCNN(in_features=1, num_classes=args.num_classes, dim=1024)
+    if kind == "cnn-bn":
+        model: torch.nn.Module = FedAvgCNNBN(1, args.num_classes, 1024)
+    else:
+        model = FedAvgCNN(in_features=1, num_classes=args.num_classes, dim=1024)
     if head_split:
         args.head = copy.deepcopy(model.fc)
         model.fc = torch.nn.Identity()
@@ -199,7 +224,7 @@ def run(pfllib: Path, data: Path, method: str, rounds: int, seed: int, threads: 
     os.chdir(work)
     args = build_args(main_src, method, data.name, rounds, str(work / f"items-{method}-s{seed}"))
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-    args.model = build_model(args, head_split)
+    args.model = build_model(args, head_split, getattr(METHODS[method], "pfllib_model", "cnn"))
     server_cls = getattr(importlib.import_module(module), cls)
     memoize_data_reads()
     server = server_cls(args, 0)
