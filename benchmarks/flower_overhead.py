@@ -7,6 +7,8 @@ Modes, each on the same workload and seed (FedAvg):
               Flower's protobuf form and back, 3 nodes, no network, no process start per message
   deploy      a real SuperLink and 3 SuperNodes on loopback (fedloom.flower.launch), ``flwr run`` of an app
               written by ``fedloom flower new``; per-round times from the server's flower.json
+  sim         the same app in Flower's simulation runtime (``flower-superlink --simulation``, 3 simulated
+              nodes in Ray actors; needs ``flwr[simulation]``); times as for deploy
 Workloads: digits (6 clients, all per round) and M1 (Fashion-MNIST, 1,000 clients, Dirichlet 0.5, MLP, 10% per
 round, batch 10; benchmarks/engines.py's M1).
 
@@ -67,7 +69,9 @@ def run_inproc(cfg: dict) -> dict:
             "stats": result.flower_stats, "protobuf_bytes_total": grid.bytes_sent + grid.bytes_received}
 
 
-def run_deploy(cfg: dict, folder: Path) -> dict:
+def run_deploy(cfg: dict, folder: Path, simulation: int = 0) -> dict:
+    """A real SuperLink and NODES SuperNodes, or (``simulation``) the SuperLink's simulation runtime with that
+    many simulated nodes (ClientApps in long-lived Ray actors, no SuperNode process)."""
     from fedloom.flower.launch import LocalDeployment
     from fedloom.flower.template import write_app
 
@@ -75,7 +79,7 @@ def run_deploy(cfg: dict, folder: Path) -> dict:
     toml.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in cfg.items()))
     app = write_app(folder / "app", toml)
     deployment = LocalDeployment(folder / "flwr", [{"partition-id": i, "num-partitions": NODES}
-                                                   for i in range(NODES)])
+                                                   for i in range(NODES)], simulation=simulation)
     with deployment:
         deployment.run(app, {"out": str(folder / "run"), "round-timeout": 3600, "connect-timeout": 600},
                        timeout=7200)
@@ -104,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["digits"], choices=sorted(WORKLOADS))
     parser.add_argument("--modes", nargs="+", default=["processes", "inproc"],
-                        choices=["processes", "inproc", "deploy"])
+                        choices=["processes", "inproc", "deploy", "sim"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write every measurement to this file")
     args = parser.parse_args()
@@ -122,7 +126,7 @@ def main() -> None:
                 elif mode == "inproc":
                     out = run_inproc(cfg)
                 else:
-                    out = run_deploy(cfg, Path(tmp))
+                    out = run_deploy(cfg, Path(tmp), simulation=NODES if mode == "sim" else 0)
             results[f"{workload}/{mode}"] = out
             if mode == "processes":
                 baseline = statistics.median(out["round_s"][1:] or out["round_s"])
