@@ -157,8 +157,8 @@ def test_fedcac_critical_masks_and_overlaps_by_hand() -> None:
     masks = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
     o = overlaps(masks)  # row i normalised by client i's critical count
     assert torch.allclose(o, torch.tensor([[1, 0.5, 0.75], [0.5, 1, 0.75], [5 / 6, 5 / 6, 1]], dtype=o.dtype))
-    early, late = collaborators(o, 0, beta=100), collaborators(o, 98, beta=100)
-    # threshold = mean off-diagonal overlap (0.694) + (t + 1)/β · (max − mean): 0.696 early, 0.832 late
+    early, late = collaborators(o, 1, beta=100), collaborators(o, 99, beta=100)
+    # threshold after round t = mean off-diagonal overlap (0.694) + t/β · (max − mean): 0.696 early, 0.832 late
     assert early.tolist() == [[True, False, True], [False, True, True], [True, True, True]]
     assert late.tolist() == [[True, False, False], [False, True, False], [True, True, True]]
 
@@ -169,7 +169,7 @@ def test_fedcac_server_customizes_critical_parameters_among_similar_clients_only
     from fedloom.algorithms.uploads import UploadAccumulator
 
     init = {"w": torch.zeros(4)}
-    cac = FedCAC(tau=0.5, beta=3)  # after round 1: threshold = mean + 2/3 (max − mean) of the overlaps
+    cac = FedCAC(tau=0.5, beta=3)  # after round 1: threshold = mean + 1/3 (max − mean) of the overlaps
     server = cac.init_server(init, Federation(3, (10, 10, 20)))
     masks = [torch.tensor(m, dtype=torch.bool) for m in ([1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0])]
     acc = UploadAccumulator(keep_all=True)

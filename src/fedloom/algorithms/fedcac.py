@@ -7,12 +7,19 @@ its first upload). After E epochs of SGD it marks as critical, in every tensor, 
 sensitivity |(w' − w) ⊙ w'| (when that τ-quantile is ≤ 1e-10, every nonzero sensitivity at or above the
 smallest nonzero one, as the official code), and uploads w' with its mask.
 Server (memory: each client's latest model and mask): θ = Σ n_i w'_i / Σ n_i over the round's uploads; the
-overlap of two masks o_ij = 1 − ‖m_i − m_j‖₁ / (2‖m_i‖₁); with t the number of rounds done,
-    threshold = avg_{i≠j} o_ij + (t + 1)/β · (max_{i≠j} o_ij − avg),
+overlap of two masks o_ij = 1 − ‖m_i − m_j‖₁ / (2‖m_i‖₁); after the t-th round (t = 1, 2, …),
+    threshold = avg_{i≠j} o_ij + t/β · (max_{i≠j} o_ij − avg)
+(PFLlib's (epoch + 1)/β at the end of its 0-based iteration epoch = t − 1),
 and c_i = the unweighted mean of the models of i and of every j with o_ij ≥ threshold (the threshold rises
 every round: collaboration on critical parameters narrows from everyone to similar clients, then to none).
 c_i goes to client i only (a personal download, counted). A client is scored with its start model w, right
 after the download (PFLlib's evaluation point).
+
+PFLlib quirk (``pfllib_compat=True`` reproduces it): its server skips the customization while its round counter
+is 0, which is also the case at the end of its first round, so after round 1 every client takes its critical
+parameters from its *initial* customized model (a copy of the initial global model) instead of an aggregate:
+PFLlib's accuracy after round 1 is near chance (6.6% on the parity subsample). Default: customize from round 1
+on, as the paper's algorithm does.
 
 Defaults τ = 0.5, β = 170 (the official code's). Overlaps are taken over every client the server has heard
 from (PFLlib's server reads every client's mask each round; with partial participation this uses each
@@ -62,13 +69,13 @@ def overlaps(masks: torch.Tensor) -> torch.Tensor:
 
 
 def collaborators(overlap: torch.Tensor, rounds_done: int, beta: int) -> torch.Tensor:
-    """[k, k] bool: j collaborates with i (i itself always) under the rising threshold."""
+    """[k, k] bool: j collaborates with i (i itself always) under the threshold after ``rounds_done`` rounds."""
     k = overlap.shape[0]
     off = ~torch.eye(k, dtype=torch.bool)
     if k < 2:
         return ~off
     avg, top = overlap[off].mean(), overlap[off].max()
-    threshold = avg + (rounds_done + 1) / beta * (top - avg)
+    threshold = avg + rounds_done / beta * (top - avg)
     return (overlap >= threshold) & off | ~off
 
 
@@ -79,6 +86,7 @@ class FedCAC(Algorithm):
     vectorizable = False  # the per-tensor top-k threshold and its fallback are data-dependent
     tau: float = hp(0.5, gt=0, le=1, help="τ, fraction of each tensor marked critical")
     beta: int = hp(170, ge=1, help="β, how slowly the collaboration threshold rises (rounds to reach the max)")
+    pfllib_compat: bool = False  # True: after round 1, critical parameters from the initial model (PFLlib)
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         n = federation.num_clients
@@ -117,7 +125,11 @@ class FedCAC(Algorithm):
         flat = torch.cat([masks[k][ids].flatten(1) for k in masks], dim=1)
         together = collaborators(overlaps(flat), server.round + 1, self.beta).to(torch.float32)
         weights = together / together.sum(1, keepdim=True)  # an unweighted mean over each client's group
-        personal = {int(cid): {"customized": {k: torch.tensordot(weights[row], models[k][ids], dims=1)
+        if self.pfllib_compat and server.round == 0:  # PFLlib's unchanged customized model: the initial one
+            weights, models_of = torch.eye(len(ids)), server.extra["models"]
+        else:
+            models_of = models
+        personal = {int(cid): {"customized": {k: torch.tensordot(weights[row], models_of[k][ids], dims=1)
                                               for k in models}}
                     for row, cid in enumerate(ids)}
         extra = {"models": models, "masks": masks, "seen": seen}

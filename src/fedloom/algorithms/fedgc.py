@@ -64,6 +64,7 @@ def spread_out(weights: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class FedGC(Algorithm):
     aggregation = "all"  # the server keeps every client's head
+    vectorizable = False  # it is scored through a Predictor (own-class logits), which packs do not stack
     needs_homogeneous_head = True
     server_lr: float = hp(0.005, ge=0, help="lr of the server's correction step (PFLlib: local lr · λ)")
 
@@ -121,11 +122,11 @@ class FedGC(Algorithm):
         w = weights[seen].clone().requires_grad_(True)
         reg = spread_out(w, held[seen])
         if not reg.requires_grad or self.server_lr == 0:
-            return weights, float(reg)
+            return weights, float(reg.detach())
         (grad,) = torch.autograd.grad(reg, w)
         out = weights.clone()
         out[seen] = (w - self.server_lr * grad).detach()
-        return out, float(reg)
+        return out, float(reg.detach())
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Predictor:
         held = (ctx.train_label_counts() > 0).to(torch.float32)
