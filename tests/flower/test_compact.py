@@ -85,3 +85,13 @@ def test_clip_and_noise_keep_the_upload_compact_over_flower() -> None:
     assert_same_metrics(result.records, reference.records)
     assert [s["bytes_up_wire"] for s in result.flower_stats] == [6 * 20 * 6] * 2  # not 6 × 64 float32
 
+
+
+def test_fedkseed_pro_rebuilds_scalars_and_probabilities_after_missed_rounds() -> None:
+    # half the clients per round: a node's clients skip rounds and rebuild from the latest download alone
+    cfg = {**DIGITS, "algorithm": "fedkseed-pro", "model": "logreg", "join_ratio": 0.5, "rounds": 3,
+           "fedkseed-pro": {"k": 64, "steps": 20, "lr": 1e-3, "replay": "client"}}
+    result = run_server(cfg, LocalGrid(client_app(cfg), nodes(3)))
+    assert_same_metrics(result.records, fedloom.run(cfg, out=None).records)
+    for stats in result.flower_stats:  # K scalars + K probabilities per node, no dense model
+        assert stats["bytes_down_sent"] == len(stats["node_train_s"]) * 64 * 2 * 4
