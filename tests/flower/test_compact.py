@@ -65,7 +65,18 @@ def test_replay_server_is_refused_over_flower() -> None:
 
 def test_paper_setting_sends_under_18_kb_and_matches_fedloom_run() -> None:
     grid = LocalGrid(client_app(PAPER), nodes(3))
+    train_messages: list[int] = []  # each training message's full protobuf size (arrays and metadata)
+    send = grid.send_and_receive
+
+    def measure(messages, *, timeout=None):
+        messages = list(messages)
+        train_messages.extend(over_the_wire(m.content)[1] for m in messages
+                              if m.metadata.message_type.startswith("train"))
+        return send(messages, timeout=timeout)
+
+    grid.send_and_receive = measure
     result = run_server(PAPER, grid)
+    assert train_messages and max(train_messages) < 18_000  # 16,384 B of scalars + ~1.1 KB of metadata
     reference = fedloom.run(PAPER, out=None)
     assert_same_metrics(result.records, reference.records)
     for stats, record in zip(result.flower_stats, result.records[1:]):
