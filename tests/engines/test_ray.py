@@ -114,24 +114,50 @@ def test_client_states_stay_on_their_worker_and_match_serial(cluster: Any, seria
     assert metrics(out) == metrics(serial_runs["ditto"])
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_round_gives_the_clean_round(cluster: Any, serial_runs: dict, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def _kill_worker_1(method: str, call: int, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """SIGKILL worker 1's process on the ``call``-th call of ``RayEngine.<method>`` (then run it); the engines
+    seen come back (for their recoveries)."""
     engines: list[Any] = []
-    gather = ray_engine.RayEngine._gather
+    original = getattr(ray_engine.RayEngine, method)
 
-    def kill_then_gather(self: Any, refs: dict) -> Any:
+    def kill_then_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         engines.append(self)
-        if len(engines) == 2 and 1 in refs:  # round 2, worker 1 has clients and is training them
+        if len(engines) == call and 1 in self.alive:
             os.kill(self.transport.info[1]["pid"], signal.SIGKILL)
-        return gather(self, refs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ray_engine.RayEngine, "_gather", kill_then_gather)
-    out = run_to(tmp_path / "ray", algorithm="fedavg", engine="ray", workers=2)
-    assert metrics(out) == metrics(serial_runs["fedavg"])
+    monkeypatch.setattr(ray_engine.RayEngine, method, kill_then_call)
+    return engines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm,store", [("fedavg", "memory"), ("ditto", "memory"), ("ditto", "disk")])
+def test_a_worker_killed_mid_round_gives_the_clean_round(cluster: Any, serial_runs: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, algorithm: str,
+                                                         store: str) -> None:
+    """Worker 1 SIGKILLed while round 2 trains: its clients run again on worker 0. Ditto's personal models of
+    its clients come from the driver's copy (memory store) or from the disk store's files, which worker 0 reads
+    (one machine), at their start-of-round versions (the round's new states were only staged)."""
+    engines = _kill_worker_1("_gather", 2, monkeypatch)
+    out = run_to(tmp_path / "ray", algorithm=algorithm, engine="ray", workers=2, store=store)
+    assert metrics(out) == metrics(serial_runs[algorithm])
     recoveries = engines[0].recoveries
     assert recoveries and recoveries[0]["lost"] == [1] and recoveries[0]["rerun"], recoveries
     assert engines[0].alive == [0]
+    if algorithm == "ditto":  # the lost worker held saved states that found a new home
+        assert recoveries[0]["rehomed"] and engines[0].backup == (store == "memory")
+
+
+@pytest.mark.slow
+def test_a_worker_lost_before_its_commit_is_trained_again(cluster: Any, serial_runs: dict, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker 1 dies after round 2's sum is complete but before its new Ditto states were committed: its
+    clients of round 2 train again on worker 0 from the driver's copy of their round-1 states."""
+    engines = _kill_worker_1("_commit", 2, monkeypatch)
+    out = run_to(tmp_path / "ray", algorithm="ditto", engine="ray", workers=2)
+    assert metrics(out) == metrics(serial_runs["ditto"])
+    recoveries = engines[0].recoveries
+    assert recoveries and recoveries[0]["round"] == 2 and recoveries[0]["rerun"], recoveries
 
 
 @pytest.mark.slow

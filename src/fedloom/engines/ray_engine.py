@@ -83,6 +83,9 @@ class RayEngine(ShardedEngine):
         self.alive = sorted(self.transport.actors)
         self.node_of = {w: info["node"] for w, info in self.transport.info.items()}
         self.pinned: dict[int, int] = {}  # client → the worker holding its saved state
+        # memory stores die with their worker: the driver keeps a copy of every committed state (ray_state.py)
+        self.backup = not all(info.get("disk_store") for info in self.transport.info.values())
+        self.saved: dict[int, Tree] = {}
 
     def make_transport(self) -> RayTransport:
         cfg = self.options.run_config
@@ -105,9 +108,22 @@ class RayEngine(ShardedEngine):
     def train_cohort(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int],
                      round_: int) -> CohortResult:
         keep_all = self.runtime.keep_all(algorithm)
-        ordered = self.ordered
         started = time.perf_counter()
-        results, holder, pending = [], {}, list(cohort)
+        results, holder, folded = self._train(algorithm, broadcast, cohort, round_, keep_all)
+        results += self._commit(algorithm, broadcast, round_, results, keep_all)
+        merged = merge_results(sorted(results, key=lambda r: min(r["workers"])), keep_all)
+        uploads = folded.finish() if self.ordered else merged["uploads"]
+        self.last_workers = {w: info for w, info in merged["workers"].items() if w in self.alive}
+        self._account(self.last_workers, time.perf_counter() - started)
+        return CohortResult(uploads, dict(sorted(merged["metrics"].items())), merged["bytes_up"])
+
+    def _train(self, algorithm: Algorithm, broadcast: Broadcast, cohort: list[int], round_: int,
+               keep_all: bool) -> tuple[list[dict], dict[int, int], Any]:
+        """The workers' replies, who holds each client's contribution, and (ordered reduction) their sum."""
+        ordered = self.ordered
+        results: list[dict] = []
+        holder: dict[int, int] = {}
+        pending, folded = list(cohort), None
         while pending:  # more than once only when a worker died
             plan = schedule_in_order if ordered else schedule
             waiting = set(pending)
@@ -125,12 +141,37 @@ class RayEngine(ShardedEngine):
                 if not lost:
                     break
                 pending = sorted(c for c, w in holder.items() if w in lost)  # their contributions died too
+                results = [r for r in results if not set(r["workers"]) & set(lost)]  # their re-run reports
                 self._recover(lost, pending, round_)
-        merged = merge_results(sorted(results, key=lambda r: min(r["workers"])), keep_all)
-        uploads = folded.finish() if ordered else merged["uploads"]
-        self.last_workers = merged["workers"]  # who trained which clients on which node (tests, logs)
-        self._account(merged["workers"], time.perf_counter() - started)
-        return CohortResult(uploads, dict(sorted(merged["metrics"].items())), merged["bytes_up"])
+        return results, holder, folded
+
+    def _commit(self, algorithm: Algorithm, broadcast: Broadcast, round_: int, results: list[dict],
+                keep_all: bool) -> list[dict]:
+        """The round's new states replace the saved ones on every worker that staged some (the driver keeping
+        a copy when the stores are in memory). A worker lost here: its commit is rolled forward from its
+        journal (disk store), or its clients of the round are trained again from the states of the start of
+        the round, their replies kept only for placement and timings (returned)."""
+        staged = sorted({w for r in results for w, info in r["workers"].items() if info.get("staged")}
+                        & set(self.alive))
+        refs = {w: self.transport.actors[w].commit.remote(self.backup) for w in staged}
+        lost = []
+        for w, ref in refs.items():
+            try:
+                self._keep(self.transport.get(ref, w))
+            except WorkerLost:
+                lost.append(w)
+        if not lost:
+            return []
+        clients = sorted(c for r in results for w, info in r["workers"].items() if w in lost
+                         for c in info["clients"])
+        rolled = self._recover(lost, clients, round_)
+        again = sorted(c for r in results for w, info in r["workers"].items() if w in lost and w not in rolled
+                       for c in info["clients"])
+        if not again:
+            return []
+        rerun = self._train(algorithm, broadcast, again, round_, keep_all)[0]
+        rerun += self._commit(algorithm, broadcast, round_, rerun, keep_all)
+        return [{**r, "uploads": None, "metrics": {}, "bytes_up": 0} for r in rerun]  # counted once, above
 
     @property
     def ordered(self) -> bool:
@@ -198,24 +239,65 @@ class RayEngine(ShardedEngine):
         self.last_merges = [r["merged_on"] for r in results if "merged_on" in r]  # node-level merges (tests)
         return results, lost
 
-    def _recover(self, lost: list[int], clients: list[int], round_: int) -> None:
-        """Forget the lost workers; their clients of this round run again on the survivors (by the schedule),
-        unless a state of theirs died with them."""
+    def _recover(self, lost: list[int], clients: list[int], round_: int) -> set[int]:
+        """Forget the lost workers and give their clients' saved states a new home on the survivors (the
+        driver's copy, or the same disk store read from another worker); their clients of this round run again
+        on the survivors (by the schedule). The lost workers whose commit was rolled forward come back."""
         stranded = sorted(c for c, w in self.pinned.items() if w in lost)
         for w in lost:
             self.transport.kill(w)
             self.alive.remove(w)
         cfg = self.options.run_config
-        if stranded:
-            raise TrainingError(f"Ray worker(s) {lost} died in round {round_} holding the saved states of clients "
-                                f"{stranded[:8]}{'...' if len(stranded) > 8 else ''}, which cannot be rebuilt; "
-                                f"{resume_hint(cfg)}")
         if not self.alive:
             raise TrainingError(f"every Ray worker died in round {round_}; {resume_hint(cfg)}")
+        rolled = set() if self.backup else {w for w in lost if self._roll_forward(round_, w)}
+        if stranded:
+            self._rehome(stranded, lost, round_)
         for client, owner in self.owner.items():  # evaluation and states of the lost workers' clients
             if owner in lost:
-                self.owner[client] = self.alive[client % len(self.alive)]
-        self.recoveries.append({"round": round_, "lost": list(lost), "rerun": list(clients)})
+                self.owner[client] = self.pinned.get(client, self.alive[client % len(self.alive)])
+        self.recoveries.append({"round": round_, "lost": list(lost), "rerun": list(clients),
+                                "rehomed": stranded, "rolled_forward": sorted(rolled)})
+        return rolled
+
+    def _roll_forward(self, round_: int, worker: int) -> bool:
+        """A lost worker's staged commit on a disk store finished (journal written) or dropped, by the first
+        survivor that sees it (one after another: the step is idempotent, never concurrent)."""
+        for w in self.alive:
+            if self.transport.get(self.transport.actors[w].roll_forward.remote(round_, worker), w):
+                return True
+        return False
+
+    def _rehome(self, stranded: list[int], lost: list[int], round_: int) -> None:
+        """Saved states of the lost workers' clients to survivors: the driver's copy sent (memory stores), or
+        the survivors that can read the disk store's files (same node, or a shared --store-dir) pinned."""
+        if self.backup:
+            homes = list(self.alive)
+            shares: dict[int, list[int]] = {}
+            for i, client in enumerate(stranded):
+                shares.setdefault(homes[i % len(homes)], []).append(client)
+            refs = {w: self.transport.actors[w].adopt.remote([(c, self.saved.get(c)) for c in clients])
+                    for w, clients in shares.items()}
+            for w, ref in refs.items():
+                self.transport.get(ref, w)
+        else:
+            sees = {w: self.transport.actors[w].sees.remote(stranded) for w in self.alive}
+            homes = [w for w, ref in sees.items() if self.transport.get(ref, w)]
+            if not homes:
+                raise TrainingError(
+                    f"Ray worker(s) {lost} died in round {round_} holding the saved states of clients "
+                    f"{stranded[:8]}{'...' if len(stranded) > 8 else ''} in a disk store no surviving worker can "
+                    f"read (a node's local disk: put --store-dir on a folder every node shares); "
+                    f"{resume_hint(self.options.run_config)}")
+        self.pinned.update({client: homes[i % len(homes)] for i, client in enumerate(stranded)})
+
+    def _keep(self, states: dict[int, Any]) -> None:
+        """The driver's copy of committed states (memory stores only; None: a deleted state)."""
+        for client, state in states.items():
+            if state is None:
+                self.saved.pop(client, None)
+            else:
+                self.saved[client] = state
 
     def _account(self, workers: dict[int, dict[str, Any]], wall: float) -> None:
         """Measurements into the cost model, placement into the owner map, the round's idle fraction."""
@@ -242,6 +324,17 @@ class RayEngine(ShardedEngine):
         states = list(states)
         super().restore_client_states(states)
         self.pinned.update({client: self.owner[client] for client, _ in states})
+        if self.backup:
+            self.saved = {client: state for client, state in states if state is not None}
+
+    def update_client_states(self, states: Iterable[tuple[int, Tree]]) -> None:
+        """States changed outside a round (gossip's mixing): the driver's copy read back from their workers."""
+        states = list(states)
+        super().update_client_states(states)
+        if self.backup:
+            refs = {w: self.transport.actors[w].snapshot.remote(c) for w, c in self._shares(c for c, _ in states).items()}
+            for w, ref in refs.items():
+                self._keep(self.transport.get(ref, w))
 
     def round_stats(self) -> dict[str, Any]:
         """The last round's scheduling figures (timings.jsonl): idle fraction, workers, nodes."""

@@ -20,7 +20,9 @@ from typing import Any, Optional
 
 from fedloom.algorithms.uploads import UploadAccumulator, Uploads, merge_uploads
 from fedloom.engines.base import EngineOptions
+from fedloom.engines.ray_state import StagedStore, pending_root, roll_forward
 from fedloom.engines.sharded import Transport, resume_hint
+from fedloom.engines.state_store import DiskStore
 from fedloom.errors import ConfigError, FedloomError, TrainingError
 from fedloom.extras import require
 from fedloom import errors
@@ -119,6 +121,9 @@ class RayWorker:
         torch.set_num_threads(1)  # one thread per worker: robust when the machine is shared
         self.index = index
         self.worker = ShardWorker(run_config, inner_engine, options)
+        runtime = self.worker.engine.runtime
+        # the states of the start of a round stay untouched until the engine commits it (ray_state.py)
+        self.store = runtime.store = StagedStore(runtime.store, index)
         self.inner = inner_engine
         self._broadcast_key: Any = None
         self._broadcast: Any = None
@@ -128,7 +133,7 @@ class RayWorker:
     def info(self) -> dict[str, Any]:
         import ray
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "ip": ray.util.get_node_ip_address()}
+                "ip": ray.util.get_node_ip_address(), "disk_store": self.store.on_disk}
 
     def handle(self, command: str, payload: Any) -> Any:
         if command in ("train", "evaluate"):
@@ -151,6 +156,7 @@ class RayWorker:
         worker's partial sum (or every upload when ``keep_all``). Metrics, bytes and timings come back always."""
         broadcast = self._resolve(wire)
         engine = self.worker.engine
+        self.store.begin(round_)
         if hold:
             self._held = {c: u for c, u in self._held.items() if self._held_round == round_}  # a re-run keeps
             self._held_round = round_                                                        # its round's own
@@ -173,7 +179,7 @@ class RayWorker:
                 "bytes_up": sum(p.bytes_up for p in parts),
                 "workers": {self.index: {"seconds": seconds, "busy": busy, "clients": list(clients),
                                          "stateful": [c for c in clients if c in store],
-                                         "node": self.info()["node"]}}}
+                                         "staged": self.store.has_staged(), "node": self.info()["node"]}}}
 
     def fold(self, keep_all: bool, running: Optional[UploadAccumulator], clients: list[int]) -> UploadAccumulator:
         """The ordered reduction: add the held contributions of ``clients`` (a run of the cohort's order) to
@@ -184,6 +190,30 @@ class RayWorker:
             total.merge(UploadAccumulator(keep_all, part.weighted_sum, part.total_weight, part.count,
                                           list(part.items or [])))
         return total
+
+    # ------------------------------------------------------------------ states (ray_state.py)
+    def commit(self, backup: bool) -> dict[int, Any]:
+        """The round's staged states replace the saved ones (with ``backup``: and come back to the driver)."""
+        return self.store.commit(backup)
+
+    def sees(self, clients: list[int]) -> bool:
+        """Whether this worker can read the saved states of ``clients`` (a disk store shared with their
+        lost worker: the same node, or a shared --store-dir)."""
+        return all(client in self.store.base for client in clients)
+
+    def adopt(self, states: list[tuple[int, Any]]) -> None:
+        """Saved states of a lost worker's clients (the driver's copy) as the start of their next round here."""
+        for client, state in states:
+            self.store.base.save(client, state)
+
+    def snapshot(self, clients: list[int]) -> dict[int, Any]:
+        """The saved states of ``clients`` (the driver's copy after a change made outside a round)."""
+        return {client: self.store.base.load(client) for client in clients}
+
+    def roll_forward(self, round_: int, worker: int) -> bool:
+        """Finish (journal written) or drop (not) the commit a lost worker staged on a disk store."""
+        base = self.store.base
+        return isinstance(base, DiskStore) and roll_forward(base, pending_root(base.root, round_, worker))
 
     def merge(self, keep_all: bool, *results: dict[str, Any]) -> dict[str, Any]:
         """The node level of the hierarchical aggregation: this node's workers' partial results as one."""
@@ -202,7 +232,8 @@ def merge_results(results: list[dict[str, Any]], keep_all: bool) -> dict[str, An
         merged["bytes_up"] += result["bytes_up"]
         for worker, info in result["workers"].items():  # a worker twice: it also re-ran a lost worker's clients
             seen = merged["workers"].setdefault(worker, {"seconds": {}, "busy": 0.0, "clients": [], "stateful": [],
-                                                          "node": info["node"]})
+                                                          "staged": False, "node": info["node"]})
+            seen["staged"] = seen["staged"] or info.get("staged", False)
             seen["seconds"].update(info["seconds"])
             seen["busy"] += info["busy"]
             seen["clients"] += info["clients"]

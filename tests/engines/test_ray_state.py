@@ -1,0 +1,74 @@
+"""Round-staged client states of the Ray engine's workers (fedloom.engines.ray_state), without Ray: the states
+of the start of a round stay readable until the commit, a commit journal is rolled forward, a commit without one
+is dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedloom.engines.ray_state import JOURNAL, StagedStore, pending_root, roll_forward
+from fedloom.engines.state_store import DiskStore, InMemoryStore, ReducedPrecisionMemoryStore
+
+
+def state(value: float) -> dict:
+    return {"w": torch.full((3,), value)}
+
+
+def stores(tmp_path: Path) -> list:
+    return [InMemoryStore(), ReducedPrecisionMemoryStore("bfloat16"), DiskStore(tmp_path / "states")]
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2])
+def test_the_start_of_round_states_stay_until_the_commit(tmp_path: Path, kind: int) -> None:
+    base = stores(tmp_path)[kind]
+    base.save(1, state(1.0))
+    base.save(2, state(2.0))
+    store = StagedStore(base, worker=0)
+    store.begin(5)
+    store.save(1, state(10.0))
+    store.save(2, None)
+    store.save(3, state(3.0))
+    # the worker sees its round's writes; the store underneath (what a re-run elsewhere reads) does not
+    assert store.load(1)["w"][0] == 10.0 and store.load(2) is None and 2 not in store
+    assert list(store.client_ids()) == [1, 3] and store.has_staged()
+    assert base.load(1)["w"][0] == 1.0 and base.load(2)["w"][0] == 2.0 and 3 not in base
+    copies = store.commit(backup=True)
+    assert sorted(copies) == [1, 2, 3] and copies[2] is None and copies[1]["w"][0] == 10.0
+    assert base.load(1)["w"][0] == 10.0 and base.load(2) is None and base.load(3)["w"][0] == 3.0
+    assert not store.has_staged()
+    store.save(4, state(4.0))  # outside a round: straight to the store (restores, updates)
+    assert base.load(4)["w"][0] == 4.0
+
+
+def test_a_rerun_in_the_same_round_keeps_what_was_staged_and_a_new_round_drops_it(tmp_path: Path) -> None:
+    base = DiskStore(tmp_path / "states")
+    store = StagedStore(base, worker=1)
+    store.begin(2)
+    store.save(1, state(1.0))
+    store.begin(2)  # a lost worker's clients re-run here in the same round
+    assert store.load(1)["w"][0] == 1.0
+    store.begin(3)  # round 2 was never committed here (abandoned)
+    assert store.load(1) is None and not pending_root(base.root, 2, 1).exists()
+
+
+def test_a_commit_journal_is_rolled_forward_and_a_commit_without_one_is_dropped(tmp_path: Path) -> None:
+    base = DiskStore(tmp_path / "states")
+    base.save(1, state(1.0))
+    base.save(2, state(2.0))
+    lost = StagedStore(base, worker=1)
+    lost.begin(4)
+    lost.save(1, state(10.0))
+    lost.save(2, None)
+    root = pending_root(base.root, 4, 1)
+    assert not roll_forward(base, root)  # no journal: the worker died before committing: start-of-round states
+    assert base.load(1)["w"][0] == 1.0 and not root.exists()
+    lost.begin(5)
+    lost.save(1, state(10.0))
+    lost.save(2, None)
+    root = pending_root(base.root, 5, 1)
+    (root / JOURNAL).write_text('{"deleted": [2]}')  # died after writing its journal, before the renames
+    assert roll_forward(base, root) and base.load(1)["w"][0] == 10.0 and base.load(2) is None
+    assert not root.exists() and list(base.client_ids()) == [1]
