@@ -106,3 +106,19 @@ def test_fedkseed_pro_rebuilds_scalars_and_probabilities_after_missed_rounds() -
     assert_same_metrics(result.records, fedloom.run(cfg, out=None).records)
     for stats in result.flower_stats:  # K scalars + K probabilities per node, no dense model
         assert stats["bytes_down_sent"] == len(stats["node_train_s"]) * 64 * 2 * 4
+
+
+def test_a_node_rebuilds_each_download_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # evaluation after round t and training in round t + 1 receive the same scalars: one rebuild for both
+    calls: list[int] = []
+    original = FedKSeed.rebuild_broadcast
+
+    def counted(self, wire, init_params):
+        calls.append(1)
+        return original(self, wire, init_params)
+
+    monkeypatch.setattr(FedKSeed, "rebuild_broadcast", counted)
+    cfg = {**DIGITS, "algorithm": "fedkseed", "model": "logreg",
+           "fedkseed": {"k": 64, "steps": 5, "lr": 1e-3, "replay": "client"}}
+    run_server(cfg, LocalGrid(client_app(cfg), nodes(3)))
+    assert len(calls) == 3 * (cfg["rounds"] + 1)  # per node: the broadcasts of rounds 0, 1, 2 (5 messages)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import os
 import time
@@ -81,6 +82,16 @@ class NodeWorker:
         self.config, self.algorithm, self.runtime = built.config, built.algorithm, built.runtime
         self.engine = SerialEngine(self.runtime)
         self.clients = clients
+        self._rebuilt: tuple[str, Broadcast] | None = None  # the last compact broadcast rebuilt, by wire digest
+
+    def rebuild(self, wire: Compact, client: int, round_: int) -> Broadcast:
+        """The algorithm's rebuild of a compact broadcast, once per distinct download: an evaluation and the next
+        round's training receive the same one."""
+        key = wire_key(wire)
+        if self._rebuilt is None or self._rebuilt[0] != key:
+            init_params = self.runtime.client_context(client, round_).init_params
+            self._rebuilt = (key, self.algorithm.rebuild_broadcast(wire, init_params))
+        return self._rebuilt[1]
 
     def load_states(self, state: RecordDict) -> None:
         """The node's Context.state is the truth: a runtime reused from an earlier message or run (one process
@@ -167,9 +178,18 @@ def read_broadcast(content: RecordDict, worker: Optional["NodeWorker"] = None) -
     if wire is None or worker is None:
         raise ConfigError("the broadcast arrived without parameters and without a wire form to rebuild them from")
     job = records.get_object(content, "job")
-    init_params = worker.runtime.client_context(job["clients"][0], job["round"]).init_params
-    rebuilt = worker.algorithm.rebuild_broadcast(wire, init_params)
+    rebuilt = worker.rebuild(wire, job["clients"][0], job["round"])
     return Broadcast(rebuilt.params, rebuilt.extra, own, wire)
+
+
+def wire_key(wire: Compact) -> str:
+    """A digest of a wire form's arrays (the same download twice: one rebuild)."""
+    digest = hashlib.sha256()
+    for name in sorted(wire.arrays):
+        array = wire.arrays[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{array.dtype}:{tuple(array.shape)}".encode())
+        digest.update(array.numpy().tobytes())
+    return digest.hexdigest()
 
 
 _CONFIGS: dict[tuple, RunConfig] = {}  # resolving a config takes ~0.1 s: once per process and run config
