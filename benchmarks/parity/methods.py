@@ -118,11 +118,30 @@ METHODS: dict[str, Method] = {m.name: m for m in [
        {"server_epochs": 1, "server_lr": 0.01, "server_batch_size": 10},
        known_gap="PFLlib's server head is client 0's head module itself (self.head = clients[0].model.head), "
                  "so each round it starts from client 0's locally trained head; fedloom's persists"),
+    # --- landed today (docs/algorithms.md, "The last five PFLlib methods") ---
+    # PFLlib's strategy 1 = the least similar model ("lowest"); pfllib_compat: its layer-pair similarity and
+    # scoring each client with the middleware model it trained last (PFLlib evaluates before assigning)
+    _m("fedcross", "FedCross", {"fedcross_alpha": 0.99, "collaberative_model_select_strategy": 1,
+                                "first_stage_bound": 0},
+       {"alpha": 0.99, "strategy": "lowest", "first_stage_bound": 0, "models": 0, "pfllib_compat": True}),
+    _m("pfl-da", "PFL-DA", {"lamda": 1.0}, {"lamda": 1.0}),
+    # PFLlib's server step is lr * lamda = 0.005 * 1
+    _m("fedgc", "FedGC", {"lamda": 1.0}, {"server_lr": 0.005},
+       known_gap="PFLlib's heads have no bias and start fresh per client, and it maps a test label the client "
+                 "lacks to its local class 0 (fedgc.py's docstring; no compat switch)"),
+    _m("fedmtl", "FedMTL", {"itk": 4000}, {"lambda1": 1e-4, "lambda2": 1e-4},
+       known_gap="PFLlib's client regularizer and fixed Omega differ from MOCHA's (fedmtl.py's docstring; not "
+                 "reproduced): no parity expected beyond the local-training part"),
+    # main.py replaces the CNN's fc by nn.Identity (no head, prototypes classify): fedloom's body output
+    _m("fedpcl", "FedPCL", {"tau": 1.0}, {"tau": 1.0},
+       known_gap="PFLlib indexes its stacked prototype dicts by insertion order and scores a missing class 0 "
+                 "(fedpcl.py's docstring; not reproduced)"),
 ]}
 
 # the order the issue's brief asks for when the budget cannot cover every method
 PRIORITY = ["gpfl", "fedavg", "ditto", "fedprox", "fedrep", "fedala", "feddbe", "fedper", "fedrod", "local",
             "fedbabu", "fedcp", "apfl", "per-fedavg", "fedfomo", "fedamp", "fedphp", "scaffold", "moon",
             "feddyn", "apple", "pfedme", "fedcac", "fedbn", "fedlc", "fedntd", "fedpac", "fedas", "fedproto",
-            "fd", "fedgen", "lg-fedavg", "fml", "fedkd", "fedgh"]
+            "fd", "fedgen", "lg-fedavg", "fml", "fedkd", "fedgh", "fedcross", "pfl-da", "fedgc", "fedmtl",
+            "fedpcl"]
 

@@ -86,6 +86,14 @@ def server_class_of(main_src: str, algo: str) -> tuple[str, str, bool]:
     return module, cls, "BaseHeadSplit" in block.group(1)
 
 
+def drops_head(main_src: str, algo: str) -> bool:
+    """Whether main.py's branch for ``algo`` replaces the CNN's fc by nn.Identity without a head split
+    (FedPCL: the body's features are classified by prototypes)."""
+    block = re.search(r'args\.algorithm == ["\']' + re.escape(algo) + r'["\']:(.*?)(?=\n\s*elif |\n\s*else:)',
+                      main_src, re.S)
+    return block is not None and "nn.Identity()" in block.group(1) and "BaseHeadSplit" not in block.group(1)
+
+
 def build_args(main_src: str, method: str, dataset: str, rounds: int, save_dir: str) -> argparse.Namespace:
     spec = METHODS[method]
     args = pfllib_parser(main_src).parse_args([])
@@ -225,6 +233,8 @@ def run(pfllib: Path, data: Path, method: str, rounds: int, seed: int, threads: 
     args = build_args(main_src, method, data.name, rounds, str(work / f"items-{method}-s{seed}"))
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     args.model = build_model(args, head_split, getattr(METHODS[method], "pfllib_model", "cnn"))
+    if drops_head(main_src, METHODS[method].pfllib):
+        args.model.fc = torch.nn.Identity()
     server_cls = getattr(importlib.import_module(module), cls)
     memoize_data_reads()
     server = server_cls(args, 0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,89 @@ def test_subsample_keeps_fraction_minimum_and_a_valid_hash(tmp_path: Path) -> No
     assert all(np.isin(p, t).all() for p, t in zip(parts, train))  # each client keeps only its own samples
     tparts = [sub["test_indices"][a:b] for a, b in zip(sub["test_offsets"][:-1], sub["test_offsets"][1:])]
     assert json.loads(sub["manifest"].item())["partition_hash"] == content_hash(parts, tparts)
+
+
+# ----------------------------------------------------------------------------- the method mappings (methods.py)
+import methods  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_every_mapping_is_a_valid_fedloom_run(name: str) -> None:
+    """The fedloom half of every mapping is what fedloom_side.py hands to api.run: a registered algorithm and
+    options its dataclass accepts (an option renamed in fedloom would otherwise only surface in a long run)."""
+    from fedloom.algorithms.base import ALGORITHMS
+    from fedloom.api import make_config
+    from fedloom.config import component_options
+    spec = methods.METHODS[name]
+    cfg = make_config({**methods.COMMON_FEDLOOM, "dataset": "fashion-mnist", "algorithm": name,
+                       **spec.fedloom_options})
+    component_options(ALGORITHMS, name, cfg)  # raises ConfigError on an unknown or out-of-range option
+    assert spec.pfllib_model in ("cnn", "cnn-bn") and spec.pfllib_model == (
+        "cnn-bn" if cfg.model == "cnn-bn" else "cnn")  # both sides on the same architecture
+
+
+def test_fedloom_run_keys_and_algorithm_options_are_kept_apart() -> None:
+    # FedBN's model and eval batch are run keys; an algorithm's own options sit under its name
+    assert methods.METHODS["fedbn"].fedloom_options == {"model": "cnn-bn", "eval_batch_size": 10}
+    assert methods.METHODS["fml"].fedloom_options["fml"]["detach_targets"] is False
+    assert set(methods.PRIORITY) == set(methods.METHODS) and len(methods.PRIORITY) == len(methods.METHODS)
+
+
+def test_pfllib_side_bn_cnn_is_fedloom_cnn_bn() -> None:
+    """FedBN's model on PFLlib's side is layer for layer fedloom's cnn-bn: same parameter shapes in the same order,
+    the same BN parameters kept local by PFLlib's rule ("bn" in the name) and fedloom's (is_batch_norm), the
+    same head layer (fc 512 -> C), and the same function once the weights are copied across."""
+    import torch
+
+    from fedloom.models.base import MODELS
+    from fedloom.models.cnn_bn import is_batch_norm
+    torch.manual_seed(0)
+    ours = MODELS.get("cnn-bn")().build((1, 28, 28), 10)
+    theirs = pfllib_side.FedAvgCNNBN(1, 10, 1024)
+    a, b = list(ours.named_parameters()), list(theirs.named_parameters())
+    assert [p.shape for _, p in a] == [p.shape for _, p in b]
+    assert [is_batch_norm(n) for n, _ in a] == ["bn" in n for n, _ in b] == [
+        False, False, True, True, False, False, True, True, False, False, False, False]
+    assert tuple(ours.head.weight.shape) == tuple(theirs.fc.weight.shape) == (10, 512)
+    with torch.no_grad():
+        for (name, p), (_, q) in zip(a, b):
+            if is_batch_norm(name):  # move BN's affine parameters off their default 1 / 0
+                p.add_(0.1 * torch.randn_like(p))
+            q.copy_(p)
+    x = torch.randn(7, 1, 28, 28)
+    ours.eval(), theirs.eval()  # batch statistics in evaluation on both sides (track_running_stats=False)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+
+
+PFLLIB = Path(os.environ.get("PFLLIB_DIR", "/tmp/pfllib"))
+
+
+@pytest.mark.skipif(not (PFLLIB / "system" / "main.py").exists(), reason="no PFLlib checkout (set PFLLIB_DIR)")
+def test_every_mapping_names_pfllib_algorithms_and_argparse_dests() -> None:
+    """Against a real PFLlib checkout: every -algo name has a branch in main.py, every flag is an argparse dest,
+    and the head split main.py applies is the one fedloom's body/head split matches (fc 512 -> C)."""
+    src = (PFLLIB / "system" / "main.py").read_text()
+    dests = set(vars(pfllib_side.pfllib_parser(src).parse_args([])))
+    for spec in methods.METHODS.values():
+        pfllib_side.server_class_of(src, spec.pfllib)  # SystemExit when main.py has no such branch
+        assert set(spec.pfllib_args) | set(methods.COMMON_PFLLIB) <= dests, spec.name
+    sys.path.insert(0, str(PFLLIB / "system"))
+    try:
+        from flcore.trainmodel.models import FedAvgCNN
+    finally:
+        sys.path.remove(str(PFLLIB / "system"))
+    from fedloom.models.base import MODELS
+    theirs, ours = FedAvgCNN(1, 10, 1024), MODELS.get("cnn")().build((1, 28, 28), 10)
+    assert [p.shape for p in theirs.parameters()] == [p.shape for p in ours.parameters()]
+    assert [p.shape for p in theirs.fc.parameters()] == [p.shape for p in ours.head.parameters()]  # the split
+
+
+def test_drops_head_only_where_main_replaces_fc_without_a_split() -> None:
+    fake = FAKE_MAIN.replace('''        elif args.algorithm == "Ditto":''', '''        elif args.algorithm == "FedPCL":
+            args.model.fc = nn.Identity()
+            server = FedPCL(args, i)
+
+        elif args.algorithm == "Ditto":''')
+    assert pfllib_side.drops_head(fake, "FedPCL")
+    assert not pfllib_side.drops_head(fake, "FedAvg")  # a head split keeps the fc as the head
+    assert not pfllib_side.drops_head(fake, "Ditto")
