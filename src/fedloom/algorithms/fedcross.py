@@ -1,5 +1,6 @@
-"""FedCross (Hu, Chen, Xie, Wang, Zheng, Chen, Zhao, "FedCross: Towards Accurate Federated Learning via
-Multi-Model Cross-Aggregation", ICDE 2024). PFLlib: ``servercross.py`` / ``clientcross.py``.
+"""FedCross (M. Hu, P. Zhou, Z. Yue, Z. Ling, Y. Huang, A. Li, Y. Liu, X. Lian, M. Chen, "FedCross: Towards
+Accurate Federated Learning via Multi-Model Cross-Aggregation", ICDE 2024, arXiv 2210.08285). PFLlib:
+``servercross.py`` / ``clientcross.py``.
 
 The server keeps K *middleware* models instead of one global model. Every round each middleware model is sent
 to a client (a fresh random assignment every round, drawn from the (seed, round, "fedcross-assign") stream),
@@ -11,8 +12,9 @@ o = r mod (K − 1) + 1 at round r), the least similar one ("lowest", PFLlib's d
 ("highest"), similarity being the cosine of the flattened models. During the first ``first_stage_bound`` rounds
 every middleware model is replaced by the FedAvg of the uploads instead.
 
-The global model, used only for inference (it is what a client is scored with), is the sample-weighted mean of
-the round's trained models (PFLlib's ``aggregate_parameters``); clients never download it, so a client's
+The global model, used only for inference (it is what a client is scored with), is the federated average of the
+round's trained middleware models (the paper's deployment step; PFLlib's ``aggregate_parameters``, sample
+weights); clients never download it, so a client's
 download is its one middleware model (a personal broadcast) and its upload the trained model.
 K = ``models`` (0: one per client, PFLlib's K = number of joining clients at join ratio 1). With K < N, client
 c trains middleware perm(c) mod K; a middleware model trained by several clients of the cohort becomes their

@@ -1,5 +1,5 @@
-"""PFL-DA (Zhang, Shen, Song, Chen, Hong, "Personalized Federated Learning via Domain Adaptation with an
-Application to Distributed 3D Printing", Technometrics 2023). PFLlib: ``serverda.py`` / ``clientda.py``.
+"""PFL-DA ("Personalized Federated Learning via Domain Adaptation with an Application to Distributed 3D
+Printing", Technometrics 2023; NSF PAR 10404518). PFLlib: ``serverda.py`` / ``clientda.py``.
 
 Each client keeps a personal model (body φ_i and personal head h_i, never sent) and receives the global head
 h_g, the only shared tensor. A client update has two phases over its data (E epochs each):
