@@ -77,6 +77,22 @@ def test_fedcross_server_keeps_k_middleware_models_and_cross_aggregates_them() -
         assert after.broadcast.nbytes(cid) == 2 * 4
 
 
+def test_fedcross_with_fewer_middleware_models_than_clients_averages_each_models_trainers() -> None:
+    from fedloom.algorithms.fedcross import FedCross
+
+    assign = torch.tensor([0, 1, 0, 1])
+    stack = {"w": torch.tensor([[10.0], [20.0]])}
+    items = [(0, {"w": torch.tensor([1.0])}, 1.0), (2, {"w": torch.tensor([4.0])}, 3.0)]  # only model 0 trained
+    got = FedCross.trained_middleware(stack, items, assign)["w"]
+    assert torch.allclose(got, torch.tensor([[3.25], [20.0]]))  # (1·1 + 3·4) / 4; model 1 kept as it was
+    algo = FedCross(models=2)
+    server = algo.init_server({"w": torch.zeros(1)}, Federation(4, (1, 1, 1, 1)))
+    assert server.state.extra["middleware"]["w"].shape == (2, 1)
+    later = algo.server_update(server.state, UploadAccumulator(keep_all=True).finish())
+    firsts = [server.state.extra["assign"].tolist(), later.state.extra["assign"].tolist()]
+    assert all(sorted(a) == [0, 0, 1, 1] for a in firsts)  # perm(c) mod K: every model to two clients
+
+
 # ------------------------------------------------------------------ PFL-DA
 def test_pfl_da_trains_personal_head_then_body_with_the_global_head() -> None:
     from fedloom.algorithms.pfl_da import PFLDA, head_distance
