@@ -342,3 +342,28 @@ def test_bad_options_are_one_clear_error_before_training(args: list[str], expect
     assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
     assert expected in err[0], err
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("algorithm", ["fedcross", "pfl-da", "fedgc", "fedmtl", "fedpcl"])
+def test_interrupted_run_resumes_to_the_golden_metrics(algorithm: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """Server memory (middleware models, heads, Ω, prototype tables) and client state survive a checkpoint."""
+    from fedloom.cli import build_config, make_parser, raw_from_args
+    from fedloom.run import run_experiment
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "golden"))
+    from make_golden import SETTING
+
+    run = tmp_path / "run"
+    args = make_parser().parse_args(["run", "--algorithm", algorithm, *SETTING, "--checkpoint-every", "1",
+                                     "--out", str(run)])
+
+    def stop(round_: int, record: dict) -> None:
+        if round_ == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(build_config(raw_from_args(args)), progress=stop)
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0, capsys.readouterr().err
+    golden = Path(__file__).parent.parent / "golden" / "metrics" / f"{algorithm}-serial.jsonl"
+    assert (run / "metrics.jsonl").read_bytes() == golden.read_bytes()
