@@ -40,7 +40,7 @@ MAGIC = b"FEDLOOM-CHECKPOINT 1\n"
 #: size can change the last bits of a loss sum, never a count).
 NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkpoint_every", "trackers",
                                  "data_dir", "cache_dir", "eval_batch_size",
-                                 "keep_client_states", "worker_timeout", "ray_address",
+                                 "keep_client_states", "worker_timeout", "worker_start", "ray_address",
                                  "ray_gpus_per_worker"})
 #: Fields added after run folders already existed, left out of the identity while they hold their default, so
 #: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted

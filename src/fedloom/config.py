@@ -65,6 +65,9 @@ class RunConfig:
                                       "(serial | vectorized)")
     worker_timeout: float = _f(30.0, "alias of --processes.timeout: seconds without a worker heartbeat before the "
                                      "run ends (a frozen or stopped worker)")
+    worker_start: str = _f("auto", "alias of --processes.start: how worker processes start: fork (a copy of the "
+                                   "main process, imports and data already loaded), spawn (fresh interpreters, as "
+                                   "on another machine) | auto (fork on Linux with a CPU device, else spawn)")
     # the Ray engine's own options (--ray.address, --ray.gpus-per-worker); they say where a run executes, not
     # what it computes (checkpoint.NON_IDENTITY_FIELDS)
     ray_address: Optional[str] = _f(None, "alias of --ray.address: an existing Ray cluster (auto, host:port or "

@@ -54,7 +54,8 @@ class Runs:
         """The worker pids of a run, once all of them exist (the resource tracker is left out)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            found = [pid for pid in children_of(proc.pid) if b"spawn_main" in cmdline(pid)]
+            # forked workers carry the CLI's own command line; spawned ones spawn_main's. Not the resource tracker
+            found = [pid for pid in children_of(proc.pid) if b"resource_tracker" not in cmdline(pid)]
             if len(found) == count:
                 self.pids += found
                 return sorted(found)
@@ -152,9 +153,10 @@ def test_a_stopped_worker_ends_the_run_with_one_line(tmp_path: Path, runs: Runs)
     assert_failed_cleanly(out, runs, proc.pid, workers)
 
 
-def test_a_killed_worker_ends_the_run_with_one_line(tmp_path: Path, runs: Runs) -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_a_killed_worker_ends_the_run_with_one_line(tmp_path: Path, runs: Runs, start: str) -> None:
     out = tmp_path / "run"
-    proc = runs.start("--rounds", FOREVER, "--out", str(out))
+    proc = runs.start("--rounds", FOREVER, "--out", str(out), "--processes.start", start)
     workers = runs.workers(proc)
     wait_for_round(out, 2, proc)
     os.kill(workers[0], signal.SIGKILL)
@@ -194,9 +196,10 @@ def test_sigterm_ends_the_run_like_ctrl_c_even_with_a_stopped_worker(tmp_path: P
     assert_failed_cleanly(out, runs, proc.pid, workers)
 
 
-def test_workers_of_a_killed_cli_exit_by_themselves(tmp_path: Path, runs: Runs) -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_workers_of_a_killed_cli_exit_by_themselves(tmp_path: Path, runs: Runs, start: str) -> None:
     out = tmp_path / "run"
-    proc = runs.start("--rounds", FOREVER, "--out", str(out))
+    proc = runs.start("--rounds", FOREVER, "--out", str(out), "--processes.start", start)
     workers = runs.workers(proc)
     others = [pid for pid in children_of(proc.pid) if pid not in workers]  # multiprocessing's resource tracker
     wait_for_round(out, 2, proc)

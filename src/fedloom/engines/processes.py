@@ -2,10 +2,12 @@
 
 It is the sharded engine (sharded.py: who owns which client, shares, merging partial uploads, broadcasts sent
 once) over the multiprocessing transport (transport_mp.py: spawned processes, pipes, heartbeats, stopping them).
-Workers are started with ``spawn`` and rebuild data, model and algorithm from the resolved run config with the
-build floor (build.py), as a worker on another machine would. Options: ``--processes.workers``,
-``--processes.worker-engine``, ``--processes.timeout`` (aliases ``--workers``, ``--worker-engine``,
-``--worker-timeout``).
+Workers rebuild data, model and algorithm from the resolved run config with the build floor (build.py), as a
+worker on another machine would; ``--processes.start`` chooses how they start: ``fork`` (Linux, CPU: a copy of the
+main process, so imports are done and the dataset's pages are shared; the worker's own rebuild is then a few
+milliseconds) or ``spawn`` (fresh interpreters; required with CUDA, the default elsewhere). Options:
+``--processes.workers``, ``--processes.worker-engine``, ``--processes.timeout``, ``--processes.start`` (aliases
+``--workers``, ``--worker-engine``, ``--worker-timeout``, ``--worker-start``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ class ProcessesOptions:
                                        choices=("serial", "vectorized"))
     timeout: float = engine_option(30.0, "worker_timeout", "seconds without a worker heartbeat before the run ends "
                                                            "(a frozen or stopped worker)", gt=0)
+    start: str = engine_option("auto", "worker_start", "how workers start: fork (a copy of the main process: no "
+                                                       "imports, data already loaded), spawn (fresh interpreters "
+                                                       "that rebuild everything, as on another machine), auto (fork "
+                                                       "on Linux with a CPU device, else spawn)",
+                               choices=("auto", "fork", "spawn"))
 
 
 @ENGINES.register("processes")

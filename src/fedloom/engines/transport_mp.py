@@ -1,5 +1,5 @@
-"""The multiprocessing transport of the sharded engine (the processes engine): spawned worker processes, one
-pipe each, heartbeats, and stopping them whatever their state.
+"""The multiprocessing transport of the sharded engine (the processes engine): worker processes (forked or
+spawned), one pipe each, heartbeats, and stopping them whatever their state.
 
 Each worker's pipe is served by a thread of the main process (send the request, receive the reply, which may
 also fetch tensors from the worker), and the main thread waits for replies in short slices, checking between
@@ -19,11 +19,12 @@ import queue
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
 import weakref
-from multiprocessing import process as mp_process, resource_sharer
+from multiprocessing import process as mp_process, resource_sharer, util as mp_util
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Iterable, NoReturn, Optional
@@ -31,7 +32,7 @@ from typing import Any, Iterable, NoReturn, Optional
 from fedloom.engines.base import EngineOptions
 from fedloom.engines.sharded import Transport, resume_hint
 from fedloom.engines.worker import HEARTBEAT_SECONDS, raise_remote, worker_main
-from fedloom.errors import TrainingError
+from fedloom.errors import ConfigError, TrainingError
 
 #: How long the main thread waits for a reply before it checks the workers' health again. Waiting returns as
 #: soon as a reply arrives, so this bounds only how late a fault is noticed, never a round's time.
@@ -135,9 +136,34 @@ class WorkerLink:
         self.requests.put((None, False))
 
 
+def start_method(cfg: Any) -> str:
+    """The run's ``--processes.start``: fork or spawn (``auto``: fork on Linux with a CPU device, where a copy of
+    the main process starts in milliseconds with its imports done and its dataset pages shared; spawn elsewhere,
+    and always with CUDA, which cannot be used in a forked child)."""
+    method = getattr(cfg, "worker_start", "auto") if cfg is not None else "auto"
+    cuda = cfg is not None and (cfg.device.startswith("cuda") or (cfg.device == "auto" and _cuda_available()))
+    if method == "fork" and cuda:
+        raise ConfigError("--processes.start fork cannot be used with a CUDA device (CUDA does not survive a fork); "
+                          "use --processes.start spawn")
+    if method == "auto":
+        method = "fork" if sys.platform == "linux" and not cuda and "fork" in mp.get_all_start_methods() else "spawn"
+    return method
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _close_connection(conn: Connection) -> None:
+    conn.close()
+
+
 class MultiprocessingTransport(Transport):
-    """Workers as spawned processes of this machine (``spawn``: each rebuilds everything from the run config,
-    as a worker on another machine would), one torch thread each."""
+    """Workers as processes of this machine, one torch thread each; each rebuilds everything from the run config,
+    as a worker on another machine would (forked workers find their imports done and the dataset's pages mapped,
+    so that rebuild takes milliseconds; see ``start_method``)."""
 
     def __init__(self, options: EngineOptions) -> None:
         self.options = options
@@ -149,16 +175,22 @@ class MultiprocessingTransport(Transport):
     def start(self, count: int) -> None:
         self._temp = _temp_dir.acquire()  # before the processes exist: they inherit the folder
         _live_transports.add(self)
-        context = mp.get_context("spawn")
+        method = start_method(self.options.run_config)
+        context = mp.get_context(method)
+        started = []
         for index in range(count):
             parent, child = context.Pipe()
+            if method == "fork":  # a forked worker must not hold the main process's end of any worker's pipe
+                mp_util.register_after_fork(parent, _close_connection)
             beat = context.RawValue("d", 0.0)  # 0: not beating yet
             process = context.Process(target=worker_main, name=f"fedloom-worker-{index}", daemon=True,
                                       args=(child, self.options.run_config, self.options.worker_engine,
                                             self.options, beat))
             process.start()
             child.close()
-            self.links.append(WorkerLink(index, process, parent, beat, self._replies))
+            started.append((index, process, parent, beat))
+        # the link threads start after the last fork: a forked child never inherits a thread's half-held lock
+        self.links = [WorkerLink(*link, self._replies) for link in started]
         self._gather(range(count))  # wait until every worker has built its data and model
         self._started = True
 
