@@ -77,10 +77,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("moon", "MOON", {"mu": 1.0, "tau": 0.5}, {"mu": 1.0, "tau": 0.5}),
     # --- the remaining methods fedloom shares with PFLlib (issue 28, docs/results/pfllib-parity.md) ---
     # PFLlib's -bt/--beta defaults to 0 (int 0 fails FedCAC's own assert) and -tau to 1: both set
-    _m("fedcac", "FedCAC", {"tau": 0.5, "beta": 170}, {"tau": 0.5, "beta": 170},
-       known_gap="PFLlib sends no customized model after the first round (its send_models skips epoch 0), so "
-                 "in round 2 a client's critical parameters come from its constructor copy of the initial "
-                 "model; fedloom customizes from round 1, and its threshold at round r is PFLlib's at r + 1"),
+    # PFLlib sends no customized model after the first round (its send_models skips epoch 0), so in round 2 a
+    # client's critical parameters come from its constructor copy of the initial model: pfllib_compat does that
+    _m("fedcac", "FedCAC", {"tau": 0.5, "beta": 170}, {"tau": 0.5, "beta": 170, "pfllib_compat": True}),
     # the eval batch matters only here: BN normalises with the statistics of the batch it is given, and PFLlib
     # evaluates in batches of -lbs (10)
     _m("fedbn", "FedBN", run={"model": "cnn-bn", "eval_batch_size": 10}, pfllib_model="cnn-bn"),
