@@ -102,8 +102,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedgen", "FedGen", {"localize_feature_extractor": True, "noise_dim": 32, "hidden_dim": 512,
                             "generator_learning_rate": 0.1, "server_epochs": 100},
        {"noise_dim": 32, "hidden_dim": 512, "generator_lr": 0.1, "server_epochs": 100, "gen_batch_size": 10},
-       known_gap="PFLlib draws generator labels from every client's counts fixed at start (drop_last batches); "
-                 "fedloom from the counts uploaded in the round"),
+       known_gap="PFLlib draws generator labels from every client's counts known from the start (drop_last "
+                 "batches); fedloom from the uploaded counts, in round 1 each client from its own"),
     _m("lg-fedavg", "LG-FedAvg"),
     # PFLlib's argparse alpha 1, beta 0 would switch mutual learning off; its KLDivLoss() is the mean over
     # classes too and its targets are not detached: fedloom's HtFLlib switches reproduce that
