@@ -15,6 +15,7 @@ workers), peak RSS (main + workers), slot utilization, accuracy after each round
 
     python benchmarks/engines.py --workloads w1 m1 --rounds 3
     python benchmarks/engines.py --workloads scale
+    python benchmarks/engines.py --whole-run --workloads m1 w1 --repeats 3   # whole CLI runs (whole_run.py)
 """
 
 from __future__ import annotations
@@ -211,4 +212,9 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
+    if "--whole-run" in sys.argv:  # whole CLI runs timed from outside (benchmarks/whole_run.py)
+        sys.argv.remove("--whole-run")
+        from whole_run import main as whole_run_main
+
+        sys.exit(whole_run_main())
     sys.exit(main())

@@ -7,6 +7,11 @@ fedloom only for the partition (so both see the same clients) and, optionally, f
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +63,10 @@ class PlainFedAvg:
         return self.model.state_dict()
 
     def round(self, round_: int) -> float:
+        self.train_round(round_)
+        return self.evaluate()
+
+    def train_round(self, round_: int) -> None:
         cohort = sample_cohort(self.data.num_clients, self.join_ratio, self.seed, round_)
         total = sum(len(self.data.train_idx[c]) for c in cohort)
         new_state = {k: torch.zeros_like(v) for k, v in self.global_state.items()}
@@ -66,7 +75,6 @@ class PlainFedAvg:
             for k, v in self.train_client(round_, client).items():
                 new_state[k] += v * share
         self.global_state = new_state
-        return self.evaluate()
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -78,3 +86,37 @@ class PlainFedAvg:
                 correct += int((self.model(self.x[chunk]).argmax(1) == self.y[chunk]).sum())
                 count += len(chunk)
         return correct / count
+
+
+def main() -> int:
+    """A whole plain run (benchmarks/whole_run.py): imports, fedloom's partition, the loop, evaluation every
+    ``--eval-every`` rounds; prints one JSON line with the seconds spent in rounds and the last accuracy."""
+    parser = argparse.ArgumentParser(description="the plain FedAvg loop as a whole run")
+    for name, kind in (("--dataset", str), ("--partition", str), ("--alpha", float), ("--clients", int),
+                       ("--model", str), ("--join-ratio", float), ("--lr", float), ("--rounds", int),
+                       ("--eval-every", int), ("--seed", int)):
+        parser.add_argument(name, type=kind, required=True)
+    a = parser.parse_args()
+    torch.set_num_threads(1)
+    from fedloom.config import RunConfig
+    from fedloom.engines.build import build_models, load_data
+    from fedloom.run import resolve_config
+
+    device = torch.device("cpu")
+    cfg = resolve_config(RunConfig(dataset=a.dataset, partition=a.partition, alpha=a.alpha, clients=a.clients,
+                                   model=a.model, join_ratio=a.join_ratio, lr=a.lr, rounds=a.rounds, seed=a.seed,
+                                   batch_size=10, local_epochs=1, device="cpu", threads=1, out="/tmp/unused"))
+    data = load_data(cfg, device)
+    cfg, models = build_models(cfg, data, device)
+    plain = PlainFedAvg(stock_copy(models[0][0]), data, cfg.lr, 10, 1, cfg.seed, cfg.join_ratio)
+    t0, accuracy = time.perf_counter(), plain.evaluate()  # round 0, as fedloom runs evaluate the initial model
+    for r in range(1, a.rounds + 1):
+        plain.train_round(r)
+        if r % a.eval_every == 0 or r == a.rounds:
+            accuracy = plain.evaluate()
+    print(json.dumps({"round_seconds": time.perf_counter() - t0, "accuracy": accuracy}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
