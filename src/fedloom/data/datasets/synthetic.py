@@ -48,11 +48,11 @@ class Synthetic:
         if devices < 1:
             raise ConfigError(f"synthetic: devices must be >= 1 (got {devices})")
         rng = numpy_generator(ctx.seed, -1, -1, "synthetic-data")
-        xs, ys = self._generate(rng, devices)
+        x, ys = self._generate(rng, devices)
         ids = np.repeat(np.arange(devices, dtype=np.int64), [len(y) for y in ys])
         return PooledDataset(
             name="synthetic",
-            x=torch.from_numpy(np.concatenate(xs).astype(np.float32)),
+            x=torch.from_numpy(x),
             y=torch.from_numpy(np.concatenate(ys).astype(np.int64)),
             num_classes=self.num_classes,
             natural_ids=ids,
@@ -65,7 +65,10 @@ class Synthetic:
         sizes = rng.lognormal(4.0, 2.0, devices).astype(np.int64) + 50
         return np.minimum(sizes, self.max_samples_per_device)
 
-    def _generate(self, rng: np.random.Generator, devices: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _generate(self, rng: np.random.Generator, devices: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The pooled float32 inputs and each device's labels. Each device's float64 draws are rounded into one
+        preallocated float32 array as they are made (the values of rounding the concatenation), so the peak
+        memory is the float32 data, not several float64 copies of it (100,000 devices: 1.6 GB, not 8)."""
         d, c = self.dimension, self.num_classes
         sizes = self.device_sizes(rng, devices)
         u = rng.normal(0.0, self.alpha, devices)
@@ -76,13 +79,15 @@ class Synthetic:
             w_shared, b_shared = rng.normal(0.0, 1.0, (d, c)), rng.normal(0.0, 1.0, c)
         else:
             v = rng.normal(b_mean[:, None], 1.0, (devices, d))
-        xs, ys = [], []
+        out = np.empty((int(sizes.sum()), d), dtype=np.float32)
+        ys, start = [], 0
         for k in range(devices):
             if self.iid:
                 w, b = w_shared, b_shared
             else:
                 w, b = rng.normal(u[k], 1.0, (d, c)), rng.normal(u[k], 1.0, c)
             x = v[k] + std_x * rng.standard_normal((int(sizes[k]), d))
-            xs.append(x)
+            out[start:start + len(x)] = x
+            start += len(x)
             ys.append(np.argmax(x @ w + b, axis=1))  # softmax is monotone, so argmax of the logits
-        return xs, ys
+        return out, ys
