@@ -72,3 +72,11 @@ def test_a_commit_journal_is_rolled_forward_and_a_commit_without_one_is_dropped(
     (root / JOURNAL).write_text('{"deleted": [2]}')  # died after writing its journal, before the renames
     assert roll_forward(base, root) and base.load(1)["w"][0] == 10.0 and base.load(2) is None
     assert not root.exists() and list(base.client_ids()) == [1]
+
+
+def test_a_stateless_client_stages_nothing(tmp_path: Path) -> None:
+    """FedAvg's clients save None: no deletion to commit, so the engine sends no commit for such a round."""
+    store = StagedStore(DiskStore(tmp_path / "states"), worker=0)
+    store.begin(1)
+    store.save(7, None)
+    assert not store.has_staged() and store.commit(backup=True) == {}

@@ -114,6 +114,8 @@ class StagedStore(ClientStateStore):
         if self.staged is None:
             self.base.save(client_id, state)
             return
+        if state is None and client_id not in self.staged and client_id not in self.base:
+            return  # a stateless client (FedAvg's): nothing to delete, nothing to commit
         self.staged.save(client_id, state)
         if state is None:
             self.deleted.add(client_id)
