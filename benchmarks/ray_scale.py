@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -53,8 +54,11 @@ def probe(clients: int, join_ratio: float, rounds: int, workers: int, samples: i
         t0 = time.perf_counter()
         server = step_round(exp, server, r, totals).server
         seconds.append(time.perf_counter() - t0)
-    workers_rss = {str(w): round(peak_rss_of(pid)) for w, pid in
-                   zip(sorted(exp.engine.transport.info), engine_worker_pids(exp.engine))}
+    pids = dict(zip(sorted(exp.engine.transport.info), engine_worker_pids(exp.engine)))
+    workers_rss = {str(w): round(peak_rss_of(pid)) for w, pid in pids.items()}
+    # the peak includes start-up (data generation); the resident size after the rounds is the steady state
+    workers_now = {str(w): round(status_mb(pid, "VmRSS")) for w, pid in pids.items()}
+    driver_now = round(status_mb(os.getpid(), "VmRSS"))
     idle = exp.engine.round_stats().get("idle_fraction")
     exp.engine.close()
     store_bytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -62,8 +66,20 @@ def probe(clients: int, join_ratio: float, rounds: int, workers: int, samples: i
             "workers": workers, "samples_per_client_max": samples, "rounds": rounds,
             "seconds_per_round": [round(s, 2) for s in seconds], "median_s_per_round": round(statistics.median(
                 seconds[1:] or seconds), 2), "setup_seconds": round(setup, 1), "driver_peak_rss_mb": round(
-                self_rss_mb()), "worker_peak_rss_mb": workers_rss, "disk_store_mb": round(store_bytes / 2**20),
+                self_rss_mb()), "worker_peak_rss_mb": workers_rss,
+            "driver_rss_after_rounds_mb": driver_now, "worker_rss_after_rounds_mb": workers_now, "disk_store_mb": round(store_bytes / 2**20),
             "last_idle_fraction": idle, "data_mb_per_process": round(data.dataset.x.numel() * 4 / 2**20)}
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A field of /proc/PID/status in MB (VmRSS: resident now; VmHWM: the peak), 0 when unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def main() -> int:
