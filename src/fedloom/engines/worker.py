@@ -122,8 +122,11 @@ def build_worker_engine(run_config: RunConfig, inner_engine: str, options: Engin
 
 
 def train(engine: Engine, algorithm: Any, broadcast: Any, clients: list[int], round_: int) -> dict[str, Any]:
+    """Train ``clients``; the reply says which of them now hold a saved state (they stay on this worker)."""
     result = engine.train_cohort(algorithm, broadcast, clients, round_)
-    return {"uploads": result.uploads, "metrics": result.client_metrics, "bytes_up": result.bytes_up}
+    store = engine.runtime.store
+    return {"uploads": result.uploads, "metrics": result.client_metrics, "bytes_up": result.bytes_up,
+            "holding": [client for client in clients if client in store]}
 
 
 def describe(exc: BaseException) -> dict[str, str]:
