@@ -67,7 +67,8 @@ def probe(clients: int, join_ratio: float, rounds: int, workers: int, samples: i
             "seconds_per_round": [round(s, 2) for s in seconds], "median_s_per_round": round(statistics.median(
                 seconds[1:] or seconds), 2), "setup_seconds": round(setup, 1), "driver_peak_rss_mb": round(
                 self_rss_mb()), "worker_peak_rss_mb": workers_rss,
-            "driver_rss_after_rounds_mb": driver_now, "worker_rss_after_rounds_mb": workers_now, "disk_store_mb": round(store_bytes / 2**20),
+            "driver_rss_after_rounds_mb": driver_now, "worker_rss_after_rounds_mb": workers_now,
+            "disk_store_mb": round(store_bytes / 2**20),
             "last_idle_fraction": idle, "data_mb_per_process": round(data.dataset.x.numel() * 4 / 2**20)}
 
 

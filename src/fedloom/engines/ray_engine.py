@@ -16,9 +16,12 @@ round and every worker reads it from there. Each round:
    ``tree``: one float64 partial sum per worker, merged on each node by its lowest-index worker, then at the
    driver (worker → node → driver, as in Parrot): fewer sequential steps, equal to serial up to the rounding
    of float64 additions done in another grouping. With the vectorized engine inside, the reduction is a tree;
-3. a worker that died has its clients re-run on the survivors; every draw of a client comes from (seed, round,
-   client, purpose), so the round is the round a clean run computes (clients with saved state cannot be re-run:
-   their states died with the worker, and the run ends with the resume hint, as a driver crash does).
+3. the workers commit the round's new client states (staged until then, ray_state.py); a worker that died has
+   its clients re-run on the survivors from the states of the start of the round: every draw of a client comes
+   from (seed, round, client, purpose), so the round is the round a clean run computes. Its saved states find a
+   new home first: the driver's copy (memory stores, kept at every commit) or the disk store's files read by a
+   survivor that sees them (the same node, or a shared --store-dir); where none does, the run ends with the
+   resume hint, as a driver crash does.
 
 The idle fraction of each round (time the workers waited for the slowest one) goes to timings.jsonl, never to
 metrics.jsonl.
@@ -165,6 +168,10 @@ class RayEngine(ShardedEngine):
         clients = sorted(c for r in results for w, info in r["workers"].items() if w in lost
                          for c in info["clients"])
         rolled = self._recover(lost, clients, round_)
+        for r in results:  # a rolled-forward commit: its states are read where they were rolled forward
+            for w, info in r["workers"].items():
+                if w in rolled:
+                    self.pinned.update({c: rolled[w] for c in info["stateful"]})
         again = sorted(c for r in results for w, info in r["workers"].items() if w in lost and w not in rolled
                        for c in info["clients"])
         if not again:
@@ -239,10 +246,11 @@ class RayEngine(ShardedEngine):
         self.last_merges = [r["merged_on"] for r in results if "merged_on" in r]  # node-level merges (tests)
         return results, lost
 
-    def _recover(self, lost: list[int], clients: list[int], round_: int) -> set[int]:
+    def _recover(self, lost: list[int], clients: list[int], round_: int) -> dict[int, int]:
         """Forget the lost workers and give their clients' saved states a new home on the survivors (the
         driver's copy, or the same disk store read from another worker); their clients of this round run again
-        on the survivors (by the schedule). The lost workers whose commit was rolled forward come back."""
+        on the survivors (by the schedule). The lost workers whose commit was rolled forward come back, with
+        the survivor that did it."""
         stranded = sorted(c for c, w in self.pinned.items() if w in lost)
         for w in lost:
             self.transport.kill(w)
@@ -250,7 +258,7 @@ class RayEngine(ShardedEngine):
         cfg = self.options.run_config
         if not self.alive:
             raise TrainingError(f"every Ray worker died in round {round_}; {resume_hint(cfg)}")
-        rolled = set() if self.backup else {w for w in lost if self._roll_forward(round_, w)}
+        rolled = {} if self.backup else {w: by for w in lost if (by := self._roll_forward(round_, w)) is not None}
         if stranded:
             self._rehome(stranded, lost, round_)
         for client, owner in self.owner.items():  # evaluation and states of the lost workers' clients
@@ -260,13 +268,13 @@ class RayEngine(ShardedEngine):
                                 "rehomed": stranded, "rolled_forward": sorted(rolled)})
         return rolled
 
-    def _roll_forward(self, round_: int, worker: int) -> bool:
-        """A lost worker's staged commit on a disk store finished (journal written) or dropped, by the first
-        survivor that sees it (one after another: the step is idempotent, never concurrent)."""
+    def _roll_forward(self, round_: int, worker: int) -> Optional[int]:
+        """A lost worker's staged commit on a disk store finished (journal written: the survivor that did it)
+        or dropped (None), by the first survivor that sees it (one after another: idempotent, never concurrent)."""
         for w in self.alive:
             if self.transport.get(self.transport.actors[w].roll_forward.remote(round_, worker), w):
-                return True
-        return False
+                return w
+        return None
 
     def _rehome(self, stranded: list[int], lost: list[int], round_: int) -> None:
         """Saved states of the lost workers' clients to survivors: the driver's copy sent (memory stores), or
@@ -332,7 +340,8 @@ class RayEngine(ShardedEngine):
         states = list(states)
         super().update_client_states(states)
         if self.backup:
-            refs = {w: self.transport.actors[w].snapshot.remote(c) for w, c in self._shares(c for c, _ in states).items()}
+            shares = self._shares(client for client, _ in states)
+            refs = {w: self.transport.actors[w].snapshot.remote(clients) for w, clients in shares.items()}
             for w, ref in refs.items():
                 self._keep(self.transport.get(ref, w))
 
