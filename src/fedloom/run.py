@@ -36,7 +36,7 @@ from fedloom.models.families.federation import client_labels, resolve_family
 from fedloom.patterns import PATTERNS, RoundPattern
 from fedloom.patterns.star import Star
 from fedloom.pipeline.build import build_pipeline
-from fedloom.plots import accuracy_curve
+from fedloom.plots import accuracy_curve, preload_in_background
 from fedloom.seams import known_namespaces, resolve_seams, seam_namespaces, seam_options
 from fedloom.registry import canonical
 from fedloom.provenance import provenance
@@ -144,6 +144,8 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
     cfg, task = exp.config, exp.runtime.task
     state = start
     started = time.perf_counter()
+    if folder.path is not None:  # the accuracy figure's imports, off the critical path
+        preload_in_background()
     for round_ in range(state.round + 1, cfg.rounds + 1):
         if stopped:
             break
