@@ -131,14 +131,16 @@ def _kill_worker_1(method: str, call: int, monkeypatch: pytest.MonkeyPatch) -> l
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm,store", [("fedavg", "memory"), ("ditto", "memory"), ("ditto", "disk")])
+@pytest.mark.parametrize("algorithm,store,when", [("fedavg", "memory", "_gather"), ("ditto", "memory", "_gather"),
+                                                  ("ditto", "disk", "_fold")])
 def test_a_worker_killed_mid_round_gives_the_clean_round(cluster: Any, serial_runs: dict, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, algorithm: str,
-                                                         store: str) -> None:
-    """Worker 1 SIGKILLed while round 2 trains: its clients run again on worker 0. Ditto's personal models of
-    its clients come from the driver's copy (memory store) or from the disk store's files, which worker 0 reads
-    (one machine), at their start-of-round versions (the round's new states were only staged)."""
-    engines = _kill_worker_1("_gather", 2, monkeypatch)
+                                                         store: str, when: str) -> None:
+    """Worker 1 SIGKILLed while round 2 trains (``_gather``) or after it trained, before the sum (``_fold``):
+    its clients run again on worker 0. Ditto's personal models of its clients come from the driver's copy
+    (memory store) or from the disk store's files, which worker 0 reads (one machine), at their start-of-round
+    versions: with ``_fold`` the lost worker had already written its round-2 states, which were only staged."""
+    engines = _kill_worker_1(when, 2, monkeypatch)
     out = run_to(tmp_path / "ray", algorithm=algorithm, engine="ray", workers=2, store=store)
     assert metrics(out) == metrics(serial_runs[algorithm])
     recoveries = engines[0].recoveries
