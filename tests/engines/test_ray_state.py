@@ -80,3 +80,68 @@ def test_a_stateless_client_stages_nothing(tmp_path: Path) -> None:
     store.begin(1)
     store.save(7, None)
     assert not store.has_staged() and store.commit(backup=True) == {}
+
+
+# ------------------------------------------------------------------ where a lost worker's states go (no Ray)
+class _Call:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def remote(self, *args: object) -> object:
+        return self.value(*args) if callable(self.value) else self.value
+
+
+class _Actor:
+    def __init__(self, sees: bool) -> None:
+        self.adopted: list = []
+        self.sees = _Call(sees)
+        self.roll_forward = _Call(False)
+        self.adopt = _Call(lambda states: self.adopted.extend(states))
+
+
+class _Transport:
+    def __init__(self, actors: dict) -> None:
+        self.actors = actors
+
+    def get(self, ref: object, index: int) -> object:
+        return ref
+
+    def kill(self, index: int) -> None:
+        self.actors.pop(index)
+
+    def close(self) -> None:
+        self.actors.clear()
+
+
+def _engine(backup: bool, sees: bool, tmp_path: Path):
+    from types import SimpleNamespace
+    from fedloom.engines.ray_engine import RayEngine
+
+    engine = object.__new__(RayEngine)  # the recovery logic only, over fake actors
+    engine.transport = _Transport({w: _Actor(sees) for w in range(3)})
+    engine.alive, engine.backup, engine.recoveries = [0, 1, 2], backup, []
+    engine.pinned, engine.owner = {4: 1, 5: 1, 6: 0}, {4: 1, 5: 1, 6: 0, 7: 1}
+    engine.saved = {4: state(4.0), 5: state(5.0), 6: state(6.0)}
+    engine.options = SimpleNamespace(run_config=SimpleNamespace(checkpoint_every=2, out=str(tmp_path / "run")))
+    return engine
+
+
+def test_a_lost_workers_states_go_to_survivors_from_the_drivers_copy(tmp_path: Path) -> None:
+    engine = _engine(backup=True, sees=False, tmp_path=tmp_path)
+    actors = dict(engine.transport.actors)
+    engine._recover([1], [4], round_=3)
+    adopted = {c: s["w"][0].item() for w in (0, 2) for c, s in actors[w].adopted}
+    assert adopted == {4: 4.0, 5: 5.0} and {engine.pinned[4], engine.pinned[5]} == {0, 2}
+    assert engine.owner[7] in (0, 2) and engine.recoveries[0]["rehomed"] == [4, 5]
+
+
+def test_disk_states_no_survivor_can_read_end_the_run_with_the_resume_hint(tmp_path: Path) -> None:
+    from fedloom.errors import TrainingError
+
+    engine = _engine(backup=False, sees=False, tmp_path=tmp_path)  # a node-local disk died with its node
+    with pytest.raises(TrainingError, match=r"clients \[4, 5\] in a disk store no surviving worker can read.*"
+                                            r"--store-dir.*--resume"):
+        engine._recover([1], [4], round_=3)
+    engine = _engine(backup=False, sees=True, tmp_path=tmp_path)  # the same files, seen by the survivors
+    engine._recover([1], [4], round_=3)
+    assert {engine.pinned[4], engine.pinned[5]} == {0, 2}
