@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-_CACHE: dict[str, Any] = {}
 #: The federation size when --clients overrides the workload's (read by Flower's actor processes too, which
 #: inherit the environment of the local Ray cluster started by this process).
 CLIENTS_VAR = "FEDLOOM_FLOWER_CLIENTS"
@@ -37,7 +36,11 @@ CLIENTS_VAR = "FEDLOOM_FLOWER_CLIENTS"
 
 def workload_data(workload: str) -> tuple[Any, Any, Any]:
     """(config, data, a stock torch model) of a benchmarks/engines.py workload, once per process."""
-    if workload not in _CACHE:
+    # the cache hangs on the sys module, never on a global of this script: cloudpickle sends a __main__
+    # function's globals by value, so a global cache filled in the driver would travel, data and all, with the
+    # client app in every message Flower sends to its actors (~0.8 s a client here)
+    cache: dict[str, Any] = sys.__dict__.setdefault("_fedloom_flower_sim_cache", {})
+    if workload not in cache:
         import torch
         torch.set_num_threads(1)
         sys.path.insert(0, str(Path(__file__).parent))
@@ -50,8 +53,8 @@ def workload_data(workload: str) -> tuple[Any, Any, Any]:
             cfg = dataclasses.replace(cfg, clients=int(os.environ[CLIENTS_VAR]))
         data = load_data(cfg, torch.device("cpu"))
         exp = build_experiment(cfg, data, torch.device("cpu"))
-        _CACHE[workload] = (cfg, data, stock_copy(exp.runtime.model))
-    return _CACHE[workload]
+        cache[workload] = (cfg, data, stock_copy(exp.runtime.model))
+    return cache[workload]
 
 
 def get_weights(model: Any) -> list:
