@@ -145,3 +145,15 @@ def test_disk_states_no_survivor_can_read_end_the_run_with_the_resume_hint(tmp_p
     engine = _engine(backup=False, sees=True, tmp_path=tmp_path)  # the same files, seen by the survivors
     engine._recover([1], [4], round_=3)
     assert {engine.pinned[4], engine.pinned[5]} == {0, 2}
+
+
+def test_files_a_crashed_attempt_staged_are_not_committed_after_a_resume(tmp_path: Path) -> None:
+    base = DiskStore(tmp_path / "states")
+    crashed = StagedStore(base, worker=0)
+    crashed.begin(3)
+    crashed.save(8, state(8.0))  # then the driver died; the resumed run's worker 0 reaches round 3 again
+    resumed = StagedStore(base, worker=0)
+    resumed.begin(3)
+    resumed.save(9, state(9.0))
+    resumed.commit()
+    assert list(base.client_ids()) == [9]

@@ -66,7 +66,9 @@ class StagedStore(ClientStateStore):
     def _staging(self, round_: int) -> ClientStateStore:
         base = self.base
         if isinstance(base, DiskStore):
-            return DiskStore(pending_root(base.root, round_, self.worker), _dtype_name(base), base.device)
+            root = pending_root(base.root, round_, self.worker)
+            shutil.rmtree(root, ignore_errors=True)  # left by a crashed attempt of this run (before a resume)
+            return DiskStore(root, _dtype_name(base), base.device)
         if isinstance(base, ReducedPrecisionMemoryStore):  # the same rounding as a direct save
             return ReducedPrecisionMemoryStore(_dtype_name(base))
         return InMemoryStore()
