@@ -56,6 +56,8 @@ class RunConfig:
     device: str = _f("auto", "cpu | cuda | auto (cuda when available)")
     precision: str = _f("float32", "forward-pass precision: float32 | bfloat16 (autocast; faster convolutions "
                                    "on GPUs and AVX512-BF16 CPUs, results differ from float32 by rounding)")
+    compile: bool = _f(False, "compile plain local SGD steps with torch.compile (inductor): faster small-model steps "
+                              "after a one-time compile; equal to the eager run to float rounding")
     eval_batch_size: int = _f(0, "samples per evaluation forward pass; 0: 256 on CPU (cache-sized), 4096 on GPU")
     # the engines' options (--vectorized.pack-size, --processes.workers...) are stored in these four fields, whose
     # flags stay as aliases (fedloom.engines.options): run folders and identity hashes predate the namespaces

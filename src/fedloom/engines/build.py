@@ -86,7 +86,8 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
                       aggregator=build_aggregator(cfg, algorithm, data.num_clients, uploads),
                       architectures=architectures,
                       local_training=build_local_training(cfg.options, cfg.rounds, cfg.join_ratio, data.num_clients,
-                                                          cfg.local_epochs))
+                                                          cfg.local_epochs),
+                      compile=cfg.compile)
     return BuiltRuntime(cfg, algorithm, runtime)
 
 

@@ -55,6 +55,8 @@ class Runtime:
     architectures: Optional[Architectures] = None  # None: every client has ``model``
     #: the local-training seam (fedloom.engines.local_training): e.g. InfoBatch's schedule; None: plain epochs
     local_training: Optional[Any] = None
+    #: ``--compile``: plain local SGD steps compiled with torch.compile (engines/compiled_step.py)
+    compile: bool = False
 
     def arch_of(self, client_id: int) -> int:
         return 0 if self.architectures is None else self.architectures.arch_of[client_id]
@@ -223,7 +225,8 @@ class ClientContext:
         runner = LocalSGD(self.runtime.batch_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                           describe=f"client {self.client_id}, round {self.round}", poison=self.poison(),
                           private=sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id),
-                          per_sample_loss=self.runtime.per_sample_loss)
+                          per_sample_loss=self.runtime.per_sample_loss,
+                          compile_with=self._compile_with())
         plan = self._training_plan(purpose) if indices is None else None
         trained, metrics = runner.run(params, self.train_indices if indices is None else indices, cfg,
                                       self.generator(purpose), extra_loss=extra_loss, batch_loss=batch_loss,
@@ -234,6 +237,12 @@ class ClientContext:
             for key, value in plan.metrics().items():
                 self.training_metrics[key] = self.training_metrics.get(key, 0.0) + value
         return trained, metrics
+
+    def _compile_with(self) -> Optional[tuple[Any, Any]]:
+        runtime = self.runtime
+        if not runtime.compile or runtime.precision != "float32":
+            return None
+        return runtime.model, runtime.task
 
     def _training_plan(self, purpose: str) -> Optional[Any]:
         """The local-training seam's plan for one pass over this client's own training set (None: plain epochs)."""

@@ -67,6 +67,8 @@ class LocalSGD:
     private: Optional[Any] = None
     #: ``(params, x, y) -> per-sample losses``: needed when a local-training plan weights samples (InfoBatch)
     per_sample_loss: Optional[TaskLoss] = None
+    #: ``--compile``: (model template, task) for the compiled plain step (engines/compiled_step.py)
+    compile_with: Optional[tuple[Any, Any]] = None
 
     def run(self, params: Params, indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, *,
             extra_loss: Optional[ExtraLoss] = None, batch_loss: Optional[BatchLoss] = None,
@@ -75,6 +77,11 @@ class LocalSGD:
             after_batch: Optional[AfterBatch] = None, plan: Optional[Any] = None) -> tuple[Params, dict[str, float]]:
         """``plan`` (the local-training seam's EpochPlan, e.g. InfoBatch) chooses each epoch's samples and their
         loss weights and receives their per-sample losses; None: every sample every epoch, weight 1."""
+        plain = (extra_loss is None and batch_loss is None and grad_correction is None and trainable is None
+                 and after_batch is None and plan is None and steps_per_batch == 1)
+        fast = self._compiled(cfg) if plain else None
+        if fast is not None:
+            return self._run_compiled(fast, params, indices, cfg, generator)
         work = {name: p.detach().clone() for name, p in params.items()}
         names = [name for name in work if trainable is None or trainable(name)]
         for name in names:
@@ -111,6 +118,35 @@ class LocalSGD:
                 if after_batch is not None:
                     self._replace(work, after_batch(work, aux))
                 total += loss.detach() * xb.shape[0]  # the last step's loss on this batch
+                samples += xb.shape[0]
+            if not torch.isfinite(total):
+                raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
+                                    f"the run diverged: lower --lr (now {cfg.lr}) or check the data")
+        out = {name: t.detach() for name, t in work.items()}
+        return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
+                     "samples": float(samples)}
+
+    def _compiled(self, cfg: SGDConfig) -> Optional[Callable]:
+        if self.compile_with is None or self.poison is not None or self.private is not None:
+            return None
+        from fedloom.engines.compiled_step import compiled_step
+
+        model, task = self.compile_with
+        return compiled_step(model, task, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    def _run_compiled(self, step: Callable, params: Params, indices: torch.Tensor, cfg: SGDConfig,
+                      generator: torch.Generator) -> tuple[Params, dict[str, float]]:
+        """The loop of ``run`` for plain SGD, each step one call of the compiled step (same batches, same
+        metrics; the arithmetic equal to the eager loop's to float rounding)."""
+        work = {name: p.detach().clone() for name, p in params.items()}
+        velocity = {name: torch.zeros_like(t) for name, t in work.items()} if cfg.momentum else None
+        total, steps, samples = torch.zeros(()), 0, 0
+        for epoch in range(cfg.epochs):
+            for batch in epoch_batches(indices, cfg.batch_size, generator):
+                xb, yb = self.x[batch], self.y[batch]
+                work, velocity, loss = step(work, velocity, xb, yb)
+                steps += 1
+                total += loss.detach() * xb.shape[0]
                 samples += xb.shape[0]
             if not torch.isfinite(total):
                 raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
