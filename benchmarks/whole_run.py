@@ -42,6 +42,8 @@ MODES = {
     "vectorized": ["--engine", "vectorized"],
     "processes": ["--engine", "processes", "--workers", "2"],  # --processes.start auto: fork here
     "processes-spawn": ["--engine", "processes", "--workers", "2", "--processes.start", "spawn"],
+    "serial-compile": ["--engine", "serial", "--compile"],
+    "processes-compile": ["--engine", "processes", "--workers", "2", "--compile"],
 }
 
 

@@ -119,9 +119,16 @@ class LocalSGD:
                     self._replace(work, after_batch(work, aux))
                 total += loss.detach() * xb.shape[0]  # the last step's loss on this batch
                 samples += xb.shape[0]
-            if not torch.isfinite(total):
-                raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
-                                    f"the run diverged: lower --lr (now {cfg.lr}) or check the data")
+            self._check_finite(total, epoch, cfg)
+        return self._result(work, total, steps, samples)
+
+    def _check_finite(self, total: torch.Tensor, epoch: int, cfg: SGDConfig) -> None:
+        if not torch.isfinite(total):
+            raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
+                                f"the run diverged: lower --lr (now {cfg.lr}) or check the data")
+
+    @staticmethod
+    def _result(work: Params, total: torch.Tensor, steps: int, samples: int) -> tuple[Params, dict[str, float]]:
         out = {name: t.detach() for name, t in work.items()}
         return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
                      "samples": float(samples)}
@@ -148,12 +155,8 @@ class LocalSGD:
                 steps += 1
                 total += loss.detach() * xb.shape[0]
                 samples += xb.shape[0]
-            if not torch.isfinite(total):
-                raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
-                                    f"the run diverged: lower --lr (now {cfg.lr}) or check the data")
-        out = {name: t.detach() for name, t in work.items()}
-        return out, {"train_loss": float(total) / max(samples, 1), "steps": float(steps),
-                     "samples": float(samples)}
+            self._check_finite(total, epoch, cfg)
+        return self._result(work, total, steps, samples)
 
     @staticmethod
     def _epoch(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, plan: Optional[Any]) -> list:
