@@ -39,6 +39,9 @@ WORKLOADS = {
 MODES = ["plain", "serial", "vectorized", "processes", "processes+vectorized"]
 #: opt-in: the same engines with forward passes under bfloat16 autocast (--precision bfloat16)
 BF16_MODES = ["serial+bf16", "vectorized+bf16", "processes+bf16"]
+#: opt-in: the same engines with plain local SGD steps compiled by torch.compile (--compile; the first round
+#: carries the compile time, so compare medians over rounds >= 3)
+COMPILE_MODES = ["serial+compile", "processes+compile"]
 #: opt-in: the Ray engine (pip install 'fedloom[ray]'), 2 actors on a local Ray cluster, compared with processes
 RAY_MODES = ["ray", "ray+vectorized"]
 
@@ -50,12 +53,14 @@ def run_config(workload: str, mode: str, rounds: int, out: str):
 
     spec = dict(WORKLOADS[workload])
     precision = "bfloat16" if mode.endswith("+bf16") else "float32"
-    mode = mode.removesuffix("+bf16")
+    compile_steps = mode.endswith("+compile")
+    mode = mode.removesuffix("+bf16").removesuffix("+compile")
     engine, inner = {"plain": ("serial", "serial"), "processes+vectorized": ("processes", "vectorized"),
                      "ray+vectorized": ("ray", "vectorized")}.get(mode, (mode, "serial"))
     return resolve_config(RunConfig(
         dataset="fashion-mnist", partition="dirichlet", batch_size=10, local_epochs=1, rounds=rounds, seed=1,
-        device="cpu", threads=1, precision=precision, engine=engine, worker_engine=inner, workers=2, out=out,
+        device="cpu", threads=1, precision=precision, compile=compile_steps, engine=engine, worker_engine=inner,
+        workers=2, out=out,
         eval_every=rounds if workload == "scale" else 1, options={"mlp": {"hidden": 200, "layers": 2}},
         **spec))
 
@@ -183,7 +188,7 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=["w1", "m1"], choices=list(WORKLOADS))
-    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES + RAY_MODES)
+    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES + COMPILE_MODES + RAY_MODES)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scratch", default="bench-out/engines")
     parser.add_argument("--json", default=None)
