@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fedloom.bench.collect import Group, RunData, Variant, label_variants
-from fedloom.bench.report_trust import NO_ATTACK, heat, html_tables, markdown_tables, pick, trust_matrix
+from fedloom.bench.report_trust import (MA_SPAN, NO_ATTACK, heat, html_tables, ma_reference, markdown_tables, pick,
+                                       trust_matrix)
 from fedloom.config import build_config
 
 
@@ -84,7 +85,37 @@ def test_markdown_and_html_tables(matrix_group: Group) -> None:
     page = html_tables(m)
     assert page.count('<table class="heat">') == 2
     assert f'style="background:{heat(20.0, "asr")}" class="best">20.00 ± 10.00' in page
-    assert heat(100, "asr") != heat(0, "asr") and heat(90, "ma") != heat(90, "asr")
+    assert heat(100, "asr") != heat(0, "asr") and heat(90, "ma", 80) != heat(90, "asr")
+    # MA is coloured relative to the no-attack x mean cell (95.00): 85.00 is 10 points below it
+    assert f'style="background:{heat(85.0, "ma", 95.0)}" class="best">85.00 ± 5.00<br><small>-10.0</small>' in page
+    assert "MA minus the no-attack, no-defense cell (no attack × mean), 95.00%" in page
+    assert "ASR on its absolute 0–100% scale" in page
+
+
+def lightness(colour: str) -> int:
+    return int(colour.rsplit(",", 1)[1].strip(" %)"))
+
+
+def test_ma_colour_is_the_difference_from_the_reference_on_a_diverging_scale() -> None:
+    # hand-computed: lightness 97 - 45 * min(|MA - reference| / 20, 1); red (hue 4) below, blue (212) above
+    assert heat(84.0, "ma", 84.0) == "hsl(212, 70%, 97%)"  # white at 0 (either hue)
+    assert heat(80.0, "ma", 84.0) == "hsl(4, 70%, 88%)"
+    assert heat(88.0, "ma", 84.0) == "hsl(212, 70%, 88%)"
+    assert heat(84.0 - MA_SPAN, "ma", 84.0) == heat(20.0, "ma", 84.0) == "hsl(4, 70%, 52%)"  # saturated
+    # the issue's case: 62 and 82 against a no-attack 84 must look different at a glance (on the old 0-100
+    # scale their lightness differed by 9 points; here by over 35)
+    assert lightness(heat(82.0, "ma", 84.0)) - lightness(heat(62.0, "ma", 84.0)) >= 35
+    # ASR stays absolute: 0 white, 100 saturated red, whatever the MA reference
+    assert heat(0.0, "asr") == "hsl(4, 70%, 97%)" and heat(100.0, "asr", 50.0) == "hsl(4, 70%, 52%)"
+
+
+def test_ma_reference_is_no_attack_mean_else_the_best_cell(matrix_group: Group) -> None:
+    what, value = ma_reference(trust_matrix(matrix_group))
+    assert value == pytest.approx(95.0) and "no attack × mean" in what
+    attacked_only = group_of([fake_run("badnets", "mean", 1, [(0.70, 0.9)]),
+                              fake_run("badnets", "median", 1, [(0.80, 0.1)])])
+    what, value = ma_reference(trust_matrix(attacked_only))
+    assert value == pytest.approx(80.0) and "best MA cell" in what
 
 
 def test_extra_differences_join_the_row_label() -> None:

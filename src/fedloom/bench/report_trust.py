@@ -171,12 +171,75 @@ def markdown_tables(matrix: TrustMatrix) -> list[str]:
     return lines
 
 
-def heat(value: float, metric: str) -> str:
-    """Background colour of a cell: white at the bad end is never hidden, the good end saturated (MA: green as it
-    rises; ASR: red as it rises, the attacker's success)."""
-    share = min(max(value / 100.0, 0.0), 1.0)
-    hue, strength = (140, share) if metric == "ma" else (4, share)
-    return f"hsl({hue}, 65%, {round(97 - 45 * strength)}%)"
+#: MA colours saturate at this many points from the reference: a defense that costs 20 points is as red as one
+#: that costs 40, while 2 points (seed noise at one seed) stays near white and 20 is unmistakable
+MA_SPAN = 20.0
+#: hues: red for the bad side of either metric (MA lost, ASR high), blue for MA above the reference
+BAD_HUE, GOOD_HUE = 4, 212
+
+
+def ma_reference(matrix: TrustMatrix) -> Optional[tuple[str, float]]:
+    """(description, MA %) the MA colours are measured from: the no-attack row's no-defense (``mean``) cell of
+    the same grid when it ran, else the best MA cell of the matrix (then every cell is at or below 0)."""
+    plain = [c for c in matrix.columns if c == "mean" or c.startswith("mean (")]
+    for column in plain:
+        value = matrix.cell(NO_ATTACK, column, "ma")
+        if value is not None:
+            return f"the no-attack, no-defense cell ({NO_ATTACK} × {column})", value[0]
+    valued = [v[0] for v in (matrix.cell(r, c, "ma") for r in matrix.rows for c in matrix.columns) if v]
+    return ("the best MA cell of this matrix (no no-attack × mean cell ran)", max(valued)) if valued else None
+
+
+def heat(value: float, metric: str, reference: Optional[float] = None) -> str:
+    """Background colour of a cell. ASR on its absolute 0–100 scale, white at 0 (good) to saturated red at 100.
+    MA relative to ``reference`` (diverging, white at 0): red as it falls below, blue as it rises above,
+    saturated at ±MA_SPAN points, so 62 against 82 (with a reference near 84) is deep red against near white
+    where a 0–100 scale made both mid-green."""
+    if metric == "asr":
+        share, hue = min(max(value / 100.0, 0.0), 1.0), BAD_HUE
+    else:
+        delta = value - (reference if reference is not None else value)
+        share, hue = min(abs(delta) / MA_SPAN, 1.0), (BAD_HUE if delta < 0 else GOOD_HUE)
+    return f"hsl({hue}, 70%, {round(97 - 45 * share)}%)"
+
+
+def scale_note(matrix: TrustMatrix, metric: str) -> str:
+    """The colour scale in words, for the caption under each heatmap."""
+    if metric == "asr":
+        return "Colour: ASR on its absolute 0–100% scale, white at 0% (the backdoor fails) to red at 100%."
+    reference = ma_reference(matrix)
+    if reference is None:
+        return ""
+    what, value = reference
+    return (f"Colour: MA minus {what}, {value:.2f}% (small number under each value, in points); red below it, "
+            f"blue above it, white at 0, full colour at ±{MA_SPAN:.0f} points or more.")
+
+
+def _legend(matrix: TrustMatrix, metric: str) -> str:
+    """A row of swatches with their values, so a colour can be read back as a number."""
+    reference = ma_reference(matrix)
+    if metric == "ma" and reference is None:
+        return ""
+    stops = [(v, f"{v:g}") for v in (0, 25, 50, 75, 100)] if metric == "asr" else \
+        [(reference[1] + d, f"{d:+g}" if d else "0") for d in (-MA_SPAN, -10, -5, -2, 0, 2, 5, 10)]
+    swatches = "".join(f'<span style="background:{heat(v, metric, reference and reference[1])};display:inline-block;'
+                       f'min-width:3.2em;text-align:center;border:1px solid #d8dee6">{html.escape(t)}</span>'
+                       for v, t in stops)
+    unit = "ASR %" if metric == "asr" else "MA − reference, points"
+    return f'<p class="settings">{html.escape(scale_note(matrix, metric))} {swatches} ({unit})</p>'
+
+
+def _cell_html(matrix: TrustMatrix, row: str, column: str, metric: str, best: Optional[str]) -> str:
+    value = matrix.cell(row, column, metric)
+    text = html.escape(_text(matrix, row, column, metric))
+    if value is None:
+        return f"<td>{text}</td>"
+    reference = ma_reference(matrix) if metric == "ma" else None
+    level = reference[1] if reference else None
+    if level is not None:
+        text += f'<br><small>{value[0] - level:+.1f}</small>'
+    bold = ' class="best"' if column == best else ""
+    return f'<td style="background:{heat(value[0], metric, level)}"{bold}>{text}</td>'
 
 
 def html_tables(matrix: TrustMatrix) -> str:
@@ -186,15 +249,10 @@ def html_tables(matrix: TrustMatrix) -> str:
         body = []
         for row in matrix.rows:
             best = _best(matrix, row, metric)
-            cells = []
-            for column in matrix.columns:
-                value = matrix.cell(row, column, metric)
-                style = "" if value is None else f' style="background:{heat(value[0], metric)}"'
-                bold = ' class="best"' if column == best else ""
-                cells.append(f"<td{style}{bold}>{html.escape(_text(matrix, row, column, metric))}</td>")
-            body.append(f"<tr><td>{html.escape(row)}</td>{''.join(cells)}</tr>")
+            cells = "".join(_cell_html(matrix, row, column, metric, best) for column in matrix.columns)
+            body.append(f"<tr><td>{html.escape(row)}</td>{cells}</tr>")
         parts.append(f"<h3>{html.escape(TITLES[metric])}</h3><div class=\"scroll\"><table class=\"heat\"><thead>"
-                     f"<tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+                     f"<tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{_legend(matrix, metric)}")
     return "".join(parts)
 
 
