@@ -88,6 +88,8 @@ def test_markdown_and_html_tables(matrix_group: Group) -> None:
     assert heat(100, "asr") != heat(0, "asr") and heat(90, "ma", 80) != heat(90, "asr")
     # MA is coloured relative to the no-attack x mean cell (95.00): 85.00 is 10 points below it
     assert f'style="background:{heat(85.0, "ma", 95.0)}" class="best">85.00 ± 5.00<br><small>-10.0</small>' in page
+    assert '>95.00<br><small>reference</small>' in page
+    assert f'style="background:{heat(80.0, "asr")};color:#fff">80.00 ± 10.00' in page  # dark cell, white text
     assert "MA minus the no-attack, no-defense cell (no attack × mean), 95.00%" in page
     assert "ASR on its absolute 0–100% scale" in page
 

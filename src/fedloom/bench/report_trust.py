@@ -178,14 +178,18 @@ MA_SPAN = 20.0
 BAD_HUE, GOOD_HUE = 4, 212
 
 
+def _reference_cell(matrix: TrustMatrix) -> Optional[tuple[str, str]]:
+    """The no-attack row's first no-defense (``mean``) cell that ran, or None."""
+    plain = [c for c in matrix.columns if c == "mean" or c.startswith("mean (")]
+    return next(((NO_ATTACK, c) for c in plain if matrix.cell(NO_ATTACK, c, "ma") is not None), None)
+
+
 def ma_reference(matrix: TrustMatrix) -> Optional[tuple[str, float]]:
     """(description, MA %) the MA colours are measured from: the no-attack row's no-defense (``mean``) cell of
     the same grid when it ran, else the best MA cell of the matrix (then every cell is at or below 0)."""
-    plain = [c for c in matrix.columns if c == "mean" or c.startswith("mean (")]
-    for column in plain:
-        value = matrix.cell(NO_ATTACK, column, "ma")
-        if value is not None:
-            return f"the no-attack, no-defense cell ({NO_ATTACK} × {column})", value[0]
+    cell = _reference_cell(matrix)
+    if cell is not None:
+        return f"the no-attack, no-defense cell ({cell[0]} × {cell[1]})", matrix.cell(*cell, "ma")[0]
     valued = [v[0] for v in (matrix.cell(r, c, "ma") for r in matrix.rows for c in matrix.columns) if v]
     return ("the best MA cell of this matrix (no no-attack × mean cell ran)", max(valued)) if valued else None
 
@@ -201,6 +205,13 @@ def heat(value: float, metric: str, reference: Optional[float] = None) -> str:
         delta = value - (reference if reference is not None else value)
         share, hue = min(abs(delta) / MA_SPAN, 1.0), (BAD_HUE if delta < 0 else GOOD_HUE)
     return f"hsl({hue}, 70%, {round(97 - 45 * share)}%)"
+
+
+def _style(value: float, metric: str, reference: Optional[float]) -> str:
+    """Background from ``heat``, and white text on the darkest third so saturated cells stay readable."""
+    colour = heat(value, metric, reference)
+    dark = int(colour.rsplit(",", 1)[1].strip(" %)")) < 67
+    return f"background:{colour}" + (";color:#fff" if dark else "")
 
 
 def scale_note(matrix: TrustMatrix, metric: str) -> str:
@@ -222,9 +233,9 @@ def _legend(matrix: TrustMatrix, metric: str) -> str:
         return ""
     stops = [(v, f"{v:g}") for v in (0, 25, 50, 75, 100)] if metric == "asr" else \
         [(reference[1] + d, f"{d:+g}" if d else "0") for d in (-MA_SPAN, -10, -5, -2, 0, 2, 5, 10)]
-    swatches = "".join(f'<span style="background:{heat(v, metric, reference and reference[1])};display:inline-block;'
-                       f'min-width:3.2em;text-align:center;border:1px solid #d8dee6">{html.escape(t)}</span>'
-                       for v, t in stops)
+    level = reference[1] if reference else None
+    swatches = "".join(f'<span style="{_style(v, metric, level)};display:inline-block;min-width:3.2em;'
+                       f'text-align:center;border:1px solid #d8dee6">{html.escape(t)}</span>' for v, t in stops)
     unit = "ASR %" if metric == "asr" else "MA − reference, points"
     return f'<p class="settings">{html.escape(scale_note(matrix, metric))} {swatches} ({unit})</p>'
 
@@ -236,10 +247,11 @@ def _cell_html(matrix: TrustMatrix, row: str, column: str, metric: str, best: Op
         return f"<td>{text}</td>"
     reference = ma_reference(matrix) if metric == "ma" else None
     level = reference[1] if reference else None
-    if level is not None:
-        text += f'<br><small>{value[0] - level:+.1f}</small>'
+    if level is not None:  # the reference cell itself says so rather than "+0.0"
+        delta = "reference" if (row, column) == _reference_cell(matrix) else f"{value[0] - level:+.1f}"
+        text += f"<br><small>{delta}</small>"
     bold = ' class="best"' if column == best else ""
-    return f'<td style="background:{heat(value[0], metric, level)}"{bold}>{text}</td>'
+    return f'<td style="{_style(value[0], metric, level)}"{bold}>{text}</td>'
 
 
 def html_tables(matrix: TrustMatrix) -> str:
