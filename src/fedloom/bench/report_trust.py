@@ -1,6 +1,8 @@
 """The attack × defense matrix of a report (issue 19, trustworthy FL): main-task accuracy (MA) and attack success
 rate (ASR) as two tables with attack rows and defense (aggregator) columns, mean ± std over seeds, rendered as
 Markdown tables and as HTML heatmaps, plus per-round ASR curves (one panel per attack, one line per defense).
+In the heatmaps MA is coloured by its difference from the no-attack, no-defense cell (so 62 and 82 differ at a
+glance, which a 0–100 scale hid) and ASR on its absolute 0–100 scale.
 
 The metrics are those of docs/trust-attacks.md (``accuracy`` and ``asr`` in metrics.jsonl); the matrix is that of
 the Snowball paper's tables (Qin, Chen, Zhi, Yan, Deng, "Resisting Backdoor Attacks in Federated Learning via
