@@ -141,9 +141,8 @@ def describe(matrix: TrustMatrix) -> str:
     when = "the final round" if matrix.last_k == 1 else \
         f"the round with the best MA among each run's last {matrix.last_k} evaluated rounds (ASR at that round)"
     return (f"Attack rows × defense columns, {when}; mean ± std (population) over seeds, the value alone for "
-            "one seed; — = no value (untargeted attacks have no ASR; the no-attack row has one when it runs a backdoor's "
-            "machinery at attack.fraction 0). "
-            "Best of each row in bold.")
+            "one seed; — = no value (untargeted attacks have no ASR; the no-attack row has one when it runs a "
+            "backdoor's machinery at attack.fraction 0). Best of each row in bold.")
 
 
 def _best(matrix: TrustMatrix, row: str, metric: str) -> Optional[str]:
