@@ -10,7 +10,8 @@ partition (its imports and data loading included).
 
 Workloads: M1 (Fashion-MNIST, 1,000 clients Dir(0.5), MLP 784-200-200-10, 10% per round, lr 0.05, 40 rounds, evaluation
 every 10) and W1 (20 clients Dir(0.1), FedAvgCNN, every client, lr 0.005, 5 rounds, evaluation every round).
-``--pythonpath DIR`` runs another checkout's ``src`` (a before/after comparison in one sitting).
+``--before SRC`` also runs ``--before-modes`` on another checkout's ``src``, interleaved with this code's runs (a
+before/after comparison in one sitting; ratios are then to serial@before); ``--pythonpath DIR`` runs only that code.
 
     python benchmarks/engines.py --whole-run --workloads m1 --repeats 3
     python benchmarks/whole_run.py --workloads m1 w1 --modes plain serial processes --repeats 3
@@ -82,6 +83,9 @@ def main() -> int:
                         choices=["plain", *MODES])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pythonpath", default=None, help="another checkout's src folder (before/after)")
+    parser.add_argument("--before", default=None, metavar="SRC",
+                        help="also run --before-modes on another checkout's src, interleaved with this code's runs")
+    parser.add_argument("--before-modes", nargs="+", default=["plain", "serial", "processes"])
     parser.add_argument("--label", default="", help="a name for this code in the output (e.g. before)")
     parser.add_argument("--scratch", default="bench-out/whole-run")
     parser.add_argument("--json", default=None)
@@ -89,13 +93,17 @@ def main() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if args.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([args.pythonpath, str(HERE)])
+    before_env = {**env, "PYTHONPATH": os.pathsep.join([args.before, str(HERE)])} if args.before else None
+    plan = [(mode, mode, env) for mode in args.modes]
+    if before_env is not None:  # interleaved: a drifting machine affects before and after alike
+        plan += [(f"{mode}@before", mode, before_env) for mode in args.before_modes]
     results: dict[str, dict[str, list[dict]]] = {}
     for workload in args.workloads:
-        results[workload] = {mode: [] for mode in args.modes}
+        results[workload] = {name: [] for name, _, _ in plan}
         for _ in range(args.repeats):
-            for mode in args.modes:
-                out = Path(args.scratch) / f"{workload}-{mode}"
-                results[workload][mode].append(time_once(command(workload, mode, out), env, out))
+            for name, mode, run_env in plan:
+                out = Path(args.scratch) / f"{workload}-{name.replace('@', '-')}"
+                results[workload][name].append(time_once(command(workload, mode, out), run_env, out))
         print(report(workload, results[workload], args.label), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
@@ -105,13 +113,14 @@ def main() -> int:
 def report(workload: str, runs: dict[str, list[dict]], label: str) -> str:
     med = {mode: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu", "rounds", "fixed")}
            for mode, rs in runs.items()}
-    base = med.get("serial", {}).get("wall")
+    base = med.get("serial@before", med.get("serial", {})).get("wall")
     lines = [f"\n{workload} whole run{f' ({label})' if label else ''}, 1 torch thread per process, median of "
              f"{len(next(iter(runs.values())))}:",
-             f"{'mode':<17}{'wall s':>8}{'CPU s':>8}{'rounds s':>10}{'fixed s':>9}{'serial/this':>13}"]
+             f"{'mode':<20}{'wall s':>8}{'CPU s':>8}{'rounds s':>10}{'fixed s':>9}{'serial/this':>13}"
+             + ("   (serial = serial@before)" if "serial@before" in med else "")]
     for mode, m in med.items():
         ratio = f"{base / m['wall']:.2f}x" if base else "-"
-        lines.append(f"{mode:<17}{m['wall']:>8.2f}{m['cpu']:>8.2f}{m['rounds']:>10.2f}{m['fixed']:>9.2f}{ratio:>13}")
+        lines.append(f"{mode:<20}{m['wall']:>8.2f}{m['cpu']:>8.2f}{m['rounds']:>10.2f}{m['fixed']:>9.2f}{ratio:>13}")
     return "\n".join(lines)
 
 
