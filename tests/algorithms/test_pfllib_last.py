@@ -13,12 +13,11 @@ import torch.nn.functional as F
 from fedloom.algorithms.base import Federation
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.cli import main
-from fedloom.engines import EngineOptions
 
+from bad_input import assert_one_clear_error, ids
+from engine_equivalence import (assert_processes_match_serial, assert_vectorized_falls_back_to_serial,
+                                assert_vectorized_matches_serial)
 from helpers import make_experiment
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
-from engine_helpers import assert_records_close, on_engine, run_records  # noqa: E402
 from pfl_helpers import experiment, same, start
 
 
@@ -291,37 +290,22 @@ VECTORIZABLE = [("fedcross", {}), ("pfl-da", {}), ("fedmtl", {})]
 
 @pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a for a, _ in VECTORIZABLE])
 def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options: dict) -> None:
-    kwargs = dict(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2, alpha=0.2)
-    serial_records, _ = run_records(on_engine("serial", **kwargs), 2)
-    vectorized = on_engine("vectorized", EngineOptions(slots=3), **kwargs)
-    vector_records, _ = run_records(vectorized, 2)
-    assert vectorized.engine.serial_reason is None and vectorized.engine.usage.slot_steps > 0
-    assert_records_close(serial_records, vector_records, tol=1e-5)
+    assert_vectorized_matches_serial(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2,
+                                     alpha=0.2, compare_params=False)
 
 
 @pytest.mark.parametrize("algorithm", ["fedgc", "fedpcl"])
 def test_predictor_methods_fall_back_to_serial_on_the_vectorized_engine_with_the_same_result(algorithm) -> None:
-    kwargs = dict(algorithm=algorithm, clients=4, join_ratio=1.0, rounds=2)
-    serial_records, _ = run_records(on_engine("serial", **kwargs), 2)
-    vectorized = on_engine("vectorized", EngineOptions(slots=2), **kwargs)
-    records, _ = run_records(vectorized, 2)
-    assert vectorized.engine.serial_reason is not None
-    assert_records_close(serial_records, records, tol=1e-6)
+    assert_vectorized_falls_back_to_serial(tol=1e-6, compare_params=False, algorithm=algorithm, clients=4,
+                                           join_ratio=1.0, rounds=2)
 
 
 @pytest.mark.slow  # spawning workers takes longer than a unit test may
 @pytest.mark.parametrize("algorithm", ["fedcross", "pfl-da", "fedgc", "fedmtl", "fedpcl"])
 def test_processes_match_serial(algorithm: str) -> None:
-    kwargs = dict(algorithm=algorithm, clients=6, join_ratio=0.7)
-    reference, _ = run_records(on_engine("serial", **kwargs), 2)
-    base = make_experiment(**kwargs)
-    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config,
-                            worker_timeout=600.0)
-    records, _ = run_records(on_engine("processes", options, **kwargs), 2)
-    assert_records_close(reference, records, tol=1e-5)
+    assert_processes_match_serial(compare_params=False, algorithm=algorithm, clients=6, join_ratio=0.7)
 
 
-FAST = ["run", "--quiet", "--rounds", "1", "--dataset", "digits", "--device", "cpu", "--clients", "4"]
 BAD = [
     (["--algorithm", "fedcross", "--fedcross.alpha", "0"], "fedcross.alpha must be in (0, 1]"),
     (["--algorithm", "fedcross", "--fedcross.strategy", "random"], "fedcross.strategy must be one of"),
@@ -334,14 +318,10 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, expected", BAD, ids=[row[1].split(" ")[0] for row in BAD])
+@pytest.mark.parametrize("args, expected", BAD, ids=ids(BAD))
 def test_bad_options_are_one_clear_error_before_training(args: list[str], expected: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    code = main([*FAST, *args, "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
-    assert expected in err[0], err
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert_one_clear_error(args, expected, tmp_path / "run", capsys)
 
 
 @pytest.mark.parametrize("algorithm", ["fedcross", "pfl-da", "fedgc", "fedmtl", "fedpcl"])

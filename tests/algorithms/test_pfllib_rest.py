@@ -3,7 +3,6 @@ removal (issue 23, item 2)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,11 @@ import torch.nn.functional as F
 from fedloom.algorithms.fedavg import FedAvg
 from fedloom.algorithms.fedlc import FedLC, calibration
 from fedloom.algorithms.fedntd import FedNTD, not_true_kl
-from fedloom.cli import main
-from fedloom.engines import EngineOptions
 
-from helpers import make_experiment
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
-from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records  # noqa: E402
+from bad_input import assert_one_clear_error, ids
+from engine_equivalence import assert_processes_match_serial, assert_vectorized_matches_serial
 from fedopt_helpers import uploads_of
+from helpers import make_experiment
 from pfl_helpers import SMALL_MLP, experiment, same, start
 
 
@@ -220,30 +216,16 @@ VECTORIZABLE = [("fedlc", {}), ("fedntd", {"fedntd": {"beta": 2.0}}), ("fedbn", 
 
 @pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a for a, _ in VECTORIZABLE])
 def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options: dict) -> None:
-    kwargs = dict(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2, alpha=0.2)
-    serial_records, serial_params = run_records(on_engine("serial", **kwargs), 2)
-    vectorized = on_engine("vectorized", EngineOptions(slots=3), **kwargs)
-    vector_records, vector_params = run_records(vectorized, 2)
-    assert vectorized.engine.serial_reason is None and vectorized.engine.usage.slot_steps > 0
-    assert_records_close(serial_records, vector_records, tol=1e-5)
-    assert max_param_diff(serial_params, vector_params) < 1e-5
+    assert_vectorized_matches_serial(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2,
+                                     alpha=0.2)
 
 
 @pytest.mark.slow  # spawning workers takes longer than a unit test may
 @pytest.mark.parametrize("algorithm", ["fedlc", "fedntd", "fedbn", "fedcac", "fedas", "fedpac"])
 def test_processes_match_serial(algorithm: str) -> None:
-    kwargs = dict(algorithm=algorithm, clients=6, join_ratio=0.7)
-    reference, ref_params = run_records(on_engine("serial", **kwargs), 2)
-    base = make_experiment(**kwargs)
-    # a generous heartbeat timeout: spawning workers on a loaded, shared machine can take longer than 30 s
-    options = EngineOptions(workers=2, worker_engine="vectorized", slots=3, run_config=base.config,
-                            worker_timeout=600.0)
-    records, params = run_records(on_engine("processes", options, **kwargs), 2)
-    assert_records_close(reference, records, tol=1e-5)
-    assert max_param_diff(ref_params, params) < 1e-5
+    assert_processes_match_serial(algorithm=algorithm, clients=6, join_ratio=0.7)
 
 
-FAST = ["run", "--quiet", "--rounds", "1", "--dataset", "digits", "--device", "cpu", "--clients", "4"]
 BAD = [
     (["--algorithm", "fedlc", "--fedlc.tau", "0"], "fedlc.tau must be > 0"),
     (["--algorithm", "fedntd", "--fedntd.beta", "-1"], "fedntd.beta must be >= 0"),
@@ -256,14 +238,10 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, expected", BAD, ids=[row[1].split(" ")[0] for row in BAD])
+@pytest.mark.parametrize("args, expected", BAD, ids=ids(BAD))
 def test_bad_options_are_one_clear_error_before_training(args: list[str], expected: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    code = main([*FAST, *args, "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
-    assert expected in err[0], err
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert_one_clear_error(args, expected, tmp_path / "run", capsys)
 
 
 def test_fedpac_statistics_and_collaboration_weights_by_hand() -> None:

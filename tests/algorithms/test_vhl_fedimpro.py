@@ -4,7 +4,6 @@ a run that fails without it; the one-time download of VHL's virtual data; VHL on
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,12 @@ from fedloom.algorithms.fedimpro import FedImpro, pooled_statistics, sample_feat
 from fedloom.algorithms.tree import tree_bytes
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.algorithms.vhl import HEAD_B, HEAD_W, VHL, extended_logits, supcon_loss, virtual_targets
-from fedloom.cli import main
-from fedloom.engines import EngineOptions
 from fedloom.engines.context import ClientContext
 from fedloom.rounds import sample_cohort
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
-from engine_helpers import on_engine, run_records  # noqa: E402
-from helpers import make_experiment  # noqa: E402
+from bad_input import assert_one_clear_error, ids
+from engine_equivalence import assert_vectorized_falls_back_to_serial, on_engine, run_records
+from helpers import make_experiment
 
 
 # ---------------------------------------------------------------------------------------------------------- VHL
@@ -102,11 +99,8 @@ def test_vhl_composes_with_its_base_optimisers() -> None:
 
 @pytest.mark.parametrize("algorithm, options", [("vhl", {"vhl": {"per_class": 5}}), ("fedimpro", {})])
 def test_runs_serially_on_the_vectorized_engine_with_the_same_results(algorithm: str, options: dict) -> None:
-    kwargs = dict(algorithm=algorithm, clients=4, options=options)
-    serial, _ = run_records(on_engine("serial", **kwargs), 1)
-    vectorized = on_engine("vectorized", EngineOptions(slots=2), **kwargs)
-    records, _ = run_records(vectorized, 1)
-    assert records == serial and "vectorizable = False" in vectorized.engine.serial_reason
+    assert_vectorized_falls_back_to_serial("vectorizable = False", slots=2, steps=1, algorithm=algorithm,
+                                           clients=4, options=options)
 
 
 def _federation(exp) -> Federation:
@@ -221,7 +215,6 @@ def test_fedimpro_trains_and_moves_the_global_estimate() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
-FAST = ["run", "--quiet", "--rounds", "1", "--dataset", "digits", "--device", "cpu", "--clients", "4"]
 BAD = [
     (["--algorithm", "vhl", "--vhl.base", "moon"], "vhl.base must be one of"),
     (["--algorithm", "vhl", "--vhl.temperature", "0"], "vhl.temperature must be > 0"),
@@ -232,11 +225,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, expected", BAD, ids=[row[1].split(" ")[0] for row in BAD])
+@pytest.mark.parametrize("args, expected", BAD, ids=ids(BAD))
 def test_bad_options_are_one_clear_error_before_training(args: list[str], expected: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
-    code = main([*FAST, *args, "--out", str(tmp_path / "run")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("fedloom: error: "), err
-    assert expected in err[0], err
-    assert not (tmp_path / "run").exists()
+    assert_one_clear_error(args, expected, tmp_path / "run", capsys, no_folder=True)
