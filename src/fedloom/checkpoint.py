@@ -29,8 +29,11 @@ from typing import Any, Iterable, Optional
 import torch
 
 from fedloom.algorithms.base import Broadcast, ServerResult, ServerState
-from fedloom.config import RunConfig
+from fedloom.config import RunConfig, make_component
 from fedloom.errors import FedloomError
+from fedloom.models import MODELS
+from fedloom.models.families import FAMILIES
+from fedloom.registry import canonical
 from fedloom.tracking import RunFolder
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -65,7 +68,39 @@ def config_identity(cfg: RunConfig) -> dict[str, Any]:
             table = table.get(key) if isinstance(table, dict) else None
         if isinstance(table, dict) and name in table and table[name] == default:
             del table[name]  # to_dict() built fresh dicts, so this never edits the config itself
+    _drop_model_defaults(identity)
     return identity
+
+
+def _drop_model_defaults(identity: dict[str, Any]) -> None:
+    """Leave out model and model-family options at their defaults. Building the models fills the chosen
+    models' whole tables into the config (so config.toml shows them), while a planned config holds only the
+    options given: without this a run's config.toml read back would hash unlike its grid's plan. No committed
+    grid gives a model option at its default, so no existing run folder changes its name."""
+    options = identity.get("options")
+    if not isinstance(options, dict):
+        return
+    chosen = [(MODELS, name) for name in str(identity.get("model") or "").split(",") if name.strip()]
+    chosen += [(FAMILIES, identity["model_family"])] if identity.get("model_family") else []
+    for registry, name in chosen:
+        key = canonical(name.strip())
+        table = options.get(key)
+        if not isinstance(table, dict) or key not in registry:
+            continue
+        try:
+            defaults = _plain(dataclasses.asdict(make_component(registry, key, {})))
+        except (FedloomError, TypeError):  # a component without a full default (hf needs its path): keep all
+            continue
+        kept = {k: v for k, v in table.items() if k not in defaults or _plain(v) != defaults[k]}
+        if kept:
+            options[key] = kept
+        else:
+            del options[key]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped, as the hash sees it: a tuple default and a list read back from TOML compare equal."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -1,0 +1,44 @@
+"""A run's config.toml, read back and resolved, has the identity hash its grid planned it under (the model's
+default option table that building the models writes into config.toml changes nothing)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from fedloom.bench.grid import load_grid, plan
+from fedloom.checkpoint import config_hash
+from fedloom.config import build_config, load_toml
+from fedloom.run import resolve_config, run_experiment
+
+BASE = """
+[grid]
+name = "roundtrip"
+seeds = [1]
+workers = 1
+
+[base]
+dataset = "digits"
+clients = 4
+rounds = 1
+batch_size = 20
+device = "cpu"
+"""
+CASES = {  # (keys of [base], its option tables)
+    "default-model-options": ('algorithm = "fedavg"\nmodel = "mlp"\n', ""),
+    "model-with-options": ('algorithm = "fedavg"\nmodel = "mlp"\n', "[base.mlp]\nhidden = 24\n"),
+    "algorithm-with-options": ('algorithm = "fedprox"\nmodel = "mlp"\n', "[base.fedprox]\nmu = 0.3\n"),
+}
+
+
+@pytest.mark.parametrize("keys, tables", CASES.values(), ids=CASES.keys())
+def test_planned_hash_equals_the_hash_of_the_runs_config_toml(keys: str, tables: str, tmp_path: Path) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f"{BASE}{keys}\n{tables}")
+    (run,) = plan(load_grid(grid, out=str(tmp_path / "runs")))
+    run_experiment(dataclasses.replace(run.config, out=str(run.folder)))
+    written = load_toml(run.folder / "config.toml")
+    assert set(written["options"]["mlp"]) > {"hidden"}  # the model's whole table: what made the hashes differ
+    assert config_hash(resolve_config(build_config(written))) == run.hash
