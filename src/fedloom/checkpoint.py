@@ -217,6 +217,11 @@ def check_config(path: Path, header: dict[str, Any], cfg: RunConfig) -> None:
     """Refuse a checkpoint written by a different configuration, naming the keys that differ."""
     if header.get("config_hash") == config_hash(cfg):
         return
+    written = dict(header.get("identity", {}))
+    written["options"] = dict(written.get("options") or {})  # (a copy: the header is not edited)
+    _drop_model_defaults(written)  # a checkpoint written before model defaults were left out of the identity
+    if _plain(written) == _plain(config_identity(cfg)):
+        return
     keys = differing_keys(header.get("identity", {}), config_identity(cfg)) or ["(unknown)"]
     raise CheckpointError(f"checkpoint {path} was written with a different config (differs in: "
                           f"{', '.join(keys)}); resume with the run's own config.toml or start a new run")

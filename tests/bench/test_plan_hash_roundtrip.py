@@ -42,3 +42,20 @@ def test_planned_hash_equals_the_hash_of_the_runs_config_toml(keys: str, tables:
     written = load_toml(run.folder / "config.toml")
     assert set(written["options"]["mlp"]) > {"hidden"}  # the model's whole table: what made the hashes differ
     assert config_hash(resolve_config(build_config(written))) == run.hash
+
+
+def test_a_checkpoint_hashed_with_the_models_default_table_still_resumes_and_a_changed_one_does_not(
+        tmp_path: Path) -> None:
+    from fedloom.checkpoint import CheckpointError, check_config, config_identity
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f"{BASE}{CASES['default-model-options'][0]}")
+    (run,) = plan(load_grid(grid, out=str(tmp_path / "runs")))
+    run_experiment(dataclasses.replace(run.config, out=str(run.folder)))
+    cfg = resolve_config(build_config(load_toml(run.folder / "config.toml")))
+    old = config_identity(cfg)
+    old["options"]["mlp"] = load_toml(run.folder / "config.toml")["options"]["mlp"]  # as headers held it before
+    check_config(run.folder / "checkpoint.pt", {"config_hash": "written-before", "identity": old}, cfg)
+    old["options"]["mlp"] = {**old["options"]["mlp"], "hidden": 7}
+    with pytest.raises(CheckpointError, match=r"differs in: options\.mlp\)"):
+        check_config(run.folder / "checkpoint.pt", {"config_hash": "written-before", "identity": old}, cfg)
