@@ -43,7 +43,7 @@ BF16_MODES = ["serial+bf16", "vectorized+bf16", "processes+bf16"]
 #: carries the compile time, so compare medians over rounds >= 3)
 COMPILE_MODES = ["serial+compile", "processes+compile"]
 #: opt-in: the Ray engine (pip install 'fedloom[ray]'), 2 actors on a local Ray cluster, compared with processes
-RAY_MODES = ["ray", "ray+vectorized"]
+RAY_MODES = ["ray", "ray+vectorized", "ray+tree"]  # ray+tree: --ray.reduce tree (worker partial sums)
 
 
 # ------------------------------------------------------------------------------------------ one configuration
@@ -54,7 +54,8 @@ def run_config(workload: str, mode: str, rounds: int, out: str):
     spec = dict(WORKLOADS[workload])
     precision = "bfloat16" if mode.endswith("+bf16") else "float32"
     compile_steps = mode.endswith("+compile")
-    mode = mode.removesuffix("+bf16").removesuffix("+compile")
+    extra = {"ray_reduce": "tree"} if mode.endswith("+tree") else {}
+    mode = mode.removesuffix("+bf16").removesuffix("+compile").removesuffix("+tree")
     engine, inner = {"plain": ("serial", "serial"), "processes+vectorized": ("processes", "vectorized"),
                      "ray+vectorized": ("ray", "vectorized")}.get(mode, (mode, "serial"))
     return resolve_config(RunConfig(
@@ -62,7 +63,7 @@ def run_config(workload: str, mode: str, rounds: int, out: str):
         device="cpu", threads=1, precision=precision, compile=compile_steps, engine=engine, worker_engine=inner,
         workers=2, out=out,
         eval_every=rounds if workload == "scale" else 1, options={"mlp": {"hidden": 200, "layers": 2}},
-        **spec))
+        **spec, **extra))
 
 
 def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
@@ -178,7 +179,7 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
         per_round = " ".join(f"{x:.2f}" for x in r["seconds"])
         lines.append(f"{mode:<22}{s:>9.2f}{statistics.median(r['cpu_seconds']):>12.2f}{speed:>9}"
                      f"{r['peak_rss_mb']:>12.0f}{util:>11}{r['setup_seconds']:>9.1f}  {per_round} | {acc}")
-    for ray_mode, other in (("ray", "processes"), ("ray+vectorized", "processes+vectorized")):
+    for ray_mode, other in (("ray", "processes"), ("ray+tree", "processes"), ("ray+vectorized", "processes+vectorized")):
         if "seconds" in results.get(ray_mode, {}) and "seconds" in results.get(other, {}):
             ratio = statistics.median(results[ray_mode]["seconds"]) / statistics.median(results[other]["seconds"])
             lines.append(f"{ray_mode} / {other} s/round: {ratio:.3f}")
