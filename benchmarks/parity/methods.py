@@ -93,7 +93,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedpac", "FedPAC", {"lamda": 1.0}, {"lamda": 1.0}),
     # alignment lr 0.01, batch 16, 1 epoch are hard-coded in PFLlib's clientas.py; fedloom's defaults are those
     _m("fedas", "FedAS", {}, {"align_lr": 0.01, "align_epochs": 1, "align_batch": 16}),
-    _m("fedproto", "FedProto", {"lamda": 1.0}, {"lam": 1.0},
+    # PFLlib's prototypes are collected during training (fedloom's pfllib_compat); the default makes a pass after it
+    _m("fedproto", "FedProto", {"lamda": 1.0}, {"lam": 1.0, "pfllib_compat": True},
        known_gap="round 0: PFLlib scores 0 before global prototypes exist, fedloom scores with the head"),
     # PFLlib's FD uses the raw mean logits as CE soft targets: fedloom's target=raw
     _m("fd", "FD", {"lamda": 1.0}, {"lam": 1.0, "target": "raw"}),

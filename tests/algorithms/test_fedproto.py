@@ -77,3 +77,29 @@ def test_bytes_are_the_held_classes_prototypes() -> None:
     assert first.bytes_up == table_bytes(exp, D)
     present = server.broadcast.extra["present"] > 0
     assert server.broadcast.nbytes(0) == int(present.sum()) * (4 * D + 1)
+
+
+def _upload(exp, compat: bool, client: int = 0, lr: float = None):
+    import dataclasses
+
+    from fedloom.algorithms import ALGORITHMS
+
+    runtime = exp.runtime if lr is None else dataclasses.replace(exp.runtime, sgd=dataclasses.replace(
+        exp.runtime.sgd, lr=lr))
+    algo = ALGORITHMS.get("fedproto")(pfllib_compat=compat)
+    ctx = runtime.client_context(client, 1)
+    state = algo.init_client_state(runtime.for_client(client).init_params, client)
+    return H.decode_rows(algo.client_update(ctx, Broadcast(params={}), state).upload.arrays, C)
+
+
+def test_pfllib_compat_prototypes_are_collected_during_training() -> None:
+    exp = mixed("fedproto")
+    # without learning the model never changes: the features of the training batches are the trained model's, so
+    # PFLlib's collected means equal the separate pass (the collection covers every sample once per epoch)
+    frozen_pass, frozen_collected = _upload(exp, False, lr=0.0), _upload(exp, True, lr=0.0)
+    assert torch.allclose(frozen_pass["sum"], frozen_collected["sum"], atol=1e-5)
+    assert torch.equal(frozen_pass["count"], frozen_collected["count"])
+    # while learning, PFLlib's prototypes mix in features from before each step: they differ from the pass
+    trained_pass, trained_collected = _upload(exp, False), _upload(exp, True)
+    assert torch.equal(trained_pass["count"], trained_collected["count"])
+    assert (trained_pass["sum"] - trained_collected["sum"]).abs().max() > 1e-3

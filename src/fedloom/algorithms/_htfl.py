@@ -143,18 +143,39 @@ def nearest_prototype(apply: ApplyFn, tree: Tree, x: torch.Tensor) -> torch.Tens
     return -torch.where(present.unsqueeze(0), dist, torch.full_like(dist, FAR))
 
 
+def proto_losses(apply: ApplyFn, table: Optional[torch.Tensor], present: Optional[torch.Tensor], lam: float,
+                 w: Params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-sample CE(h(φ(x)), y) + λ·mean_d (φ(x) − P_y)² for samples whose class has a global prototype, the
+    features φ(x)): averaged over the batch it is HtFLlib's CE + λ·MSELoss(φ with P_y substituted, φ)."""
+    feats = body(apply, w, x)
+    ce = torch.nn.functional.cross_entropy(apply(w, feats, "head"), y, reduction="none")
+    if table is None or lam == 0:
+        return ce, feats
+    reg = (feats - table[y]).pow(2).mean(1) * present[y].float()
+    return ce + lam * reg, feats
+
+
 def proto_batch_loss(apply: ApplyFn, table: Optional[torch.Tensor], present: Optional[torch.Tensor],
                      lam: float) -> Callable[..., torch.Tensor]:
-    """Per-sample CE(h(φ(x)), y) + λ·mean_d (φ(x) − P_y)² for samples whose class has a global prototype:
-    averaged over the batch it is HtFLlib's CE + λ·MSELoss(φ with P_y substituted, φ) (absent rows add 0)."""
+    """The batch loss of ``proto_losses`` (absent rows add 0)."""
 
     def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
-        feats = body(apply, w, x)
-        ce = torch.nn.functional.cross_entropy(apply(w, feats, "head"), y, reduction="none")
-        if table is None or lam == 0:
-            return ce
-        reg = (feats - table[y]).pow(2).mean(1) * present[y].float()
-        return ce + lam * reg
+        return proto_losses(apply, table, present, lam, w, x, y)[0]
+
+    return loss
+
+
+def proto_collecting_loss(apply: ApplyFn, table: Optional[torch.Tensor], present: Optional[torch.Tensor],
+                          lam: float) -> Callable[..., tuple[torch.Tensor, Any]]:
+    """``proto_losses`` as a carry loss (``ctx.local_sgd_carry``) that also sums each class's features of every
+    batch, before that batch's step: PFLlib/HtFLlib clientproto's prototypes, collected during training. The
+    carry is {"sum": [C, D] float64, "count": [C]}."""
+
+    def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any, carry: Any) -> tuple[torch.Tensor, Any]:
+        losses, feats = proto_losses(apply, table, present, lam, w, x, y)
+        sums, counts = carry["sum"], carry["count"]
+        return losses, {"sum": sums.index_add(0, y, feats.detach().to(sums.dtype)),
+                        "count": counts + torch.bincount(y, minlength=counts.numel())}
 
     return loss
 

@@ -13,12 +13,19 @@ feature φ(x) of each class, instead of parameters:
   prototypes exist (the evaluation before round 1) the head (HtFLlib scores 0 there).
 
 λ defaults to 1 (the paper's and HtFLlib's argparse default); HtFLlib's ``total.sh`` runs ``-lam 10``.
+``pfllib_compat``: PFLlib's and HtFLlib's ``clientproto`` do not make the separate pass: they upload the mean
+feature of each class over every batch of local training, taken before that batch's step (``agg_func`` of the
+features ``train`` collected), so early-round prototypes mix in features of a model still being trained. The
+default follows the paper (prototypes of the trained model); the switch reproduces the official code
+(docs/results/pfllib-parity.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
+
+import torch
 
 from fedloom.algorithms import _htfl as H
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, Predictor,
@@ -39,6 +46,9 @@ class FedProto(Algorithm):
     vectorizable = False  # the prototype pass is a per-client loop over its data
 
     lam: float = hp(1.0, ge=0, help="weight λ of the prototype regularizer MSE(φ(x), P̄_y)")
+    pfllib_compat: bool = hp(False, help="prototypes as PFLlib/HtFLlib's clientproto: the mean feature of each class "
+                                         "over every training batch, taken before that batch's step, instead of one "
+                                         "pass with the trained model")
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         return ServerResult(state=ServerState(params={}), broadcast=Broadcast(params={}))
@@ -48,11 +58,27 @@ class FedProto(Algorithm):
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         table, present = H.global_table(broadcast)
-        trained, metrics = ctx.local_sgd(state["params"],
-                                         batch_loss=H.proto_batch_loss(ctx.apply, table, present, self.lam))
-        protos, held = H.class_means(ctx, lambda x: H.body(ctx.apply, trained, x), H.num_classes(ctx))
+        if self.pfllib_compat:
+            trained, protos, held, metrics = self.collected_during_training(ctx, state["params"], table, present)
+        else:
+            trained, metrics = ctx.local_sgd(state["params"],
+                                             batch_loss=H.proto_batch_loss(ctx.apply, table, present, self.lam))
+            protos, held = H.class_means(ctx, lambda x: H.body(ctx.apply, trained, x), H.num_classes(ctx))
         return ClientResult(upload=H.rows_message(protos, held), state={"params": trained}, weight=1.0,
                             metrics=metrics)
+
+    def collected_during_training(self, ctx: ClientContext, params: Params, table: Optional[torch.Tensor],
+                                  present: Optional[torch.Tensor]) -> tuple:
+        """PFLlib's prototypes: the running per-class feature sums of local training's own batches."""
+        classes, width = H.num_classes(ctx), int(ctx.runtime.model.feature_dim)
+        device = ctx.runtime.device
+        carry = {"sum": torch.zeros(classes, width, dtype=torch.float64, device=device),
+                 "count": torch.zeros(classes, dtype=torch.long, device=device)}
+        trained, collected, metrics = ctx.local_sgd_carry(
+            params, carry, H.proto_collecting_loss(ctx.apply, table, present, self.lam))
+        sums, counts = collected["sum"], collected["count"]
+        held = counts > 0
+        return trained, (sums / counts.clamp(min=1).unsqueeze(1)).float(), held, metrics
 
     def server_update(self, server: ServerState, uploads: Uploads) -> ServerResult:
         state = server.replace(round=server.round + 1)
