@@ -62,13 +62,18 @@ def resume_hint(cfg: Optional[RunConfig]) -> str:
 
 def assign_clients(work: list[float], workers: int) -> list[list[int]]:
     """Longest-processing-time-first: each client, heaviest first, goes to the least-loaded worker."""
-    loads = [0.0] * workers
-    owned: list[list[int]] = [[] for _ in range(workers)]
-    for client in sorted(range(len(work)), key=lambda c: (-work[c], c)):
-        target = min(range(workers), key=lambda w: (loads[w], w))
+    return [sorted(clients) for clients in longest_first(range(len(work)), work, [0.0] * workers)]
+
+
+def longest_first(clients: Iterable[int], work: list[float], loads: list[float]) -> list[list[int]]:
+    """``clients``, heaviest first, each to the least-loaded worker (``loads``: each worker's work so far,
+    updated in place); worker i's clients in the order they were placed."""
+    owned: list[list[int]] = [[] for _ in loads]
+    for client in sorted(clients, key=lambda c: (-work[c], c)):
+        target = min(range(len(loads)), key=lambda w: (loads[w], w))
         owned[target].append(client)
         loads[target] += work[client]
-    return [sorted(clients) for clients in owned]
+    return owned
 
 
 class ShardedEngine(Engine):
@@ -131,16 +136,13 @@ class ShardedEngine(Engine):
         worker ~10% more work at 100 clients per round, and the round waits for it."""
         if not self._balanced(algorithm):
             return self._shares(cohort)
-        loads = {w: 0.0 for w in self._everyone()}
-        shares: dict[int, list[int]] = {}
-        for client in (c for c in cohort if c in self.holding):
-            shares.setdefault(self.owner[client], []).append(client)
+        loads = [0.0 for _ in self._everyone()]
+        pinned = [c for c in cohort if c in self.holding]
+        for client in pinned:
             loads[self.owner[client]] += self.work[client]
-        for client in sorted((c for c in cohort if c not in self.holding), key=lambda c: (-self.work[c], c)):
-            target = min(loads, key=lambda w: (loads[w], w))
-            shares.setdefault(target, []).append(client)
-            loads[target] += self.work[client]
-        return {w: sorted(clients) for w, clients in sorted(shares.items())}
+        free = longest_first((c for c in cohort if c not in self.holding), self.work, loads)
+        shares = {w: clients + [c for c in pinned if self.owner[c] == w] for w, clients in enumerate(free)}
+        return {w: sorted(clients) for w, clients in shares.items() if clients}
 
     def _balanced(self, algorithm: Algorithm) -> bool:
         """Whether clients without a saved state may move: no stateful upload transform or local-training seam,
