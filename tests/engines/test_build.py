@@ -146,6 +146,8 @@ def test_an_engine_table_in_a_config_file(tmp_path: Path) -> None:
     (["--engine", "processes", "--processes.worker-engine", "warp"],
      "processes.worker_engine must be one of serial, vectorized, got 'warp'"),
     (["--engine", "processes", "--processes.timeout", "0"], "processes.timeout must be > 0, got 0"),
+    (["--engine", "processes", "--processes.start", "thread"],
+     "processes.start must be one of auto, fork, spawn, got 'thread'"),
     (["--engine", "vectorized", "--vectorized.pack-size", "0"], "vectorized.pack_size must be >= 1, got 0"),
     (["--engine", "processes", "--set", "processes.wrkers=2"], "unknown option(s) ['processes.wrkers']"),
 ])
@@ -227,3 +229,16 @@ def test_a_worker_error_keeps_its_type_through_the_transport() -> None:
     exp = dataclasses.replace(base, engine=InProcessEngine(base.runtime, options))
     with pytest.raises(TrainingError, match="non-finite"):
         run_records(exp, 2)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"worker_start": "thread"}, "--processes.start must be auto, fork or spawn, got 'thread'"),
+    ({"worker_start": "fork", "device": "cuda"}, "--processes.start fork cannot be used with a CUDA device"),
+])
+def test_worker_start_is_checked_before_any_worker_starts(changes: dict, message: str) -> None:
+    from fedloom.engines.transport_mp import start_method
+
+    cfg = dataclasses.replace(_resolve("--engine", "processes"), **changes)
+    with pytest.raises(ConfigError) as info:
+        start_method(cfg)
+    assert message in str(info.value)

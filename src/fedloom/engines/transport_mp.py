@@ -141,6 +141,8 @@ def start_method(cfg: Any) -> str:
     the main process starts in milliseconds with its imports done and its dataset pages shared; spawn elsewhere,
     and always with CUDA, which cannot be used in a forked child)."""
     method = getattr(cfg, "worker_start", "auto") if cfg is not None else "auto"
+    if method not in ("auto", "fork", "spawn"):  # the alias --worker-start bypasses the options table's check
+        raise ConfigError(f"--processes.start must be auto, fork or spawn, got {method!r}")
     cuda = cfg is not None and (cfg.device.startswith("cuda") or (cfg.device == "auto" and _cuda_available()))
     if method == "fork" and cuda:
         raise ConfigError("--processes.start fork cannot be used with a CUDA device (CUDA does not survive a fork); "
