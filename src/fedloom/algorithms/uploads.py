@@ -101,6 +101,22 @@ class UploadAccumulator:
         return Uploads(self.weighted_sum, self.total_weight, self.count, items)
 
 
+@dataclass
+class HeldUploads:
+    """An accumulator that keeps each client's decoded upload and weight instead of adding them: the Ray
+    engine's ordered reduction later ``replay``s them into the running sum passed along the cohort's order,
+    which then makes exactly the serial engine's additions (``UploadAccumulator.add``, in the same order)."""
+    adds: dict[int, tuple[Optional[Tree], float]] = field(default_factory=dict)
+
+    def add(self, client_id: int, upload: Optional[Tree], weight: float) -> None:
+        self.adds[client_id] = (upload, weight)
+
+    def replay(self, into: UploadAccumulator, clients: list[int]) -> UploadAccumulator:
+        for client in clients:
+            into.add(client, *self.adds[client])
+        return into
+
+
 def merge_uploads(parts: list[Uploads], keep_all: bool = False) -> Uploads:
     """Combine partial Uploads (e.g. one per worker) into one, as if one accumulator had seen every client."""
     total = UploadAccumulator(keep_all=keep_all)

@@ -126,23 +126,27 @@ class RayEngine(ShardedEngine):
         ordered = self.ordered
         results: list[dict] = []
         holder: dict[int, int] = {}
-        pending, folded = list(cohort), None
+        pending, folded, chain = list(cohort), None, None
         while pending:  # more than once only when a worker died
             plan = schedule_in_order if ordered else schedule
             waiting = set(pending)
             shares = plan([c for c in cohort if c in waiting], self._chain_order(), self.model, self.pinned)
             refs = {w: self.transport.actors[w].train.remote(keep_all, algorithm, self._wire(w, broadcast, c), c,
                                                              round_, ordered) for w, c in shares.items()}
+            if ordered and pending == cohort:  # the fold chain queued behind the training: no wait in between
+                chain = self._chain(cohort, {c: w for w, clients in shares.items() for c in clients}, keep_all)
             got, lost = self._gather(refs) if ordered else self._reduce(refs, keep_all)
             results.extend(got)
             holder.update({c: w for w, clients in shares.items() if w not in lost for c in clients})
             pending = sorted(c for w in lost for c in shares[w])
             if lost:
+                chain = None  # it would fold a lost worker's uploads: folded again below, from the holders
                 self._recover(lost, pending, round_)
             while ordered and not pending:  # every contribution is held: fold them in the cohort's order
-                folded, lost = self._fold(cohort, holder, keep_all)
+                folded, lost = self._fold(chain or self._chain(cohort, holder, keep_all))
                 if not lost:
                     break
+                chain = None
                 pending = sorted(c for c, w in holder.items() if w in lost)  # their contributions died too
                 results = [r for r in results if not set(r["workers"]) & set(lost)]  # their re-run reports
                 self._recover(lost, pending, round_)
@@ -201,9 +205,10 @@ class RayEngine(ShardedEngine):
                 lost.append(w)
         return results, lost
 
-    def _fold(self, cohort: list[int], holder: dict[int, int], keep_all: bool) -> tuple[Any, list[int]]:
-        """The running sum passed from worker to worker along the cohort's order (one call per run of
-        consecutive clients on one worker, chained in the object store without the driver in between)."""
+    def _chain(self, cohort: list[int], holder: dict[int, int], keep_all: bool) -> list[tuple[int, Any]]:
+        """Queue the running sum's passage from worker to worker along the cohort's order (one call per run of
+        consecutive clients on one worker, chained in the object store without the driver in between): each
+        call runs after the worker's training (Ray runs an actor's calls from one caller in order)."""
         runs: list[tuple[int, list[int]]] = []
         for client in cohort:
             if runs and runs[-1][0] == holder[client]:
@@ -214,8 +219,12 @@ class RayEngine(ShardedEngine):
         for w, clients in runs:
             running = self.transport.actors[w].fold.remote(keep_all, running, clients)
             calls.append((w, running))
+        return calls
+
+    def _fold(self, calls: list[tuple[int, Any]]) -> tuple[Any, list[int]]:
+        """The chain's sum, or the first worker of the chain that was lost."""
         try:
-            return self.transport.get(running, runs[-1][0]), []
+            return self.transport.get(calls[-1][1], calls[-1][0]), []
         except WorkerLost:  # find who: the first call of the chain that failed
             for w, ref in calls:
                 try:

@@ -18,7 +18,10 @@ import time
 import warnings
 from typing import Any, Optional
 
-from fedloom.algorithms.uploads import UploadAccumulator, Uploads, merge_uploads
+import torch
+
+from fedloom.algorithms.tree import tree_map
+from fedloom.algorithms.uploads import HeldUploads, UploadAccumulator, Uploads, merge_uploads
 from fedloom.engines.base import EngineOptions
 from fedloom.engines.ray_state import StagedStore, pending_root, roll_forward
 from fedloom.engines.sharded import Transport, resume_hint
@@ -31,6 +34,8 @@ from fedloom import errors
 STARTUP_SECONDS = 300.0
 #: Tries at starting a local cluster (Ray's own start-up deadline is 30 s, short on a loaded machine).
 START_ATTEMPTS = 3
+#: The nice value of the workers of a local cluster (Ray's default 15 starves them beside any other work).
+WORKER_NICENESS = 0
 #: How long the address check waits for a TCP connection to an existing cluster.
 CONNECT_SECONDS = 5.0
 
@@ -81,8 +86,12 @@ def connect(address: Optional[str], workers: int, gpus_per_worker: float) -> boo
         try:
             with warnings.catch_warnings():  # Ray's notice of a future default (actors without GPUs see none)
                 warnings.simplefilter("ignore", FutureWarning)
+                # Ray starts its workers at nice 15 (to keep its raylet responsive): on a shared machine they
+                # would lose every core to anything at nice 0; fedloom's workers are the run, as the processes
+                # engine's are, so they run at the driver's priority
                 ray.init(num_cpus=max(workers, os.cpu_count() or 1), num_gpus=gpus, include_dashboard=False,
-                         logging_level="warning", configure_logging=False)
+                         logging_level="warning", configure_logging=False,
+                         _system_config={"worker_niceness": WORKER_NICENESS})
             return True
         except Exception as exc:  # noqa: BLE001  Ray gives its raylet 30 s, too little on a loaded machine
             ray.shutdown()
@@ -127,13 +136,22 @@ class RayWorker:
         self.inner = inner_engine
         self._broadcast_key: Any = None
         self._broadcast: Any = None
-        self._held: dict[int, Uploads] = {}  # this round's per-client contributions (ordered reduction)
+        self._held = HeldUploads()  # this round's decoded uploads, for the ordered reduction
         self._held_round: Optional[int] = None
+        self._node: Optional[str] = None
+
+    @property
+    def node(self) -> str:
+        """The id of this worker's Ray node (asked once: it never changes)."""
+        if self._node is None:
+            import ray
+            self._node = ray.get_runtime_context().get_node_id()
+        return self._node
 
     def info(self) -> dict[str, Any]:
         import ray
-        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "ip": ray.util.get_node_ip_address(), "disk_store": self.store.on_disk}
+        return {"node": self.node, "pid": os.getpid(),
+                "ip": ray.util.get_node_ip_address(), "disk_store": self.store.on_disk, "nice": os.nice(0)}
 
     def handle(self, command: str, payload: Any) -> Any:
         if command in ("train", "evaluate"):
@@ -152,44 +170,37 @@ class RayWorker:
     def train(self, keep_all: bool, algorithm: Any, wire: Any, clients: list[int], round_: int,
               hold: bool) -> dict[str, Any]:
         """Train ``clients`` one after another (or the inner engine's packs), timing each. ``hold``: keep each
-        client's contribution here for ``fold`` (the ordered reduction) and return none; else return this
+        client's decoded upload here for ``fold`` (the ordered reduction) and return none; else return this
         worker's partial sum (or every upload when ``keep_all``). Metrics, bytes and timings come back always."""
         broadcast = self._resolve(wire)
         engine = self.worker.engine
         self.store.begin(round_)
-        if hold:
-            self._held = {c: u for c, u in self._held.items() if self._held_round == round_}  # a re-run keeps
-            self._held_round = round_                                                        # its round's own
         started = time.perf_counter()
-        if self.inner == "serial":  # per-client calls: the same float64 additions as one call, timed each
-            parts, seconds = [], {}
-            for client in clients:
-                t0 = time.perf_counter()
-                parts.append(engine.train_cohort(algorithm, broadcast, [client], round_))
-                seconds[client] = time.perf_counter() - t0
-                if hold:
-                    self._held[client] = parts[-1].uploads
+        if self.inner == "serial":  # one call, each client timed inside it (the scheduler's measurements)
+            if hold and self._held_round != round_:  # a re-run of lost clients keeps its round's own uploads
+                self._held, self._held_round = HeldUploads(), round_
+            accumulator = self._held if hold else UploadAccumulator(keep_all=keep_all)
+            metrics, bytes_up, seconds = engine.train_into(accumulator, algorithm, broadcast, clients, round_)
+            uploads = None if hold else accumulator.finish()
         else:  # packed clients: one call, its time shared by work
-            parts = [engine.train_cohort(algorithm, broadcast, clients, round_)]
-            seconds = {}
+            part = engine.train_cohort(algorithm, broadcast, clients, round_)
+            metrics, bytes_up, seconds, uploads = part.client_metrics, part.bytes_up, {}, part.uploads
         busy = time.perf_counter() - started
         store = engine.runtime.store
-        return {"uploads": None if hold else merge_uploads([p.uploads for p in parts], keep_all=keep_all),
-                "metrics": {c: m for p in parts for c, m in p.client_metrics.items()},
-                "bytes_up": sum(p.bytes_up for p in parts),
+        return {"uploads": uploads, "metrics": metrics, "bytes_up": bytes_up,
                 "workers": {self.index: {"seconds": seconds, "busy": busy, "clients": list(clients),
                                          "stateful": [c for c in clients if c in store],
-                                         "staged": self.store.has_staged(), "node": self.info()["node"]}}}
+                                         "staged": self.store.has_staged(), "node": self.node}}}
 
     def fold(self, keep_all: bool, running: Optional[UploadAccumulator], clients: list[int]) -> UploadAccumulator:
-        """The ordered reduction: add the held contributions of ``clients`` (a run of the cohort's order) to
-        the running sum, one by one, exactly as the serial engine's accumulator adds them."""
-        total = UploadAccumulator(keep_all=keep_all) if running is None else running
-        for client in clients:
-            part = self._held[client]
-            total.merge(UploadAccumulator(keep_all, part.weighted_sum, part.total_weight, part.count,
-                                          list(part.items or [])))
-        return total
+        """The ordered reduction: add the held uploads of ``clients`` (a run of the cohort's order) to the running
+        sum, one by one, with the serial engine's own ``UploadAccumulator.add``."""
+        if running is None:
+            total = UploadAccumulator(keep_all=keep_all)
+        else:  # the sum as it arrived from the previous worker; added to in place from here
+            own = None if running.weighted_sum is None else tree_map(torch.clone, running.weighted_sum)
+            total = UploadAccumulator(keep_all, own, running.total_weight, running.count, list(running.items))
+        return self._held.replay(total, clients)
 
     # ------------------------------------------------------------------ states (ray_state.py)
     def commit(self, backup: bool) -> dict[int, Any]:
