@@ -31,6 +31,10 @@ class Method:
     # fedloom rounds before PFLlib's evaluation 0: FedDBE's initialization period is fedloom's round 1 but runs
     # in PFLlib's server constructor, so fedloom round r + 1 is PFLlib evaluation r (docs/algorithms.md)
     fedloom_offset: int = 0
+    # PFLlib's -gr is rounds + this: FedBABU's server trains global_rounds + 1 times, evaluating before each, then
+    # fine-tunes and evaluates once more; with -gr R - 1 that last evaluation comes after R trainings and the
+    # fine-tuning, as fedloom's round R does (finetune_epochs in the last round), and is PFLlib's evaluation R
+    pfllib_rounds_offset: int = 0
     # the model on PFLlib's side: "cnn" = main.py's FedAvgCNN(1, 10, 1024); "cnn-bn" = the harness's conv-BN
     # FedAvgCNN (pfllib_side.FedAvgCNNBN), the architecture of fedloom's --model cnn-bn, for FedBN (PFLlib has no
     # BatchNorm CNN for 1x28x28 inputs: with -m CNN its FedBN has no BN layer and is FedAvg)
@@ -64,7 +68,7 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedper", "FedPer"),
     _m("fedrep", "FedRep", {"plocal_epochs": 1}, {"head_epochs": 1}),
     _m("fedrod", "FedROD"),
-    _m("fedbabu", "FedBABU", {"fine_tuning_epochs": 10}, {"finetune_epochs": 10}),
+    _m("fedbabu", "FedBABU", {"fine_tuning_epochs": 10}, {"finetune_epochs": 10}, pfllib_rounds_offset=-1),
     _m("fedphp", "FedPHP", {"mu": 0.9, "lamda": 0.01}, {"mu": 0.9, "lamda": 0.01, "pfllib_compat": True}),
     _m("fedala", "FedALA", {"eta": 1.0, "rand_percent": 80, "layer_idx": 2},
        {"eta": 1.0, "rand_percent": 80, "layer_idx": 2, "pfllib_compat": True}),

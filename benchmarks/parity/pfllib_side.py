@@ -230,7 +230,8 @@ def run(pfllib: Path, data: Path, method: str, rounds: int, seed: int, threads: 
     work = data.parent.parent / "pfllib_cwd"
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
-    args = build_args(main_src, method, data.name, rounds, str(work / f"items-{method}-s{seed}"))
+    args = build_args(main_src, method, data.name, rounds + METHODS[method].pfllib_rounds_offset,
+                      str(work / f"items-{method}-s{seed}"))
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     args.model = build_model(args, head_split, getattr(METHODS[method], "pfllib_model", "cnn"))
     if drops_head(main_src, METHODS[method].pfllib):
