@@ -19,7 +19,8 @@ import torch
 
 from fedloom.algorithms import ALGORITHMS, Algorithm
 from fedloom.checkpoint import CHECKPOINT_NAME, RunProgress, open_for_resume, remove_checkpoint, save_checkpoint
-from fedloom.config import RunConfig, check_option_namespaces, component_options, to_toml, validate_numbers
+from fedloom.config import RunConfig, component_options
+from fedloom.config_checks import check_option_namespaces, to_toml, validate_numbers
 from fedloom.data.base import DATASETS
 from fedloom.data.federated import FederatedData
 from fedloom.data.summary import write_partition_report

@@ -573,7 +573,8 @@ ROWS = (RUN_FIELD_ROWS + SET_ROWS + ALGORITHM_ROWS + DATASET_MODEL_ROWS + DATA_D
 
 # ------------------------------------------------------------------------------------------------ fixtures
 def _resolved_toml(**overrides: Any) -> str:
-    from fedloom.config import build_config, to_toml
+    from fedloom.config import build_config
+    from fedloom.config_checks import to_toml
     from fedloom.run import resolve_config
 
     raw = dict(dataset="digits", model="mlp", clients=5, rounds=2, batch_size=20, device="cpu", quiet=True,

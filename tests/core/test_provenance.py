@@ -13,7 +13,8 @@ import pytest
 
 import fedloom
 from fedloom.checkpoint import config_hash
-from fedloom.config import build_config, load_toml, to_toml
+from fedloom.config import build_config, load_toml
+from fedloom.config_checks import to_toml
 from fedloom.provenance import git_commit, source_root
 from fedloom.run import resolve_config
 from fedloom.tracking import atomic_write_text, file_mode

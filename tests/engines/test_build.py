@@ -18,7 +18,8 @@ import torch
 
 from fedloom.checkpoint import config_hash, config_identity
 from fedloom.cli import make_parser, raw_from_args
-from fedloom.config import RUN_FIELDS, build_config, load_toml, to_toml
+from fedloom.config import RUN_FIELDS, build_config, load_toml
+from fedloom.config_checks import to_toml
 from fedloom.engines import ENGINE_OPTIONS, ENGINES, Engine, EngineOptions
 from fedloom.engines.build import build_runtime, engine_options
 from fedloom.engines.options import stored_fields

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from fedloom.cli import build_config, main, make_parser, raw_from_args
-from fedloom.config import FIELD_KEY, RUN_FIELDS, load_toml, raw_from_table, to_toml
+from fedloom.config import FIELD_KEY, RUN_FIELDS, load_toml, raw_from_table
+from fedloom.config_checks import to_toml
 from fedloom.run import resolve_config
 from fedloom.seams import SEAM_REGISTRIES
 

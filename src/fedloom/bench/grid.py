@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from fedloom.checkpoint import config_hash
-from fedloom.config import RunConfig, build_config, parse_set, raw_from_table, set_value, to_toml
+from fedloom.config import RunConfig, build_config, parse_set, raw_from_table, set_value
+from fedloom.config_checks import to_toml
 from fedloom.errors import ConfigError
 from fedloom.registry import canonical
 from fedloom.resources import packaged

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping, Union
 
 from fedloom import __version__, errors
-from fedloom.config import RunConfig, set_value, to_toml
+from fedloom.config import RunConfig, set_value
+from fedloom.config_checks import to_toml
 from fedloom.errors import ConfigError
 
 #: Flower message types (``<category>.<action>``) the fedloom ClientApp answers.
