@@ -40,7 +40,7 @@ def test_pack_members_work_or_say_not_vectorizable() -> None:
     refused = {"client_id": lambda: ctx.client_id, "train_indices": lambda: ctx.train_indices,
                "test_indices": lambda: ctx.test_indices, "generator": lambda: ctx.generator("x"),
                "data": lambda: ctx.data(torch.arange(2)), "mean_loss": lambda: ctx.mean_loss(params, torch.arange(2)),
-               "local_sgd_carry": lambda: ctx.local_sgd_carry(params, None, lambda *a: None),
+               "local_sgd_carry(no carry)": lambda: ctx.local_sgd_carry(params, None, lambda *a: None),
                "evaluate": lambda: ctx.evaluate(params),
                "local_sgd(after_batch)": lambda: ctx.local_sgd(params, after_batch=lambda *a: None)}
     for name, call in refused.items():
@@ -50,6 +50,9 @@ def test_pack_members_work_or_say_not_vectorizable() -> None:
     assert ctx.init_params is serial.init_params and ctx.total_rounds == serial.total_rounds
     trained, _ = ctx.local_sgd(params, epochs=1, batch_size=5)
     assert next(iter(trained.values())).shape[0] == 2
+    sums, counts = ctx.class_sums(trained, runtime.apply, 10, batch_size=64)
+    assert sums.shape == (2, 10, 10) and counts.shape == (2, 10)
+    assert [ctx.each_client(lambda s: s.shape, sums)[i] for i in range(2)] == [(10, 10)] * 2
 
 
 def test_init_client_state_is_told_the_client() -> None:

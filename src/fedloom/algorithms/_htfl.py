@@ -31,7 +31,7 @@ FAR = 1e9
 
 
 def num_classes(ctx: Any) -> int:
-    return int(ctx.train_label_counts().numel())
+    return int(ctx.train_label_counts().shape[-1])  # a pack's counts carry the client axis in front
 
 
 def body(apply: ApplyFn, params: Params, x: torch.Tensor) -> torch.Tensor:
@@ -39,29 +39,18 @@ def body(apply: ApplyFn, params: Params, x: torch.Tensor) -> torch.Tensor:
     return apply(params, x, "body").flatten(1)
 
 
-def class_sums(ctx: Any, fn: Callable[[torch.Tensor], torch.Tensor],
+def class_sums(ctx: Any, params: Params, fn: Callable[[Params, torch.Tensor], torch.Tensor],
                classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ fn(x) per class [C, D], samples per class [C]) over the client's training data, without gradients."""
-    sums: Optional[torch.Tensor] = None
-    counts = torch.zeros(classes)
-    with torch.no_grad():
-        for batch in ctx.train_indices.split(PASS_BATCH):
-            x, y = ctx.data(batch)
-            out = fn(x).float()
-            if sums is None:
-                sums = torch.zeros(classes, out.shape[1], device=out.device)
-            sums.index_add_(0, y, out)
-            counts = counts.to(out.device).index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
-    assert sums is not None, "a client without training data"
-    return sums, counts
+    """(Σ fn(params, x) per class [C, D], samples per class [C]) over the client's training data, without
+    gradients (``ctx.class_sums``: a pack returns them for all its clients, with the client axis in front)."""
+    return ctx.class_sums(params, fn, classes, PASS_BATCH)
 
 
-def class_means(ctx: Any, fn: Callable[[torch.Tensor], torch.Tensor],
+def class_means(ctx: Any, params: Params, fn: Callable[[Params, torch.Tensor], torch.Tensor],
                 classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-class mean of fn(x) [C, D] (zero rows for absent classes), present mask [C] bool)."""
-    sums, counts = class_sums(ctx, fn, classes)
-    present = counts > 0
-    return sums / counts.clamp(min=1).unsqueeze(1), present
+    """(per-class mean of fn(params, x) [C, D] (zero rows for absent classes), present mask [C] bool)."""
+    sums, counts = class_sums(ctx, params, fn, classes)
+    return sums / counts.clamp(min=1).unsqueeze(-1), counts > 0
 
 
 def class_ids(present: torch.Tensor) -> torch.Tensor:
@@ -74,6 +63,12 @@ def rows_message(table: torch.Tensor, present: torch.Tensor) -> Compact:
     """The wire form of a per-class table: the present classes' rows and ids (see the module docstring)."""
     arrays = {"rows": table[present].float().contiguous(), "classes": class_ids(present)}
     return Compact(arrays, functools.partial(decode_rows, classes=int(present.numel())))
+
+
+def rows_upload(ctx: Any, table: torch.Tensor, present: torch.Tensor) -> Any:
+    """The client's upload of a per-class table: its ``rows_message``, built per client (``ctx.each_client``)
+    since the rows a client sends depend on the classes it holds."""
+    return ctx.each_client(rows_message, table, present)
 
 
 def decode_rows(arrays: Payload, classes: int) -> Tree:
@@ -174,8 +169,9 @@ def proto_collecting_loss(apply: ApplyFn, table: Optional[torch.Tensor], present
     def loss(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any, carry: Any) -> tuple[torch.Tensor, Any]:
         losses, feats = proto_losses(apply, table, present, lam, w, x, y)
         sums, counts = carry["sum"], carry["count"]
+        # index_add rather than bincount for the counts: the same numbers, and it maps over a pack's clients
         return losses, {"sum": sums.index_add(0, y, feats.detach().to(sums.dtype)),
-                        "count": counts + torch.bincount(y, minlength=counts.numel())}
+                        "count": counts.index_add(0, y, torch.ones_like(y, dtype=counts.dtype))}
 
     return loss
 

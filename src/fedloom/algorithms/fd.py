@@ -16,6 +16,8 @@ logits are passed to ``CrossEntropyLoss`` as if they were probabilities, −Σ_c
 sample of a class without a global logit takes its own detached logits as the target (the library's quirk).
 HtFLlib collects the logits batch by batch during training; fedloom takes them in a pass after training (the
 same model the prototypes methods use), which differs by the drift within one local epoch. λ = 1 (``-lam 1``).
+Vectorizable: training, the logits pass (``ctx.class_sums``) and the per-client uploads (``ctx.each_client``)
+run packed; inference is the client's own model.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class FD(FedProto):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         table, present = H.global_table(broadcast)
         trained, metrics = ctx.local_sgd(state["params"], batch_loss=self.loss(ctx.apply, table, present))
-        logits, held = H.class_means(ctx, lambda x: ctx.apply(trained, x), H.num_classes(ctx))
-        return ClientResult(upload=H.rows_message(logits, held), state={"params": trained}, weight=1.0,
+        logits, held = H.class_means(ctx, trained, ctx.apply, H.num_classes(ctx))
+        return ClientResult(upload=H.rows_upload(ctx, logits, held), state={"params": trained}, weight=1.0,
                             metrics=metrics)
 
     def loss(self, apply: Any, table: Optional[torch.Tensor],

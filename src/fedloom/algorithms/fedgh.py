@@ -11,10 +11,13 @@ Clients of any body architecture share one head shape (Linear(D, C)):
 * inference: the client's body with the latest global head (HtFLlib evaluates right after the download).
 
 Defaults: HtFLlib's tuned ``-slr 0.01 -se 1``; batch 10 (its clients' batch size).
+Vectorizable: training, the prototype pass (``ctx.class_sums``) and the per-client uploads (``ctx.each_client``)
+run packed, the global head shared by the pack.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Optional
 
@@ -41,7 +44,6 @@ LINEAR_HEAD = {"head.weight", "head.bias"}
 @dataclass(frozen=True)
 class FedGH(Algorithm):
     aggregation = "all"  # the server trains on every uploaded (prototype, class) pair
-    vectorizable = False
     shared_architecture = False
     needs_common_feature_dim = True  # prototypes train one Linear(D, C) head
     needs_homogeneous_head: ClassVar[bool] = True
@@ -67,8 +69,8 @@ class FedGH(Algorithm):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         start = {**state["params"], **broadcast.params}  # the global head overwrites the client's
         trained, metrics = ctx.local_sgd(start)
-        protos, held = H.class_means(ctx, lambda x: H.body(ctx.apply, trained, x), H.num_classes(ctx))
-        return ClientResult(upload=H.rows_message(protos, held), state={"params": trained}, weight=1.0,
+        protos, held = H.class_means(ctx, trained, functools.partial(H.body, ctx.apply), H.num_classes(ctx))
+        return ClientResult(upload=H.rows_upload(ctx, protos, held), state={"params": trained}, weight=1.0,
                             metrics=metrics)
 
     def server_update(self, server: ServerState, uploads: Uploads) -> ServerResult:

@@ -160,7 +160,8 @@ class FedKTL(Algorithm):
         trained, metrics = ctx.local_sgd(start, batch_loss=self.loss(ctx.apply, etf, transfer),
                                          grad_correction=H.clip_groups(self.clip_norm))
         model = {k: v for k, v in trained.items() if "/" not in k}
-        protos, held = H.class_means(ctx, lambda x: F.normalize(ctx.apply(model, x), dim=1), H.num_classes(ctx))
+        protos, held = H.class_means(ctx, model, lambda w, x: F.normalize(ctx.apply(w, x), dim=1),
+                                     H.num_classes(ctx))
         protos = F.normalize(protos, dim=1) * held.unsqueeze(1)
         return ClientResult(upload=H.rows_message(protos, held), state={"params": model}, weight=1.0,
                             metrics=metrics)

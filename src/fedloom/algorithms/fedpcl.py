@@ -96,7 +96,7 @@ class FedPCL(Algorithm):
             loss = contrastive_loss(ctx.apply, broadcast.extra["global"], broadcast.extra["clients"], self.tau)
             params, metrics = ctx.local_sgd(params, batch_loss=loss, trainable=is_body,
                                             grad_correction=H.clip_groups(CLIP_NORM))
-        protos, held = H.class_means(ctx, lambda x: unit_features(ctx.apply, params, x), H.num_classes(ctx))
+        protos, held = H.class_means(ctx, params, lambda w, x: unit_features(ctx.apply, w, x), H.num_classes(ctx))
         new_state = {"params": params, "protos": protos, "held": held.float()}
         return ClientResult(upload=H.rows_message(protos, held), state=new_state, weight=1.0, metrics=metrics)
 

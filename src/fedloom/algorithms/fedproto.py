@@ -18,10 +18,15 @@ feature of each class over every batch of local training, taken before that batc
 features ``train`` collected), so early-round prototypes mix in features of a model still being trained. The
 default follows the paper (prototypes of the trained model); the switch reproduces the official code
 (docs/results/pfllib-parity.md).
+
+Vectorizable: a pack trains its clients in lockstep, runs the prototype pass with ``ctx.class_sums`` (or, with
+``pfllib_compat``, collects the prototypes through ``ctx.local_sgd_carry``) and builds each client's upload with
+``ctx.each_client``; the nearest-prototype Predictor is assembled client by client for evaluation.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -43,7 +48,6 @@ if TYPE_CHECKING:
 class FedProto(Algorithm):
     shared_architecture = False  # prototypes, not parameters: any architecture with the common feature width
     needs_common_feature_dim = True  # prototypes of width D are averaged across clients
-    vectorizable = False  # the prototype pass is a per-client loop over its data
 
     lam: float = hp(1.0, ge=0, help="weight λ of the prototype regularizer MSE(φ(x), P̄_y)")
     pfllib_compat: bool = hp(False, help="prototypes as PFLlib/HtFLlib's clientproto: the mean feature of each class "
@@ -63,8 +67,8 @@ class FedProto(Algorithm):
         else:
             trained, metrics = ctx.local_sgd(state["params"],
                                              batch_loss=H.proto_batch_loss(ctx.apply, table, present, self.lam))
-            protos, held = H.class_means(ctx, lambda x: H.body(ctx.apply, trained, x), H.num_classes(ctx))
-        return ClientResult(upload=H.rows_message(protos, held), state={"params": trained}, weight=1.0,
+            protos, held = H.class_means(ctx, trained, functools.partial(H.body, ctx.apply), H.num_classes(ctx))
+        return ClientResult(upload=H.rows_upload(ctx, protos, held), state={"params": trained}, weight=1.0,
                             metrics=metrics)
 
     def collected_during_training(self, ctx: ClientContext, params: Params, table: Optional[torch.Tensor],
@@ -78,7 +82,7 @@ class FedProto(Algorithm):
             params, carry, H.proto_collecting_loss(ctx.apply, table, present, self.lam))
         sums, counts = collected["sum"], collected["count"]
         held = counts > 0
-        return trained, (sums / counts.clamp(min=1).unsqueeze(1)).float(), held, metrics
+        return trained, (sums / counts.clamp(min=1).unsqueeze(-1)).float(), held, metrics
 
     def server_update(self, server: ServerState, uploads: Uploads) -> ServerResult:
         state = server.replace(round=server.round + 1)

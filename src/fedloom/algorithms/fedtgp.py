@@ -18,6 +18,7 @@ inference). The server replaces FedProto's average by trainable global prototype
 Defaults are the paper's and the official ``run_me.sh``: λ = 10, server_epochs = 100, τ = 100; the official
 server lr is the clients' lr (0.01 in its scripts) and its batch the clients' (10): set ``server_lr`` and
 ``server_batch_size`` to the run's ``--lr`` and ``--batch-size`` to match another setting.
+Vectorizable as FedProto (the client half is FedProto's; the TGP module is the server's).
 """
 
 from __future__ import annotations

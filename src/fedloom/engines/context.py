@@ -24,6 +24,8 @@ from fedloom.tasks.base import Task
 
 #: ``(params, x, y, aux, carry) -> (per-sample losses [B], new carry)`` (see ClientContext.local_sgd_carry)
 CarryLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any, Any], tuple[torch.Tensor, Any]]
+#: ``(params, x) -> [B, D]``: a per-sample statistic of a model (features, logits) summed per class by class_sums
+FeatureFn = Callable[[Params, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,32 @@ class ClientContext:
 
         trained, metrics = self.local_sgd(params, batch_loss=threaded, **options)
         return trained, held["carry"], metrics
+
+    @torch.no_grad()
+    def class_sums(self, params: Params, fn: FeatureFn, classes: int,
+                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ fn(params, x) per class [C, D] float32, samples per class [C]) over this client's training data
+        in its order, ``batch_size`` samples at a time, without gradients (the prototype pass of FedProto and
+        its family). ``params`` is an argument, not a closure, so that a pack can map ``fn`` over its clients."""
+        sums: Optional[torch.Tensor] = None
+        counts: Optional[torch.Tensor] = None
+        for batch in self.train_indices.split(batch_size):
+            x, y = self.data(batch)
+            out = fn(params, x).float()
+            if sums is None:
+                sums = torch.zeros(classes, out.shape[1], device=out.device)
+                counts = torch.zeros(classes, device=out.device)
+            sums.index_add_(0, y, out)
+            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
+        if sums is None:
+            raise ValueError(f"client {self.client_id} has no training data for a class-statistics pass")
+        return sums, counts
+
+    def each_client(self, fn: Callable[..., Any], *trees: Any) -> Any:
+        """``fn`` on this client's trees, for what a pack can neither stack nor vmap (a value whose shape
+        depends on the data, such as a wire message of the classes a client holds): ``fn(*trees)`` here; a
+        pack calls it once per client and hands the engine the per-client results."""
+        return fn(*trees)
 
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         return self.runtime.apply(params, x, part)

@@ -9,14 +9,14 @@ index array, a raw generator) raises NotVectorizable, and the engine runs the al
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 import torch
 from torch.func import vmap
 
-from fedloom.algorithms.tree import Params, Tree
-from fedloom.engines.context import Runtime
+from fedloom.algorithms.tree import Params, Tree, tree_index, tree_map
+from fedloom.engines.context import CarryLoss, FeatureFn, Runtime
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
 from fedloom.engines.pack_sgd import (BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches,
                                       planned_job)
@@ -26,6 +26,17 @@ from fedloom.seeding import torch_generator
 
 class NotVectorizable(Exception):
     """Raised inside a pack when an algorithm uses something only the serial engine supports."""
+
+
+@dataclass(frozen=True)
+class PerClient:
+    """One value per client of a pack, in pack order (``PackContext.each_client``): what cannot carry a
+    client axis, e.g. each client's Compact upload; the engine takes it apart client by client."""
+
+    values: tuple[Any, ...]
+
+    def __getitem__(self, position: int) -> Any:
+        return self.values[position]
 
 
 class PackContext:
@@ -57,9 +68,19 @@ class PackContext:
     def data(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotVectorizable("ctx.data (an algorithm's own loop over a client's samples)")
 
-    def local_sgd_carry(self, params: Params, carry: Any, batch_loss: Any,
-                        **options: Any) -> tuple[Params, Any, dict[str, float]]:
-        raise NotVectorizable("ctx.local_sgd_carry (a running statistic threaded from batch to batch)")
+    def local_sgd_carry(self, params: Params, carry: Any, batch_loss: CarryLoss,
+                        **options: Any) -> tuple[Params, Any, dict[str, torch.Tensor]]:
+        """ClientContext.local_sgd_carry for the pack: every client threads its own carry through its own
+        batches (PackSGD keeps one per slot) and the final carries come back with the client axis. The initial
+        ``carry`` is the start every client shares (a constant such as zeros, without the client axis; a start
+        per client cannot be told from a shared one by its shape) and keeps its shapes from batch to batch."""
+        if carry is None:
+            raise NotVectorizable("ctx.local_sgd_carry without an initial carry")
+        start = tree_map(lambda leaf: leaf.expand(self.n, *leaf.shape).clone(), carry)
+        hooks = PackHooks(options.pop("extra_loss", None), None, options.pop("grad_correction", None),
+                          options.pop("trainable", None), carry_loss=batch_loss)
+        trained, metrics = self._local_sgd(params, hooks, start, **options)
+        return trained, metrics.pop("carry"), metrics
 
     @property
     def init_params(self) -> Params:
@@ -105,6 +126,15 @@ class PackContext:
                   trainable: Optional[Callable[[str], bool]] = None,
                   aux: Any = None, batch_size: Optional[int] = None, steps_per_batch: int = 1,
                   after_batch: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
+        return self._local_sgd(params, PackHooks(extra_loss, batch_loss, grad_correction, trainable), None,
+                               epochs=epochs, lr=lr, purpose=purpose, indices=indices, aux=aux,
+                               batch_size=batch_size, steps_per_batch=steps_per_batch, after_batch=after_batch)
+
+    def _local_sgd(self, params: Params, hooks: PackHooks, carry: Any, *, epochs: Optional[int] = None,
+                   lr: Optional[float] = None, purpose: str = "train", indices: Optional[torch.Tensor] = None,
+                   aux: Any = None, batch_size: Optional[int] = None, steps_per_batch: int = 1,
+                   after_batch: Any = None) -> tuple[Params, dict[str, Any]]:
+        """PackSGD over the pack with ``hooks`` (a carry loss's final carries come back as ``metrics["carry"]``)."""
         if indices is not None:
             raise NotVectorizable("local_sgd(indices=...)")
         if steps_per_batch != 1 or after_batch is not None:
@@ -119,8 +149,7 @@ class PackContext:
         jobs = [self._job(pos, cid, cfg, purpose) for pos, cid in enumerate(self.client_ids)]
         runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                          self.slots, self.usage, self._batched_model(params))
-        hooks = PackHooks(extra_loss, batch_loss, grad_correction, trainable)
-        result = runner.run(params, stacked, jobs, self.n, cfg, hooks, aux)
+        result = runner.run(params, stacked, jobs, self.n, cfg, hooks, aux, carry)
         for job in jobs:
             if job.plan is not None:  # the seam's new state and counters, as ClientContext.local_sgd keeps them
                 self.training_states[job.client_id] = job.plan.state()
@@ -141,6 +170,60 @@ class PackContext:
         plan = schedule.plan(self.training_states.get(client_id), data.train_idx[client_id],
                              torch_generator(seed, self.round, client_id, f"infobatch-{purpose}"))
         return planned_job(position, client_id, plan, cfg, generator, poison)
+
+    @torch.no_grad()
+    def class_sums(self, params: Params, fn: FeatureFn, classes: int,
+                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """([n, C, D], [n, C]): ClientContext.class_sums of every client of the pack, in lockstep: step t runs
+        each client's t-th batch (the same split of its training data) through ``fn`` vmapped over the pack,
+        shorter batches padded and the padding left out of the sums, which are added in each client's order."""
+        data = self.runtime.data
+        batches = [data.train_idx[client_id].split(batch_size) for client_id in self.client_ids]
+        if any(len(own) == 0 for own in batches):
+            raise ValueError("a client without training data in a class-statistics pass")
+        stacked = self.stacked_names(params)
+        mapped = vmap(fn, in_dims=({name: 0 if name in stacked else None for name in params}, 0))
+        sums: Optional[torch.Tensor] = None
+        counts: Optional[torch.Tensor] = None
+        for step in range(max(len(own) for own in batches)):
+            x, y, real = self._pass_batch(batches, step)
+            out = mapped(params, x).float()
+            if sums is None:
+                sums = torch.zeros(self.n * classes, out.shape[-1], device=out.device)
+                counts = torch.zeros(self.n * classes, device=out.device)
+            rows = (torch.arange(self.n, device=y.device).unsqueeze(1) * classes + y)[real]
+            sums.index_add_(0, rows.to(out.device), out[real.to(out.device)])
+            counts.index_add_(0, rows.to(out.device), torch.ones(rows.shape[0], device=out.device))
+        return sums.view(self.n, classes, -1), counts.view(self.n, classes)
+
+    def _pass_batch(self, batches: list[tuple[torch.Tensor, ...]],
+                    step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs [n, B, ...], targets [n, B] and the real-sample mask [n, B] of every client's ``step``-th batch
+        (a client with fewer batches contributes padding only); malicious clients' samples poisoned as
+        ClientContext.data poisons them."""
+        data = self.runtime.data
+        width = max(own[step].shape[0] for own in batches if step < len(own))
+        idx = torch.zeros(self.n, width, dtype=torch.long, device=batches[0][0].device)
+        real = torch.zeros(self.n, width, dtype=torch.bool, device=idx.device)
+        for position, own in enumerate(batches):
+            if step < len(own):
+                idx[position, : own[step].shape[0]] = own[step]
+                real[position, : own[step].shape[0]] = True
+        x, y = data.dataset.x[idx], data.dataset.y[idx]
+        for position, client_id in enumerate(self.client_ids):
+            poison = self.runtime.uploads.poison_for(client_id, data.train_idx[client_id], data.num_classes,
+                                                     data.input_shape)
+            if poison is not None and step < len(batches[position]):
+                size = batches[position][step].shape[0]
+                x[position, :size], y[position, :size] = poison.corrupt_batch(
+                    idx[position, :size], x[position, :size], y[position, :size])
+        return x, y, real
+
+    def each_client(self, fn: Callable[..., Any], *trees: Any) -> "PerClient":
+        """``fn`` on each client's slice of ``trees`` (which carry the client axis), one client after another:
+        for values a pack cannot stack (a wire message whose size depends on the client's data). The engine
+        treats the result as one value per client (an upload goes through the upload pipeline per client)."""
+        return PerClient(tuple(fn(*(tree_index(tree, position) for tree in trees)) for position in range(self.n)))
 
     def evaluate(self, params: Params, split: str = "test") -> dict[str, torch.Tensor]:
         raise NotVectorizable("ctx.evaluate inside a vectorized pack")

@@ -90,6 +90,8 @@ class PackHooks:
     batch_loss: Optional[BatchLoss] = None
     grad_correction: Optional[GradCorrection] = None
     trainable: Optional[Callable[[str], bool]] = None
+    #: ``(params, x, y, aux, carry) -> (per-sample losses, new carry)`` (local_sgd_carry): replaces batch_loss
+    carry_loss: Optional[Callable[..., tuple[torch.Tensor, Any]]] = None
 
 
 class PackSGD:
@@ -103,14 +105,16 @@ class PackSGD:
         self.batched = batched
 
     def run(self, params: Params, stacked: set[str], jobs: list[PackJob], n: int, cfg: SGDConfig,
-            hooks: PackHooks, aux: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
+            hooks: PackHooks, aux: Any = None, carry: Any = None) -> tuple[Params, dict[str, Any]]:
+        """Train every job; ``carry`` ([n, ...] per client, with ``hooks.carry_loss``) is threaded through each
+        client's batches and its final value returned as ``metrics["carry"]``."""
         names = [k for k in params if hooks.trainable is None or hooks.trainable(k)]
-        state = _SlotState(params, stacked, names, min(self.slots, len(jobs)), n, cfg, aux)
+        state = _SlotState(params, stacked, names, min(self.slots, len(jobs)), n, cfg, aux, carry)
         queue = sorted(jobs, key=lambda job: -(job.planned_steps or len(job.batches)))  # longest first
         planned = any(job.plan is not None for job in jobs)
         for slot in range(state.width):
             state.load(slot, queue.pop(0))
-        if self.batched is not None and hooks.batch_loss is None:
+        if self.batched is not None and hooks.batch_loss is None and hooks.carry_loss is None:
             step_fn = self.batched.step_function(hooks, state, aux is not None)
         else:
             step_fn = self._step_function(hooks, aux is not None)
@@ -120,35 +124,49 @@ class PackSGD:
             xb = self.x[idx.reshape(-1)].reshape(*idx.shape, *self.x.shape[1:])
             yb = self.y[idx.reshape(-1)].reshape(idx.shape)
             state.poison(idx, xb, yb)
-            grads, losses, per_sample = step_fn(state.train, state.frozen, xb, yb, weights.to(xb.device),
-                                                state.aux_slots)
+            args = (state.train, state.frozen, xb, yb, weights.to(xb.device), state.aux_slots)
+            if hooks.carry_loss is None:
+                grads, losses, per_sample = step_fn(*args)
+            else:  # before the update: a partial batch's carry is taken again with the same parameters
+                grads, losses, per_sample, carried = step_fn(*args, state.carry_slots)
+                state.advance_carry(carried, xb, yb, counts, hooks.carry_loss)
             if planned:  # the local-training seam's scores (InfoBatch); nothing to do without a plan
                 state.record_scores(per_sample)
             state.update(grads, losses.detach().double().cpu() * counts)
             for slot in state.finished_slots():
                 state.store(slot)
                 state.load(slot, queue.pop(0) if queue else None)
-        return state.outputs(), state.metrics()
+        metrics = state.metrics()
+        if hooks.carry_loss is not None:
+            metrics["carry"] = state.carry_out
+        return state.outputs(), metrics
 
     def _step_function(self, hooks: PackHooks, has_aux: bool) -> Callable:
         per_sample = hooks.batch_loss
 
         def slot_loss(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
-                      aux: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                      aux: Any, *carry: Any) -> tuple[torch.Tensor, tuple]:
             full = {**frozen, **train}
-            losses = per_sample(full, xb, yb, aux) if per_sample else self.per_sample_loss(full, xb, yb)
+            carried: tuple = ()
+            if hooks.carry_loss is not None:
+                losses, new = hooks.carry_loss(full, xb, yb, aux, carry[0])
+                carried = (tree_map(lambda t: t.detach(), new),)
+            else:
+                losses = per_sample(full, xb, yb, aux) if per_sample else self.per_sample_loss(full, xb, yb)
             loss = (losses * wb).sum()
             if hooks.extra_loss is not None:
                 loss = loss + hooks.extra_loss(full, aux)
-            return loss, (loss.detach(), losses.detach())
+            return loss, (loss.detach(), losses.detach(), *carried)
 
-        def slot_step(train, frozen, xb, yb, wb, aux):
-            grads, (loss, per_sample) = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux)
+        def slot_step(train, frozen, xb, yb, wb, aux, *carry):
+            grads, (loss, per_sample, *carried) = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux,
+                                                                                  *carry)
             if hooks.grad_correction is not None:
                 grads = hooks.grad_correction({**frozen, **train}, grads, aux)
-            return grads, loss, per_sample
+            return (grads, loss, per_sample, *carried)
 
-        return vmap(slot_step, in_dims=(0, 0, 0, 0, 0, 0 if has_aux else None), randomness="error")
+        in_dims = (0, 0, 0, 0, 0, 0 if has_aux else None) + ((0,) if hooks.carry_loss is not None else ())
+        return vmap(slot_step, in_dims=in_dims, randomness="error")
 
 
 @dataclass
@@ -190,7 +208,7 @@ class _SlotState:
     """Per-slot parameters, velocities, schedules and per-client accumulators of one PackSGD.run."""
 
     def __init__(self, params: Params, stacked: set[str], names: list[str], width: int, n: int,
-                 cfg: SGDConfig, aux: Any) -> None:
+                 cfg: SGDConfig, aux: Any, carry: Any = None) -> None:
         self.params, self.stacked, self.cfg, self.width, self.n, self.aux = params, stacked, cfg, width, n, aux
         self.names = names
         self.train = {k: _slot_buffer(params[k], k in stacked, width) for k in names}
@@ -198,6 +216,9 @@ class _SlotState:
         self.velocity = {k: torch.zeros_like(v) for k, v in self.train.items()} if cfg.momentum else None
         self.out = {k: (v.clone() if k in stacked else v.expand(n, *v.shape).clone()) for k, v in params.items()}
         self.aux_slots = None if aux is None else tree_map(lambda a: a[:width].clone(), aux)
+        #: local_sgd_carry's running statistic: one per slot while training, one per client when done
+        self.carry_slots = None if carry is None else tree_map(lambda c: c[:width].clone(), carry)
+        self.carry_out = None if carry is None else tree_map(torch.clone, carry)
         self.jobs: list[Optional[PackJob]] = [None] * width
         self.cursor = [0] * width
         self.loss_sum = torch.zeros(n, dtype=torch.float64)
@@ -217,6 +238,8 @@ class _SlotState:
                     v[slot].zero_()
             if self.aux_slots is not None:
                 tree_map(lambda dst, src: dst[slot].copy_(src[job.position]), self.aux_slots, self.aux)
+            if self.carry_slots is not None:
+                tree_map(lambda dst, src: dst[slot].copy_(src[job.position]), self.carry_slots, self.carry_out)
 
     def poison(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> None:
         """Malicious slots' batches replaced in place by their poisoned version (the serial loop's, sample by
@@ -272,6 +295,24 @@ class _SlotState:
             if job.plan is not None and self.cursor[s] == len(job.batches) and job.epochs_left > 0:
                 job.next_epoch(self.cfg.batch_size)  # after this epoch's scores are in, as the serial loop does
 
+    @torch.no_grad()
+    def advance_carry(self, carried: Any, xb: torch.Tensor, yb: torch.Tensor, counts: torch.Tensor,
+                      carry_loss: Callable[..., tuple[torch.Tensor, Any]]) -> None:
+        """Every slot's carry after its current batch: the vmapped step's, except that a partial batch's
+        padding would enter the statistic, so such a slot's carry is taken again from its real samples alone
+        (once per client and epoch), and an idle slot keeps its own."""
+        for slot, job in enumerate(self.jobs):
+            if job is None:
+                tree_map(lambda dst, src: dst[slot].copy_(src[slot]), carried, self.carry_slots)
+            elif counts[slot] < xb.shape[1]:
+                real = int(counts[slot])
+                full = {name: buf[slot] for name, buf in {**self.frozen, **self.train}.items()}
+                aux = None if self.aux_slots is None else tree_map(lambda a: a[slot], self.aux_slots)
+                _, own = carry_loss(full, xb[slot, :real], yb[slot, :real], aux,
+                                    tree_map(lambda c: c[slot], self.carry_slots))
+                tree_map(lambda dst, src: dst[slot].copy_(src), carried, own)
+        self.carry_slots = carried
+
     def record_scores(self, per_sample: torch.Tensor) -> None:
         """Each planned slot's unweighted per-sample losses of its current batch become the samples' scores."""
         for slot, job in enumerate(self.jobs):
@@ -290,6 +331,8 @@ class _SlotState:
         with torch.no_grad():
             for k, buf in self.train.items():
                 self.out[k][job.position].copy_(buf[slot])
+            if self.carry_slots is not None:
+                tree_map(lambda dst, src: dst[job.position].copy_(src[slot]), self.carry_out, self.carry_slots)
 
     def outputs(self) -> Params:
         return self.out

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
-from fedloom.algorithms.base import Algorithm, Broadcast, ClientResult
+from fedloom.algorithms.base import Algorithm, Broadcast, ClientResult, Predictor
 from fedloom.algorithms.tree import Params, Tree, tree_bytes, tree_index, tree_stack
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.engines.base import ENGINE_OPTIONS, ENGINES, CohortResult, EngineOptions
@@ -23,7 +23,7 @@ from fedloom.engines.context import Runtime
 from fedloom.engines.evaluation import evaluate_stream
 from fedloom.engines.local_training import join_training
 from fedloom.engines.options import engine_option
-from fedloom.engines.pack_context import NotVectorizable, PackContext
+from fedloom.engines.pack_context import NotVectorizable, PackContext, PerClient
 from fedloom.engines.pack_sgd import SlotUsage
 from fedloom.engines.serial import SerialEngine
 
@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VectorizedOptions:
     pack_size: int = engine_option(32, "pack_size", "clients trained in lockstep (slots)", ge=1)
+
+
+def client_upload(upload: Any, position: int) -> Any:
+    """One client's upload out of a pack's: a slice of the stacked tree, or its own value of a PerClient."""
+    if upload is None:
+        return None
+    return upload[position] if isinstance(upload, PerClient) else tree_index(upload, position)
 
 
 def normalises_over_batch(runtime: Runtime) -> bool:
@@ -67,10 +74,11 @@ class VectorizedEngine(SerialEngine):
         bytes_up = 0
         stage_bytes: dict[int, dict[str, float]] = {}
         for pack, ctx, result in packs:  # commit only after every pack succeeded (no partial side effects)
-            upload = ctx.ensure_stacked(result.upload)
+            per_client = isinstance(result.upload, PerClient)  # uploads that cannot be stacked (ctx.each_client)
+            upload = result.upload if per_client else ctx.ensure_stacked(result.upload)
             state = ctx.ensure_stacked(result.state)
             weights = torch.as_tensor(result.weight, dtype=torch.float64).expand(len(pack))
-            if self.runtime.uploads.empty:  # the fast path: one reduction for the whole pack
+            if self.runtime.uploads.empty and not per_client:  # the fast path: one reduction for the whole pack
                 accumulator.add_stacked(pack, upload, weights)
                 for position, client_id in enumerate(pack):
                     self.runtime.store.save(client_id, join_training(
@@ -80,7 +88,7 @@ class VectorizedEngine(SerialEngine):
             else:  # transforms act per client, exactly as on the serial engine
                 for position, client_id in enumerate(pack):
                     bytes_up += self.finish_client(
-                        accumulator, client_id, round_, None if upload is None else tree_index(upload, position),
+                        accumulator, client_id, round_, client_upload(upload, position),
                         float(weights[position]), None if state is None else tree_index(state, position),
                         ctx.training_states.get(client_id), stage_bytes.setdefault(client_id, {}))
             for position, client_id in enumerate(pack):
@@ -117,9 +125,22 @@ class VectorizedEngine(SerialEngine):
                                            self._pack_state(algorithm, pack))
             if params is broadcast.params:
                 yield from ((client_id, params) for client_id in pack)
+            elif isinstance(params, Predictor):
+                # a Predictor's tree is the algorithm's own layout: nothing tells its per-client leaves from
+                # shared ones (a [C, D] table in a pack of C clients), so its clients are asked one at a time
+                yield from self._client_eval_items(algorithm, broadcast, pack, round_)
             else:
                 stacked = ctx.ensure_stacked(params)
                 yield from ((client_id, tree_index(stacked, i)) for i, client_id in enumerate(pack))
+
+    def _client_eval_items(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
+                           round_: int) -> Iterator[tuple[int, Predictor]]:
+        """A pack's clients' Predictors asked for one client at a time, as the serial engine asks (cheap:
+        ``eval_params`` only assembles tensors; the scoring itself is per client on every engine)."""
+        for client_id in pack:
+            ctx = self.runtime.client_context(client_id, round_)
+            yield client_id, algorithm.eval_params(ctx, broadcast.for_client(client_id),
+                                                   self._load_state(algorithm, client_id))
 
     # ------------------------------------------------------------------ helpers
     def _vectorize(self, algorithm: Algorithm, clients: list[int]) -> bool:
