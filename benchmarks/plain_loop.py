@@ -22,7 +22,8 @@ from fedloom.seeding import torch_generator
 
 def stock_copy(model: nn.Module) -> nn.Module:
     """A trainable deep copy of a fedloom model with stock torch layers only (fedloom's layout-tuned layers
-    swapped for plain nn.Conv2d with the same weights), so the baseline is what a user would write."""
+    swapped for plain nn.Conv2d with the same weights, each max-pool back after its ReLU), so the baseline is what a
+    user would write."""
     import copy
 
     clone = copy.deepcopy(model).requires_grad_(True)
@@ -33,6 +34,10 @@ def stock_copy(model: nn.Module) -> nn.Module:
                                   child.padding, child.dilation, child.groups, child.bias is not None)
                 stock.load_state_dict(child.state_dict())
                 setattr(parent, name, stock)
+    for seq in [m for m in clone.modules() if isinstance(m, nn.Sequential)]:  # a user writes ReLU, then pool
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.MaxPool2d) and isinstance(seq[i + 1], nn.ReLU):
+                seq[i], seq[i + 1] = seq[i + 1], seq[i]
     return clone
 
 

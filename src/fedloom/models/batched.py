@@ -29,8 +29,8 @@ def fedavg_cnn_batched(params: Params, x: torch.Tensor) -> torch.Tensor:
     """FedAvgCNN (models/cnn.py: body.0 conv, body.3 conv, body.7 fc, head fc) for S clients at once."""
     slots, batch = x.shape[:2]
     h = x.transpose(0, 1).flatten(1, 2)  # [B, S·C, H, W]: client s owns channel group s
-    h = F.max_pool2d(F.relu(grouped_conv(h, params["body.0.weight"], params["body.0.bias"])), 2)
-    h = F.max_pool2d(F.relu(grouped_conv(h, params["body.3.weight"], params["body.3.bias"])), 2)
+    h = F.relu(F.max_pool2d(grouped_conv(h, params["body.0.weight"], params["body.0.bias"]), 2))  # cnn.py's order
+    h = F.relu(F.max_pool2d(grouped_conv(h, params["body.3.weight"], params["body.3.bias"]), 2))
     h = h.reshape(batch, slots, -1).transpose(0, 1)  # [S, B, 64·h·w], same flattening order as nn.Flatten
     h = F.relu(batched_linear(h, params["body.7.weight"], params["body.7.bias"]))
     return batched_linear(h, params["head.weight"], params["head.bias"])
