@@ -103,6 +103,24 @@ def test_apple_scores_the_dr_weighted_cores_and_learns_to_weight_a_useful_core()
         assert same(row(after.state.extra["cores"], cid), upload)
 
 
+def test_apple_pfllib_compat_uploads_and_scores_the_clients_own_mix() -> None:
+    """PFLlib: the new core is the client's personalized mix Σ_j p_j c_j (its own row the trained core), and the
+    client is scored with exactly that model, not with the new cores mixed again by p."""
+    exp = experiment("apple", dr_lr=0.05, mu=0.0, pfllib_compat=True)
+    server = start(exp)
+    ctx = exp.runtime.client_context(0, 1)
+    algorithm = APPLE(dr_lr=0.05, mu=0.0, pfllib_compat=True)
+    result = algorithm.client_update(ctx, server.broadcast, None)
+    n = server.broadcast.extra["p0"].shape[0]
+    cores = with_own_core(server.broadcast.extra["cores"], result.upload,
+                          torch.nn.functional.one_hot(torch.tensor(0), n).float())
+    after = {"cores": cores, "p0": server.broadcast.extra["p0"]}
+    scored = algorithm.eval_params(ctx, Broadcast({}, extra=after), result.state)
+    assert same(scored, result.upload)
+    remixed = weighted_rows(result.state["p"], cores)
+    assert not same(scored, remixed)
+
+
 def test_apple_mixing_has_the_chain_rule_gradients_of_the_explicit_stack() -> None:
     exp = experiment("apple")
     ctx = exp.runtime.client_context(1, 1)
