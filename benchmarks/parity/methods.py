@@ -69,7 +69,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedrep", "FedRep", {"plocal_epochs": 1}, {"head_epochs": 1}),
     _m("fedrod", "FedROD"),
     _m("fedbabu", "FedBABU", {"fine_tuning_epochs": 10}, {"finetune_epochs": 10}, pfllib_rounds_offset=-1),
-    _m("fedphp", "FedPHP", {"mu": 0.9, "lamda": 0.01}, {"mu": 0.9, "lamda": 0.01, "pfllib_compat": True}),
+    # serverphp.train is the one PFLlib loop that evaluates after its clients train (evaluation i follows i + 1
+    # trainings): fedloom round r + 1 is PFLlib evaluation r, as for FedDBE (fedloom then runs R + 1 rounds, so
+    # its HPM schedule μ(t − 1)/T has T = R + 1 where PFLlib's has R: the HPM only enters the λ = 0.01 MMD term)
+    _m("fedphp", "FedPHP", {"mu": 0.9, "lamda": 0.01}, {"mu": 0.9, "lamda": 0.01, "pfllib_compat": True},
+       fedloom_offset=1),
     _m("fedala", "FedALA", {"eta": 1.0, "rand_percent": 80, "layer_idx": 2},
        {"eta": 1.0, "rand_percent": 80, "layer_idx": 2, "pfllib_compat": True}),
     _m("fedcp", "FedCP", {"lamda": 5.0}, {"lamda": 5.0, "pfllib_compat": True}),
