@@ -9,8 +9,8 @@ round and every worker reads it from there. Each round:
 1. the cohort is scheduled (ray_schedule.py): a client whose state lives on a worker stays there, the others go
    where the estimated makespan is least; estimates come from the per-client times measured every round;
 2. the workers train, and the uploads are reduced in one of two ways (``--ray.reduce``):
-   ``ordered`` (default): each worker keeps its clients' float64 contributions and the running sum passes from
-   worker to worker along the cohort's order (one hop per run of consecutive clients: the schedule gives each
+   ``ordered`` (default): each worker keeps its clients' decoded uploads and the running sum passes from
+   worker to worker along the cohort's order, each adding its clients with the serial engine's accumulator (one hop per run of consecutive clients: the schedule gives each
    worker a contiguous run, workers grouped by node, so the sum crosses each node once); the additions are the
    serial engine's, in its order, so metrics.jsonl is byte-identical to serial whatever the placement;
    ``tree``: one float64 partial sum per worker, merged on each node by its lowest-index worker, then at the
