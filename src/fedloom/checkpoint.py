@@ -50,7 +50,8 @@ NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkp
 #: name reaches into a component's option table ("options.<component>.<option>").
 OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal", "transform": None,
                       "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring", "model_family": None,
-                      "partition_file": None, "ray_reduce": "ordered", "compile": False}
+                      "partition_file": None, "ray_reduce": "ordered", "compile": False,
+                      "drop_last": False}
 
 
 class CheckpointError(FedloomError):

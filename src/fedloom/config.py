@@ -44,6 +44,9 @@ class RunConfig:
     join_ratio: float = _f(1.0, "fraction of clients sampled each round")
     local_epochs: int = _f(1, "local epochs per round")
     batch_size: int = _f(10, "local minibatch size")
+    drop_last: bool = _f(False, "leave out each epoch's last batch when smaller than --batch-size (PyTorch's "
+                                "DataLoader drop_last, as PFLlib trains); a client smaller than one batch then "
+                                "makes no local step")
     lr: float = _f(0.005, "local SGD learning rate")
     momentum: float = _f(0.0, "local SGD momentum (PFLlib: 0)")
     weight_decay: float = _f(0.0, "local SGD weight decay")

@@ -103,3 +103,51 @@ def test_hooks_receive_aux_and_batch_loss_replaces_the_task_loss() -> None:
     ref, _ = runner.run(params, torch.arange(7), SGDConfig(lr=0.2, batch_size=7, epochs=1),
                         torch.Generator().manual_seed(1))
     torch.testing.assert_close(out["w"], ref["w"])
+
+
+def test_drop_last_leaves_out_only_the_partial_batch_of_the_same_permutation() -> None:
+    idx = torch.arange(10, 33)  # 23 samples, batch 5: 4 full batches and 3 left over
+    kept = epoch_batches(idx, 5, torch.Generator().manual_seed(4), drop_last=True)
+    every = epoch_batches(idx, 5, torch.Generator().manual_seed(4))
+    assert len(every) == 5 and every[-1].numel() == 3
+    assert len(kept) == 4 and all(torch.equal(a, b) for a, b in zip(kept, every[:4]))
+    assert epoch_batches(torch.arange(4), 5, torch.Generator().manual_seed(4), drop_last=True) == []
+    assert len(epoch_batches(torch.arange(10), 5, torch.Generator().manual_seed(4), drop_last=True)) == 2
+
+
+def test_drop_last_in_a_run_trains_on_whole_batches_on_every_engine() -> None:
+    """PyTorch's DataLoader(drop_last=True), as PFLlib trains: each client sees floor(n/B)·B samples per epoch
+    (a client smaller than one batch makes no step and keeps the broadcast), the same on serial and packs."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
+    from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records
+    from fedloom.engines import EngineOptions
+
+    settings = dict(algorithm="fedavg", clients=6, rounds=2, batch_size=32, drop_last=True)
+    serial = on_engine("serial", **settings)
+    sizes = [int(i.numel()) for i in serial.data.train_idx]
+    ctx = serial.runtime.client_context(0, 1)
+    _, metrics = ctx.local_sgd(dict(serial.runtime.init_params))
+    assert metrics["samples"] == sizes[0] // 32 * 32 < sizes[0]
+    records, params = run_records(serial, 2)
+    packed = on_engine("vectorized", EngineOptions(min_clients=1), **settings)
+    other, other_params = run_records(packed, 2)
+    assert packed.engine.serial_reason is None
+    assert_records_close(records, other, tol=1e-5)
+    assert max_param_diff(params, other_params) < 1e-5
+    plain, _ = run_records(on_engine("serial", **{**settings, "drop_last": False}), 2)
+    assert plain[-1]["accuracy"] != records[-1]["accuracy"]  # the switch changes what is trained
+
+
+def test_drop_last_is_out_of_the_identity_at_its_default_and_refused_with_infobatch() -> None:
+    from fedloom.checkpoint import config_identity
+    from fedloom.config import RunConfig
+    from fedloom.errors import ConfigError
+    from helpers import make_experiment
+
+    assert "drop_last" not in config_identity(RunConfig())  # run folders made before the switch keep their names
+    assert config_identity(RunConfig(drop_last=True))["drop_last"] is True
+    with pytest.raises(ConfigError, match="--drop-last cannot be combined"):
+        make_experiment(drop_last=True, options={"infobatch": {"prune_ratio": 0.5}})

@@ -60,7 +60,12 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
     architectures = federation_architectures(cfg, models, data.num_clients)
     task = TASKS.get(getattr(DATASETS.get(cfg.dataset), "task", "classification"))()
     sgd = SGDConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.local_epochs, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay)
+                    weight_decay=cfg.weight_decay, drop_last=cfg.drop_last)
+    local_training = build_local_training(cfg.options, cfg.rounds, cfg.join_ratio, data.num_clients,
+                                          cfg.local_epochs)
+    if local_training is not None and cfg.drop_last:
+        raise ConfigError("--drop-last cannot be combined with a local-training schedule (InfoBatch): its pruned "
+                          "epochs are not whole batches of the client's data; leave one of them out")
     algorithm = component_options(ALGORITHMS, cfg.algorithm, cfg)
     for _, params in models:
         algorithm.validate_for_model(params)  # options that must fit the model (fedala.layer_idx...)
@@ -85,8 +90,7 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
                                                          data.num_classes, data.dataset.x.dtype)),
                       aggregator=build_aggregator(cfg, algorithm, data.num_clients, uploads),
                       architectures=architectures,
-                      local_training=build_local_training(cfg.options, cfg.rounds, cfg.join_ratio, data.num_clients,
-                                                          cfg.local_epochs),
+                      local_training=local_training,
                       compile=cfg.compile)
     return BuiltRuntime(cfg, algorithm, runtime)
 

@@ -45,12 +45,26 @@ class SGDConfig:
     epochs: int
     momentum: float = 0.0
     weight_decay: float = 0.0
+    #: leave out each epoch's last batch when it is smaller than batch_size (PyTorch's DataLoader drop_last,
+    #: which PFLlib trains with): a client with fewer samples than one batch then makes no step
+    drop_last: bool = False
 
 
-def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """One epoch of shuffled minibatches of sample indices."""
+def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator,
+                  drop_last: bool = False) -> list[torch.Tensor]:
+    """One epoch of shuffled minibatches of sample indices (the permutation is drawn either way, so a run with
+    ``drop_last`` sees the same batches but the last partial one)."""
     order = torch.randperm(indices.shape[0], generator=generator)
-    return list(indices[order].split(batch_size))
+    return full_batches(list(indices[order].split(batch_size)), batch_size, drop_last)
+
+
+def full_batches(batches: list, batch_size: int, drop_last: bool) -> list:
+    """``batches`` without a last one smaller than ``batch_size`` when ``drop_last`` (items: tensors, or tuples
+    whose first element is the batch's sample ids)."""
+    if not drop_last or not batches:
+        return batches
+    last = batches[-1][0] if isinstance(batches[-1], tuple) else batches[-1]
+    return batches[:-1] if last.shape[0] < batch_size else batches
 
 
 @dataclass
@@ -149,7 +163,7 @@ class LocalSGD:
         velocity = {name: torch.zeros_like(t) for name, t in work.items()} if cfg.momentum else None
         total, steps, samples = torch.zeros(()), 0, 0
         for epoch in range(cfg.epochs):
-            for batch in epoch_batches(indices, cfg.batch_size, generator):
+            for batch in epoch_batches(indices, cfg.batch_size, generator, cfg.drop_last):
                 xb, yb = self.x[batch], self.y[batch]
                 work, velocity, loss = step(work, velocity, xb, yb)
                 steps += 1
@@ -161,7 +175,7 @@ class LocalSGD:
     @staticmethod
     def _epoch(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator, plan: Optional[Any]) -> list:
         if plan is None:
-            return epoch_batches(indices, cfg.batch_size, generator)
+            return epoch_batches(indices, cfg.batch_size, generator, cfg.drop_last)
         return [(ids, (positions, weights)) for ids, positions, weights in plan.epoch_batches(cfg.batch_size,
                                                                                             generator)]
 

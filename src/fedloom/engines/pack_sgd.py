@@ -65,7 +65,7 @@ def planned_job(position: int, client_id: int, plan: Any, cfg: SGDConfig, genera
 
 def client_batches(indices: torch.Tensor, cfg: SGDConfig, generator: torch.Generator) -> list[torch.Tensor]:
     """All epochs' batches, drawn exactly as LocalSGD.run draws them."""
-    return [b for _ in range(cfg.epochs) for b in epoch_batches(indices, cfg.batch_size, generator)]
+    return [b for _ in range(cfg.epochs) for b in epoch_batches(indices, cfg.batch_size, generator, cfg.drop_last)]
 
 
 @dataclass
@@ -109,11 +109,14 @@ class PackSGD:
         """Train every job; ``carry`` ([n, ...] per client, with ``hooks.carry_loss``) is threaded through each
         client's batches and its final value returned as ``metrics["carry"]``."""
         names = [k for k in params if hooks.trainable is None or hooks.trainable(k)]
-        state = _SlotState(params, stacked, names, min(self.slots, len(jobs)), n, cfg, aux, carry)
+        # a client without a batch (fewer samples than one batch under drop_last) makes no step: its output
+        # stays the start its slot would have loaded
+        jobs = [job for job in jobs if job.plan is not None or job.batches]
+        state = _SlotState(params, stacked, names, max(1, min(self.slots, len(jobs))), n, cfg, aux, carry)
         queue = sorted(jobs, key=lambda job: -(job.planned_steps or len(job.batches)))  # longest first
         planned = any(job.plan is not None for job in jobs)
         for slot in range(state.width):
-            state.load(slot, queue.pop(0))
+            state.load(slot, queue.pop(0) if queue else None)
         if self.batched is not None and hooks.batch_loss is None and hooks.carry_loss is None:
             step_fn = self.batched.step_function(hooks, state, aux is not None)
         else:
