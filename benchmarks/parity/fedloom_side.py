@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from methods import COMMON_FEDLOOM, METHODS  # noqa: E402
 
 
-def run(partition: Path, method: str, rounds: int, seed: int, threads: int, out: Path, folder: Path) -> None:
+def run(partition: Path, method: str, rounds: int, seed: int, threads: int, out: Path, folder: Path,
+        drop_last: bool = False) -> None:
     import fedloom.api as api
     import fedloom.rounds as rounds_mod
 
@@ -38,7 +39,7 @@ def run(partition: Path, method: str, rounds: int, seed: int, threads: int, out:
     rounds_mod.summarize_clients = capture  # rounds.evaluate calls it by its module-level name
 
     result: dict[str, Any] = {"implementation": "fedloom", "method": method, "seed": seed, "rounds": rounds,
-                              "options": METHODS[method].fedloom_options, "curve": []}
+                              "options": METHODS[method].fedloom_options, "drop_last": drop_last, "curve": []}
     t0 = time.perf_counter()
 
     offset = METHODS[method].fedloom_offset
@@ -56,7 +57,7 @@ def run(partition: Path, method: str, rounds: int, seed: int, threads: int, out:
 
     api.run({**COMMON_FEDLOOM, "dataset": "fashion-mnist", "partition_file": str(partition),
              "algorithm": method, "rounds": rounds + offset, "seed": seed, "threads": threads, "eval_every": 1,
-             "eval_train": True, "overwrite": True, **METHODS[method].fedloom_options},
+             "eval_train": True, "overwrite": True, "drop_last": drop_last, **METHODS[method].fedloom_options},
             out=str(folder), callbacks=[record])
     result["complete"] = True
     out.write_text(json.dumps(result))
@@ -71,9 +72,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True, help="curve JSON")
     p.add_argument("--run-dir", type=Path, help="fedloom run folder (default: beside --out)")
+    p.add_argument("--drop-last", action="store_true", help="train with --drop-last (PFLlib's DataLoader)")
     a = p.parse_args()
     run(a.partition.resolve(), a.method, a.rounds, a.seed, a.threads, a.out,
-        a.run_dir or a.out.with_suffix(".run"))
+        a.run_dir or a.out.with_suffix(".run"), a.drop_last)
 
 
 if __name__ == "__main__":

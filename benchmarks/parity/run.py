@@ -47,7 +47,7 @@ def complete(path: Path, rounds: int) -> bool:
 
 
 def jobs(methods: list[str], seeds: int, rounds: int, curves: Path, data: Path, partition: Path,
-         pfllib: Path) -> list[tuple[Path, list[str]]]:
+         pfllib: Path, drop_last: bool = False) -> list[tuple[Path, list[str]]]:
     """(curve file, command) of every missing curve, method by method, seed by seed."""
     out = []
     for method in methods:
@@ -60,7 +60,8 @@ def jobs(methods: list[str], seeds: int, rounds: int, curves: Path, data: Path, 
                 if impl == "pfllib":
                     cmd = [str(HERE / "pfllib_side.py"), "--pfllib", str(pfllib), "--data", str(data), *common]
                 else:
-                    cmd = [str(HERE / "fedloom_side.py"), "--partition", str(partition), *common]
+                    cmd = [str(HERE / "fedloom_side.py"), "--partition", str(partition), *common,
+                           *(["--drop-last"] if drop_last else [])]
                 out.append((path, ["nice", "-n", "10", sys.executable, "-W", "ignore", *cmd]))
     return out
 
@@ -102,6 +103,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--deadline", help="UTC HH:MM: stop running jobs then and report what finished")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--fedloom-drop-last", action="store_true",
+                   help="fedloom trains with --drop-last, PFLlib's DataLoader(drop_last=True) (use its own --out; "
+                        "copy PFLlib's complete curves there to reuse them)")
     a = p.parse_args()
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -116,7 +120,7 @@ def main() -> None:
             h, m = map(int, a.deadline.split(":"))
             deadline = dt.datetime.now(dt.timezone.utc).replace(hour=h, minute=m, second=0, microsecond=0)
         run_jobs(jobs(methods, a.seeds, a.rounds, curves.resolve(), data, a.partition.resolve(),
-                      a.pfllib.resolve()), a.workers, deadline)
+                      a.pfllib.resolve(), a.fedloom_drop_last), a.workers, deadline)
     compare(curves, methods, a.rounds, a.out / "report")
     print((a.out / "report" / "parity.md").read_text())
 
