@@ -180,3 +180,20 @@ def test_drops_head_only_where_main_replaces_fc_without_a_split() -> None:
     assert pfllib_side.drops_head(fake, "FedPCL")
     assert not pfllib_side.drops_head(fake, "FedAvg")  # a head split keeps the fc as the head
     assert not pfllib_side.drops_head(fake, "Ditto")
+
+
+@pytest.mark.skipif(not (PFLLIB / "system" / "main.py").exists(), reason="no PFLlib checkout (set PFLLIB_DIR)")
+def test_fedcac_mechanism_equals_pfllibs_own_functions_on_the_same_models() -> None:
+    """check_fedcac.py: PFLlib's mask, customization and set_parameters beside fedloom's on the same models."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "parity" / "check_fedcac.py"
+    out = subprocess.run([sys.executable, str(script), "--pfllib", str(PFLLIB), "--clients", "4", "--rounds", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("round")]
+    assert len(rows) == 3
+    for line in rows:
+        worst = float(line.split("= ")[1].split(";")[0])
+        assert worst < 1e-6 and "100.0000%" in line, line
