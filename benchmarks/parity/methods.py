@@ -91,13 +91,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     # the eval batch matters only here: BN normalises with the statistics of the batch it is given, and PFLlib
     # evaluates in batches of -lbs (10)
     _m("fedbn", "FedBN", run={"model": "cnn-bn", "eval_batch_size": 10}, pfllib_model="cnn-bn"),
-    _m("fedlc", "FedLC", {"tau": 1.0}, {"tau": 1.0},
-       known_gap="calibration n_c^(-1/4): fedloom the client's own label counts (the paper), PFLlib the counts "
-                 "summed over every client (docs/algorithms.md; no compat switch)"),
-    # PFLlib's -bt default 0 would make FedNTD FedAvg
-    _m("fedntd", "FedNTD", {"beta": 1.0, "tau": 1.0}, {"beta": 1.0, "tau": 1.0},
-       known_gap="PFLlib's server averages the uploads unweighted (its add_parameters divides by the number of "
-                 "joined clients and ignores the sample weight); fedloom weights by training samples"),
+    # PFLlib's server calibrates every client with the label counts of all clients summed: fedloom's compat
+    _m("fedlc", "FedLC", {"tau": 1.0}, {"tau": 1.0, "pfllib_compat": True}),
+    # PFLlib's -bt default 0 would make FedNTD FedAvg; its server averages unweighted: fedloom's compat
+    _m("fedntd", "FedNTD", {"beta": 1.0, "tau": 1.0}, {"beta": 1.0, "tau": 1.0, "pfllib_compat": True}),
     _m("fedpac", "FedPAC", {"lamda": 1.0}, {"lamda": 1.0}),
     # alignment lr 0.01, batch 16, 1 epoch are hard-coded in PFLlib's clientas.py; fedloom's defaults are those
     _m("fedas", "FedAS", {}, {"align_lr": 0.01, "align_epochs": 1, "align_batch": 16}),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
+import torch
 
 from fedloom.algorithms.base import Federation, ServerResult, ServerState
 from fedloom.algorithms.tree import tree_allfinite
@@ -172,7 +173,16 @@ def keep_aggregator_memory(server: ServerResult, actx: AggregationContext) -> Se
 def federation_of(data: FederatedData) -> Federation:
     """Client count and training-set sizes, for servers that keep per-client memory."""
     return Federation(data.num_clients, tuple(int(idx.numel()) for idx in data.train_idx),
-                      tuple(data.input_shape), int(data.num_classes))
+                      tuple(data.input_shape), int(data.num_classes), federation_label_counts(data))
+
+
+def federation_label_counts(data: FederatedData) -> tuple[int, ...]:
+    """Training samples per class summed over every client; empty when the targets are not class labels."""
+    y = data.dataset.y
+    if data.num_classes <= 0 or y.dim() != 1 or y.dtype.is_floating_point:
+        return ()
+    held = y[torch.cat([idx.to(y.device) for idx in data.train_idx])] if data.train_idx else y[:0]
+    return tuple(int(c) for c in torch.bincount(held.long().cpu(), minlength=int(data.num_classes)))
 
 
 def initial_round(exp: Experiment) -> tuple[ServerResult, dict[str, Any], dict[int, dict[str, float]]]:

@@ -290,3 +290,36 @@ def test_fedpac_alignment_term_and_global_prototypes() -> None:
     after = pac.server_update(server.state, acc.finish())
     assert after.broadcast.extra["protos"].flatten().tolist() == [2.0, 7.0]  # class 1: client 1's only
     assert torch.allclose(after.broadcast.for_client(0).personal["head"]["head.w"], torch.tensor([0.5]), atol=1e-4)
+
+
+def test_fedlc_pfllib_compat_calibrates_every_client_with_the_federations_counts() -> None:
+    """PFLlib's serverlc sums every client's label counts into one calibration vector; the default uses the
+    client's own counts (the paper)."""
+    exp = make_experiment(algorithm="fedlc", alpha=0.1, options=SMALL_MLP)
+    server = start(exp)
+    compat = FedLC(pfllib_compat=True)
+    from fedloom.rounds import federation_of
+    result = compat.init_server(exp.runtime.init_params, federation_of(exp.data))
+    counts = torch.zeros(exp.data.num_classes)
+    for cid in range(exp.data.num_clients):
+        counts += exp.runtime.client_context(cid, 1).train_label_counts()
+    assert torch.allclose(result.broadcast.extra["calibration"], calibration(counts, 1.0))
+    cid = client_missing_a_class(exp)
+    ctx = exp.runtime.client_context(cid, 1)
+    with_all = compat.client_update(ctx, result.broadcast, None)
+    own = FedLC().client_update(ctx, server.broadcast, None)
+    absent = torch.nonzero(ctx.train_label_counts() == 0).flatten()
+    assert own.upload["head.bias"][absent].abs().max() == 0  # own counts: absent classes leave the softmax
+    assert with_all.upload["head.bias"][absent].max() < 0  # federation counts: they are pushed down
+    kept = compat.server_update(result.state, uploads_of([(with_all.upload, 1.0)]))
+    assert torch.equal(kept.broadcast.extra["calibration"], result.broadcast.extra["calibration"])
+    assert_vectorized_matches_serial(algorithm="fedlc", options={**SMALL_MLP, "fedlc": {"pfllib_compat": True}},
+                                     clients=6, rounds=2)
+
+
+def test_fedntd_pfllib_compat_averages_the_uploads_unweighted() -> None:
+    exp = experiment("fedntd")
+    ctx = exp.runtime.client_context(0, 1)
+    broadcast = start(exp).broadcast
+    assert FedNTD(pfllib_compat=True).client_update(ctx, broadcast, None).weight == 1.0
+    assert FedNTD().client_update(ctx, broadcast, None).weight == ctx.num_train_samples

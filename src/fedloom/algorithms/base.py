@@ -92,6 +92,9 @@ class Federation:
     train_sizes: tuple[int, ...]
     input_shape: tuple[int, ...] = ()  # one sample's shape (a server generating data of its own, VHL, needs it)
     num_classes: int = 0  # the task's label count (0: unknown)
+    #: training samples per class over every client (empty: unknown): PFLlib's FedLC server reads every client's
+    #: counts before training; a real server learns them only if clients report them
+    label_counts: tuple[int, ...] = ()
 
 
 @dataclass

@@ -11,6 +11,9 @@ back learning of the true one. The KL is summed over classes and averaged over t
 The true class is removed by masking its logit to −∞ in both softmaxes rather than by gathering the other
 C − 1 columns: the same distribution, with fixed shapes that a vectorized pack can batch.
 Defaults β = 1, τ = 1 (the paper's and the official code's; PFLlib reads both from its command line).
+``pfllib_compat = True``: PFLlib's server averages the uploads unweighted (its ``add_parameters`` divides every
+client's model by the number of joined clients, ignoring the sample weight); the default weights by training
+samples, as FedAvg and the paper.
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ def not_true_kl(local: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, tau
 class FedNTD(FedAvg):
     beta: float = hp(1.0, ge=0, help="β, weight of the not-true distillation term (0: FedAvg)")
     tau: float = hp(1.0, gt=0, help="τ, distillation temperature")
+    pfllib_compat: bool = hp(False, help="the server's mean unweighted (PFLlib's add_parameters) instead of by samples")
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Tree) -> ClientResult:
         trained, metrics = ctx.local_sgd(broadcast.params, batch_loss=self.ntd_loss(ctx, broadcast))
         return ClientResult(upload=tree_sub(trained, broadcast.params), state=state,
-                            weight=ctx.num_train_samples, metrics=metrics)
+                            weight=1.0 if self.pfllib_compat else ctx.num_train_samples, metrics=metrics)
 
     def ntd_loss(self, ctx: ClientContext, broadcast: Broadcast) -> Callable[..., torch.Tensor]:
         teacher_params = broadcast.params  # shared by every client: a closure is allowed
