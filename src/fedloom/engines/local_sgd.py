@@ -55,16 +55,10 @@ def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Gener
     """One epoch of shuffled minibatches of sample indices (the permutation is drawn either way, so a run with
     ``drop_last`` sees the same batches but the last partial one)."""
     order = torch.randperm(indices.shape[0], generator=generator)
-    return full_batches(list(indices[order].split(batch_size)), batch_size, drop_last)
-
-
-def full_batches(batches: list, batch_size: int, drop_last: bool) -> list:
-    """``batches`` without a last one smaller than ``batch_size`` when ``drop_last`` (items: tensors, or tuples
-    whose first element is the batch's sample ids)."""
-    if not drop_last or not batches:
-        return batches
-    last = batches[-1][0] if isinstance(batches[-1], tuple) else batches[-1]
-    return batches[:-1] if last.shape[0] < batch_size else batches
+    batches = list(indices[order].split(batch_size))
+    if drop_last and batches and batches[-1].shape[0] < batch_size:
+        batches.pop()
+    return batches
 
 
 @dataclass
