@@ -95,7 +95,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedlc", "FedLC", {"tau": 1.0}, {"tau": 1.0, "pfllib_compat": True}),
     # PFLlib's -bt default 0 would make FedNTD FedAvg; its server averages unweighted: fedloom's compat
     _m("fedntd", "FedNTD", {"beta": 1.0, "tau": 1.0}, {"beta": 1.0, "tau": 1.0, "pfllib_compat": True}),
-    _m("fedpac", "FedPAC", {"lamda": 1.0}, {"lamda": 1.0}),
+    # PFLlib's server hands each client the alphas solved for another (two client orders) and mixes in a sweep
+    _m("fedpac", "FedPAC", {"lamda": 1.0}, {"lamda": 1.0, "pfllib_compat": True}),
     # alignment lr 0.01, batch 16, 1 epoch are hard-coded in PFLlib's clientas.py; fedloom's defaults are those
     _m("fedas", "FedAS", {}, {"align_lr": 0.01, "align_epochs": 1, "align_batch": 16}),
     # PFLlib's prototypes are collected during training (fedloom's pfllib_compat); the default makes a pass after it

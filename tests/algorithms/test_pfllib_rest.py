@@ -292,6 +292,39 @@ def test_fedpac_alignment_term_and_global_prototypes() -> None:
     assert torch.allclose(after.broadcast.for_client(0).personal["head"]["head.w"], torch.tensor([0.5]), atol=1e-4)
 
 
+def test_fedpac_pfllib_compat_hands_out_permuted_alphas_in_a_sweep() -> None:
+    """PFLlib's serverpac: position q of the drawn order gets the α's solved for position q of the selection
+    order, over the heads in the drawn order, each new head replacing its old one before the next is mixed."""
+    from fedloom.algorithms.fedpac import pfllib_heads
+
+    heads = [{"w": torch.tensor([v])} for v in (1.0, 10.0, 100.0)]  # clients 7, 8, 9 in selection order
+    alphas = [torch.tensor(a) for a in ([1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5])]
+    out = pfllib_heads(alphas, heads, ids=[7, 8, 9], order=[2, 0, 1])  # drawn order: clients 9, 7, 8
+    # q=0, client 9: α0 over (100, 1, 10) -> 100; q=1, client 7: α1 over (100, 1, 10) -> 50.5;
+    # q=2, client 8: α2 over (100, 50.5, 10) -> 30.25 (client 7's new head already in place)
+    assert {cid: float(h["head"]["w"]) for cid, h in out.items()} == {9: 100.0, 7: 50.5, 8: 30.25}
+
+
+def test_fedpac_pfllib_compat_changes_the_heads_the_default_hands_out() -> None:
+    from fedloom.algorithms.base import Federation
+    from fedloom.algorithms.fedpac import FedPAC
+    from fedloom.algorithms.uploads import UploadAccumulator
+
+    acc = UploadAccumulator(keep_all=True)
+    for cid in range(4):
+        acc.add(cid, {"body": {"body.w": torch.ones(1)}, "head": {"head.w": torch.full((1,), 10.0 ** cid)},
+                      "protos": torch.zeros(2, 1), "present": torch.ones(2), "V": torch.tensor(1.0),
+                      "H": torch.full((2, 1), float(cid))}, 1)
+    uploads = acc.finish()
+    heads = {}
+    for compat in (False, True):
+        pac = FedPAC(pfllib_compat=compat)
+        server = pac.init_server({"body.w": torch.zeros(1), "head.w": torch.zeros(1)}, Federation(4, (1,) * 4))
+        result = pac.server_update(server.state, uploads)
+        heads[compat] = [float(result.broadcast.for_client(c).personal["head"]["head.w"]) for c in range(4)]
+    assert heads[True] != pytest.approx(heads[False], rel=1e-3)
+
+
 def test_fedlc_pfllib_compat_calibrates_every_client_with_the_federations_counts() -> None:
     """PFLlib's serverlc sums every client's label counts into one calibration vector; the default uses the
     client's own counts (the paper)."""

@@ -18,6 +18,13 @@ client i alone. A client is scored with (φ, its head) right after the download,
 The quadratic programme is solved by projected gradient descent on the simplex (the matrix is positive
 semidefinite: a Gram matrix plus a non-negative diagonal) rather than with cvxpy; a client that never got a
 combination keeps its own head. Default λ = 1 (PFLlib's ``-lam``).
+
+``pfllib_compat = True`` reproduces how PFLlib's server hands out the heads (serverpac.py at d832e76), which
+differs from the paper twice: (1) it solves the α's in the order the clients were selected but assigns and mixes
+in the order ``receive_models`` drew with ``random.sample`` (a fresh permutation), so the client at position q of
+that order gets the weights solved for the client at position q of the other, applied to the heads in the drawn
+order; (2) its uploaded heads are the clients' own modules, so each new head overwrites one of them before the next
+combination is formed (a sweep, not a simultaneous update). The permutation comes from the run's seed and round.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientRes
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_select, tree_sub
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
+from fedloom.seeding import torch_generator
 from fedloom.models.base import is_body, is_head
 
 if TYPE_CHECKING:
@@ -92,16 +100,34 @@ def collaboration_weights(variances: torch.Tensor, h: torch.Tensor, i: int) -> t
     return torch.where(alpha > SMALL_WEIGHT, alpha, torch.zeros_like(alpha))
 
 
+def mix(alpha: torch.Tensor, heads: list[Params]) -> Params:
+    """Σ_j α_j head_j."""
+    return {k: sum(float(a) * head[k] for a, head in zip(alpha, heads)) for k in heads[0]}
+
+
+def pfllib_heads(alphas: list[torch.Tensor], heads: list[Params], ids: list[int], order: list[int]) -> dict:
+    """PFLlib's hand-out (module docstring): position q of the drawn order gets alphas[q] over the heads in that
+    order, and its new head replaces its old one before position q + 1 is mixed."""
+    current = [heads[j] for j in order]
+    personal = {}
+    for q, j in enumerate(order):
+        current[q] = mix(alphas[q], current)
+        personal[ids[j]] = {"head": current[q]}
+    return personal
+
+
 @ALGORITHMS.register("fedpac")
 @dataclass(frozen=True)
 class FedPAC(Algorithm):
     aggregation = "all"
     vectorizable = False  # per-class statistics and a head epoch before the body epochs: the client's own loops
     lamda: float = hp(1.0, ge=0, help="λ, weight of the feature-alignment term")
+    pfllib_compat: bool = hp(False, help="PFLlib's head hand-out: α's of a permuted client, mixed in a sweep")
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         body = tree_clone(tree_select(init_params, is_body))
-        return ServerResult(ServerState(params=body), Broadcast(params=body))
+        state = ServerState(params=body, extra={"seed": torch.tensor(getattr(init_params, "seed", 0))})
+        return ServerResult(state, Broadcast(params=body))
 
     def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
         return {"head": tree_clone(tree_select(dict(init_params), is_head))}
@@ -150,11 +176,14 @@ class FedPAC(Algorithm):
         variances = torch.stack([torch.as_tensor(up["V"]) for _, up, _ in items])
         h = torch.stack([up["H"] for _, up, _ in items])
         heads = [up["head"] for _, up, _ in items]
-        personal = {}
-        for row, (cid, _, _) in enumerate(items):
-            alpha = collaboration_weights(variances, h, row)
-            personal[cid] = {"head": {k: sum(float(a) * head[k] for a, head in zip(alpha, heads))
-                                      for k in heads[0]}}
+        alphas = [collaboration_weights(variances, h, row) for row in range(len(items))]
+        ids = [cid for cid, _, _ in items]
+        if self.pfllib_compat:
+            order = torch.randperm(len(items), generator=torch_generator(
+                int(server.extra["seed"]), server.round, -1, "fedpac-pfllib-order")).tolist()
+            personal = pfllib_heads(alphas, heads, ids, order)
+        else:
+            personal = {cid: {"head": mix(alpha, heads)} for cid, alpha in zip(ids, alphas)}
         extra = {"protos": global_protos, "present": (reported > 0).to(torch.float32)}
         state = server.replace(params=body, round=server.round + 1)
         return ServerResult(state, Broadcast(params=body, extra=extra, personal=personal))
