@@ -135,9 +135,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedgc", "FedGC", {"lamda": 1.0}, {"server_lr": 0.005},
        known_gap="PFLlib's heads have no bias and start fresh per client, and it maps a test label the client "
                  "lacks to its local class 0 (fedgc.py's docstring; no compat switch)"),
-    _m("fedmtl", "FedMTL", {"itk": 4000}, {"lambda1": 1e-4, "lambda2": 1e-4},
-       known_gap="PFLlib's client regularizer and fixed Omega differ from MOCHA's (fedmtl.py's docstring; not "
-                 "reproduced): no parity expected beyond the local-training part"),
+    # PFLlib's regularizer is built from state_dict() tensors (detached): no gradient, its FedMTL trains as Local
+    _m("fedmtl", "FedMTL", {"itk": 4000}, {"lambda1": 1e-4, "lambda2": 1e-4, "pfllib_compat": True}),
     # main.py replaces the CNN's fc by nn.Identity (no head, prototypes classify): fedloom's body output
     _m("fedpcl", "FedPCL", {"tau": 1.0}, {"tau": 1.0},
        known_gap="PFLlib indexes its stacked prototype dicts by insertion order and scores a missing class 0 "

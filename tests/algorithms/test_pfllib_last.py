@@ -200,6 +200,9 @@ def test_fedmtl_without_regularization_is_local_training_and_with_it_models_move
     pulled = FedMTL(lambda1=1.0, lambda2=0.0).client_update(ctx, FedMTL.broadcast(state).for_client(0), None)
     gap = lambda p: sum(float((p[k] - others[k]).pow(2).sum()) for k in p)  # noqa: E731
     assert gap(pulled.upload) < gap(local)  # the task-relation term pulls client 0 toward the others
+    # PFLlib's regularizer is built from detached state_dict tensors: its compat trains as Local even under the pull
+    compat = FedMTL(lambda1=1.0, lambda2=0.0, pfllib_compat=True)
+    assert same(compat.client_update(ctx, FedMTL.broadcast(state).for_client(0), None).upload, local)
 
 
 # ------------------------------------------------------------------ FedPCL

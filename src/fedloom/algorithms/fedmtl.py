@@ -14,10 +14,13 @@ alternating, as the paper does, a W-step on the clients and an Ω-step on the se
   Ω = (Σ + εI)^{-1} (ε keeps Ω finite while the models are still nearly identical: then Ω pulls every model
   toward the mean); ``learn_omega=False``: the fixed mean-regularized Ω = I − 11ᵀ/N (tr(WΩWᵀ) = Σ_t‖w_t − w̄‖²).
 
-PFLlib deviations, not reproduced: PFLlib's client adds 10^{-f}(‖W‖² + Σ_rows(ω Σ_k W_rk)²) with ω a single
-scalar (the square root of one entry of an all-equal matrix: its "Ω" is ``(ones − 11ᵀ/K)**2``), never updates
-Ω, and never reads its ``-itk`` option (the "iterations for solving quadratic subproblems" of MOCHA's dual
-solver); here the W-subproblem is solved by the run's local SGD, so there is no ``itk``.
+PFLlib's deviations: its client adds 10^{-f}(‖W‖² + Σ_rows(ω Σ_k W_rk)²) with ω a single scalar (the square
+root of one entry of an all-equal matrix: its "Ω" is ``(ones − 11ᵀ/K)**2``), never updates Ω, and never reads its
+``-itk`` option (the "iterations for solving quadratic subproblems" of MOCHA's dual solver); here the
+W-subproblem is solved by the run's local SGD, so there is no ``itk``. More decisive: PFLlib fills W with
+``model.state_dict()`` tensors, which are detached from the parameters, so its regularizer is a constant in the
+loss and has no gradient: PFLlib's FedMTL trains exactly as Local. ``pfllib_compat = True`` reproduces that (local
+SGD without the regularizer; the reported train loss lacks PFLlib's constant).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class FedMTL(Algorithm):
     lambda2: float = hp(1e-4, ge=0, help="λ₂, weight of ‖W‖²_F")
     learn_omega: bool = True  # False: the fixed mean-regularized Ω = I − 11ᵀ/N
     eps: float = hp(1e-3, gt=0, help="ε added to the task covariance before inverting it")
+    pfllib_compat: bool = hp(False, help="PFLlib's regularizer: detached (state_dict), so no gradient: Local")
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         n = federation.num_clients
@@ -86,7 +90,8 @@ class FedMTL(Algorithm):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         state = state if state is not None else self.init_client_state(ctx.init_params, ctx.client_id)
         aux = {"pull": broadcast.personal["pull"], "diag": broadcast.personal["diag"]}
-        trained, metrics = ctx.local_sgd(state["model"], extra_loss=self.regularizer, aux=aux)
+        extra = None if self.pfllib_compat else self.regularizer
+        trained, metrics = ctx.local_sgd(state["model"], extra_loss=extra, aux=aux)
         return ClientResult(upload=trained, state={"model": trained}, weight=ctx.num_train_samples,
                             metrics=metrics)
 
