@@ -44,6 +44,10 @@ BF16_MODES = ["serial+bf16", "vectorized+bf16", "processes+bf16"]
 COMPILE_MODES = ["serial+compile", "processes+compile"]
 #: opt-in: the Ray engine (pip install 'fedloom[ray]'), 2 actors on a local Ray cluster, compared with processes
 RAY_MODES = ["ray", "ray+vectorized", "ray+tree"]  # ray+tree: --ray.reduce tree (worker partial sums)
+#: opt-in: the C heap (--malloc, fedloom/engines/heap.py). fedloom's modes run with its default, tuned; the plain
+#: loop with the system's. "+glibc": a fedloom engine with --malloc system; "plain+tuned-heap": the plain loop
+#: in the tuned heap (what the same setting gives a hand-written loop)
+HEAP_MODES = ["serial+glibc", "processes+glibc", "plain+tuned-heap"]
 
 
 # ------------------------------------------------------------------------------------------ one configuration
@@ -55,7 +59,9 @@ def run_config(workload: str, mode: str, rounds: int, out: str):
     precision = "bfloat16" if mode.endswith("+bf16") else "float32"
     compile_steps = mode.endswith("+compile")
     extra = {"ray_reduce": "tree"} if mode.endswith("+tree") else {}
-    mode = mode.removesuffix("+bf16").removesuffix("+compile").removesuffix("+tree")
+    extra["malloc"] = "system" if mode.endswith("+glibc") else "tuned"
+    mode = mode.removesuffix("+bf16").removesuffix("+compile").removesuffix("+tree").removesuffix("+glibc")
+    mode = mode.removesuffix("+tuned-heap")
     engine, inner = {"plain": ("serial", "serial"), "processes+vectorized": ("processes", "vectorized"),
                      "ray+vectorized": ("ray", "vectorized")}.get(mode, (mode, "serial"))
     return resolve_config(RunConfig(
@@ -70,16 +76,19 @@ def measure_one(workload: str, mode: str, rounds: int, out: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from fedloom.engines.heap import configure_heap
     from fedloom.rounds import federation_of
     from fedloom.run import build_experiment, initial_round, load_data, step_round
 
     cfg = run_config(workload, mode, rounds, out)
+    if not mode.startswith("plain") or mode == "plain+tuned-heap":
+        configure_heap(cfg.malloc)  # as prepare_experiment does; the plain loop keeps the system's heap
     t0 = time.perf_counter()
     data = load_data(cfg, torch.device("cpu"))
     exp = build_experiment(cfg, data, torch.device("cpu"))
     setup = time.perf_counter() - t0
     worker_pids = engine_worker_pids(exp.engine)
-    if mode == "plain":
+    if mode.startswith("plain"):
         return measure_plain(exp, rounds, setup)
     server, _, _ = initial_round(exp) if workload != "scale" else (exp.algorithm.init_server(
         exp.runtime.init_params, federation_of(exp.data)), None, None)
@@ -189,7 +198,7 @@ def report(workload: str, results: dict[str, dict]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workloads", nargs="+", default=["w1", "m1"], choices=list(WORKLOADS))
-    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES + COMPILE_MODES + RAY_MODES)
+    parser.add_argument("--modes", nargs="+", default=None, choices=MODES + BF16_MODES + COMPILE_MODES + RAY_MODES + HEAP_MODES)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scratch", default="bench-out/engines")
     parser.add_argument("--json", default=None)

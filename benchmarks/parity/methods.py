@@ -138,9 +138,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     # PFLlib's regularizer is built from state_dict() tensors (detached): no gradient, its FedMTL trains as Local
     _m("fedmtl", "FedMTL", {"itk": 4000}, {"lambda1": 1e-4, "lambda2": 1e-4, "pfllib_compat": True}),
     # main.py replaces the CNN's fc by nn.Identity (no head, prototypes classify): fedloom's body output
-    _m("fedpcl", "FedPCL", {"tau": 1.0}, {"tau": 1.0},
-       known_gap="PFLlib indexes its stacked prototype dicts by insertion order and scores a missing class 0 "
-                 "(fedpcl.py's docstring; not reproduced)"),
+    # PFLlib stacks its prototype dicts in insertion order and scores with the padded dict: fedloom's compat
+    _m("fedpcl", "FedPCL", {"tau": 1.0}, {"tau": 1.0, "pfllib_compat": True},
+       known_gap="round 0: PFLlib scores 0 before prototypes exist, fedloom scores with the model's head"),
 ]}
 
 # the order the brief asks for when the budget cannot cover every method

@@ -42,7 +42,7 @@ MAGIC = b"FEDLOOM-CHECKPOINT 1\n"
 #: run and its resume (or between two grid invocations) without changing a single metric (the evaluation chunk
 #: size can change the last bits of a loss sum, never a count).
 NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkpoint_every", "trackers",
-                                 "data_dir", "cache_dir", "eval_batch_size",
+                                 "data_dir", "cache_dir", "eval_batch_size", "malloc",
                                  "keep_client_states", "worker_timeout", "worker_start", "ray_address",
                                  "ray_gpus_per_worker"})
 #: Fields added after run folders already existed, left out of the identity while they hold their default, so

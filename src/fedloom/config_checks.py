@@ -57,6 +57,7 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(cfg.workers is None or cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
     _check(math.isfinite(cfg.worker_timeout) and cfg.worker_timeout > 0,
            f"--worker-timeout must be a positive number of seconds, got {cfg.worker_timeout}")
+    _check(cfg.malloc in ("tuned", "system"), f"--malloc must be tuned or system, got {cfg.malloc!r}")
     _check(cfg.store in ("memory", "disk", "auto"), f"--store must be memory, disk or auto, got {cfg.store!r}")
     _check(cfg.precision in ("float32", "bfloat16"),
            f"--precision must be float32 or bfloat16, got {cfg.precision!r}")

@@ -29,6 +29,7 @@ from fedloom.engines.build import (BuiltRuntime, build_engine, build_models, bui
                                    check_store_dir, client_store, engine_options, federation_architectures,
                                    load_data, model_names, partition_spec, resolve_device, store_root)
 from fedloom.engines.context import Runtime
+from fedloom.engines.heap import configure_heap
 from fedloom.engines.options import resolve_engine_options
 from fedloom.errors import ConfigError
 from fedloom.models import MODELS
@@ -224,6 +225,7 @@ def prepare_experiment(cfg: RunConfig, resume: bool = False) -> Experiment:
     cfg = resolve_config(cfg)
     check_run_paths(cfg, resume)
     torch.set_num_threads(cfg.threads)
+    configure_heap(cfg.malloc)
     device = resolve_device(cfg.device)
     data = load_data(cfg, device)
     return build_experiment(cfg, data, device)

@@ -271,6 +271,43 @@ def test_fedpcl_predicts_the_most_similar_own_prototype() -> None:
     assert scores.argmax(1).tolist() == [1, 0]  # class 2 (not held) never wins, even over negative scores
 
 
+def test_fedpcl_pfllib_orders_by_hand() -> None:
+    """PFLlib's dict orders: a client's classes as first seen, then its missing ones by id; the global order as
+    classes first appear over the clients in selection order; a client never heard from gets the global's."""
+    from fedloom.algorithms.fedpcl import pfllib_orders
+
+    held = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    rank = torch.tensor([[1.0, 4.0, 0.0, 4.0], [4.0, 2.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])  # client 0: 2, 0
+    g_order, orders = pfllib_orders(rank, held, selection=[1, 0])
+    assert g_order.tolist() == [2, 3, 1, 0]  # client 1's 2, 3, 1, then client 0's 0
+    assert orders.tolist() == [[2, 0, 1, 3], [2, 3, 1, 0], [2, 3, 1, 0]]
+
+
+def test_fedpcl_pfllib_compat_stacks_tables_in_insertion_order_and_scores_missing_classes_by_the_global() -> None:
+    from fedloom.algorithms.fedpcl import FedPCL, decode_ordered_rows, ordered_rows_message
+
+    message = ordered_rows_message(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), torch.tensor([2, 0]))
+    decoded = decode_ordered_rows(message.arrays, classes=3)
+    assert decoded["rank"].tolist() == [1.0, 3.0, 0.0] and decoded["count"].tolist() == [1.0, 0.0, 1.0]
+    ups = [{"sum": torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), "count": torch.tensor([1.0, 0.0, 1.0]),
+            "rank": torch.tensor([1.0, 3.0, 0.0])},
+           {"sum": torch.tensor([[0.0, 0.0], [0.6, 0.8], [0.0, 0.0]]), "count": torch.tensor([0.0, 1.0, 0.0]),
+            "rank": torch.tensor([3.0, 0.0, 3.0])}]
+    _, plain = server_after(FedPCL(), {}, (5, 5), [(cid, up, 1.0) for cid, up in enumerate(ups)])
+    _, compat = server_after(FedPCL(pfllib_compat=True), {}, (5, 5), [(cid, up, 1.0) for cid, up in enumerate(ups)])
+    g, order = plain.broadcast.extra["global"], compat.broadcast.extra["client_orders"].long()
+    assert sorted(compat.broadcast.extra["global"].tolist()) == sorted(g.tolist())  # the same rows, reordered
+    assert order[0].tolist() == [2, 0, 1] and order[1].tolist() == [1, 0, 2]
+    assert torch.equal(compat.broadcast.extra["clients"][0], plain.broadcast.extra["clients"][0][order[0]])
+    # scoring: client 0 lacks class 1, which PFLlib's padded dict scores against the global prototype
+    exp = experiment("fedpcl")
+    state = {"params": exp.runtime.init_params, "protos": ups[0]["sum"], "held": ups[0]["count"]}
+    ctx = exp.runtime.client_context(0, 1)
+    predictor = FedPCL(pfllib_compat=True).eval_params(ctx, compat.broadcast, state)
+    assert torch.equal(predictor.tree["protos"][1], g[1]) and bool((predictor.tree["held"] > 0).all())
+    assert FedPCL().eval_params(ctx, plain.broadcast, state).tree["held"][1] == 0
+
+
 # ------------------------------------------------------------------ FedCAC threshold
 def test_fedcac_first_customization_uses_one_over_beta_as_pfllib() -> None:
     from fedloom.algorithms.fedcac import FedCAC

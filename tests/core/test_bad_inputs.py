@@ -150,6 +150,7 @@ RUN_FIELD_ROWS = [
     run("--min-samples", "1.5", expect="invalid value '1.5' for min_samples"),
     run("--eval-every", "0", expect="--eval-every must be >= 1, got 0"),
     run("--eval-batch-size", "-1", expect="--eval-batch-size must be >= 0"),
+    run("--malloc", "jemalloc", expect="--malloc must be tuned or system"),
     run("--pack-size", "0", expect="--pack-size must be >= 1, got 0"),
     run("--workers", "0", expect="--workers must be >= 1, got 0"),
     run("--workers", "-2", expect="--workers must be >= 1"),

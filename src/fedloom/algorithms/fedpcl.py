@@ -17,13 +17,22 @@ and only class prototypes travel.
 Upload: the k held classes' prototype rows and ids. Download: the global table and the N client tables
 (N·C·D floats, shared by every client). τ defaults to 1 (PFLlib's ``-tau``).
 
-PFLlib bugs not reproduced (no switch): PFLlib stacks its prototype dicts in insertion order and indexes the
-result with the label, so a table whose classes arrived out of order scores the wrong rows; a test class the
-client lacks scores 0, which can beat negative similarities. Here tables are indexed by class.
+Tables here are indexed by class. ``pfllib_compat = True`` reproduces PFLlib (serverpcl.py/clientpcl.py at
+d832e76), which differs twice:
+* its prototypes travel as dicts in insertion order, and its client stacks the global and every client dict
+  in that order and indexes the stack with the label, so L_g and L_p pull a sample toward whichever class
+  arrived at the label's position. A client's order is the order its classes first appear in its shuffled
+  prototype pass, then (the server's padding) its missing classes by id; the global order is the order classes
+  first appear over the clients in the round's selection order (a fresh permutation), and a client not heard
+  from yet gets the global dict itself. The compat client sends its rows in that order (the same bytes) and the
+  server stacks the tables in PFLlib's orders; the orders go down as two small index arrays.
+* its server pads each client's own dict in place, and that dict is what the client is scored with: a class
+  the client lacks scores against the global prototype instead of never winning.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -36,6 +45,8 @@ from fedloom.algorithms.base import (ALGORITHMS, Algorithm, ApplyFn, Broadcast, 
 from fedloom.algorithms.tree import Params, Tree, tree_clone
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
+from fedloom.seeding import torch_generator
+from fedloom.pipeline.wire import Compact
 from fedloom.models.base import is_body
 
 if TYPE_CHECKING:
@@ -73,6 +84,55 @@ def nearest_own_prototype(apply: ApplyFn, tree: Tree, x: torch.Tensor) -> torch.
     return torch.where(held, scores, low.expand_as(scores))
 
 
+def first_seen(ctx: ClientContext, held: torch.Tensor) -> torch.Tensor:
+    """The held classes in the order they first appear in a shuffled pass over the client's training data
+    (PFLlib's prototype dict is filled from its shuffled DataLoader)."""
+    perm = torch.randperm(ctx.num_train_samples, generator=ctx.generator("fedpcl-insertion-order"))
+    _, labels = ctx.data(ctx.train_indices[perm])
+    seen: list[int] = []
+    for label in labels.tolist():
+        if label not in seen:
+            seen.append(label)
+    return torch.tensor([c for c in seen if held[c]], dtype=torch.long)
+
+
+def ordered_rows_message(table: torch.Tensor, order: torch.Tensor) -> Compact:
+    """``rows_message`` with the rows in ``order`` (a dict's insertion order): the same bytes; the decoded tree
+    gains each class's position in the message ("rank")."""
+    arrays = {"rows": table[order].float().contiguous(), "classes": order.to(torch.uint8)}
+    return Compact(arrays, functools.partial(decode_ordered_rows, classes=int(table.shape[0])))
+
+
+def decode_ordered_rows(arrays: Any, classes: int) -> Tree:
+    tree = H.decode_rows(arrays, classes)
+    rank = torch.full((classes,), float(classes))
+    rank[arrays["classes"].long()] = torch.arange(len(arrays["classes"]), dtype=torch.float32)
+    return {**tree, "rank": rank}
+
+
+def pfllib_orders(rank: torch.Tensor, held: torch.Tensor, selection: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(PFLlib's global row order [C], each client's row order [N, C]) from the clients' insertion ranks [N, C]
+    and the round's selection order: global = classes as they first appear over the selected clients' dicts;
+    a client = its own classes by rank, then its missing ones by id (the server's padding); a client never
+    heard from = the global order (PFLlib hands it the global dict)."""
+    n, c = held.shape
+    g_order: list[int] = []
+    for cid in selection:
+        for k in own_order(rank[cid], held[cid]):
+            if k not in g_order:
+                g_order.append(k)
+    g_order += [k for k in range(c) if k not in g_order]  # classes nobody holds (PFLlib would have no row)
+    orders = []
+    for cid in range(n):
+        own = own_order(rank[cid], held[cid])
+        orders.append(own + [k for k in range(c) if k not in own] if own else g_order)
+    return torch.tensor(g_order), torch.tensor(orders)
+
+
+def own_order(rank: torch.Tensor, held: torch.Tensor) -> list[int]:
+    return [k for k in torch.argsort(rank, stable=True).tolist() if held[k] > 0]
+
+
 @ALGORITHMS.register("fedpcl")
 @dataclass(frozen=True)
 class FedPCL(Algorithm):
@@ -81,9 +141,11 @@ class FedPCL(Algorithm):
     needs_common_feature_dim = True
     shared_architecture = False  # prototypes, not parameters, travel
     tau: float = hp(1.0, gt=0, help="τ, temperature of both contrastive losses")
+    pfllib_compat: bool = hp(False, help="PFLlib's insertion-ordered prototype stacks and padded scoring")
 
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
-        state = ServerState(params={}, extra={"num_clients": torch.tensor(federation.num_clients)})
+        state = ServerState(params={}, extra={"num_clients": torch.tensor(federation.num_clients),
+                                              "seed": torch.tensor(getattr(init_params, "seed", 0))})
         return ServerResult(state, Broadcast(params={}))
 
     def init_client_state(self, init_params: Params, client_id: int) -> Optional[Tree]:
@@ -98,7 +160,11 @@ class FedPCL(Algorithm):
                                             grad_correction=H.clip_groups(CLIP_NORM))
         protos, held = H.class_means(ctx, params, lambda w, x: unit_features(ctx.apply, w, x), H.num_classes(ctx))
         new_state = {"params": params, "protos": protos, "held": held.float()}
-        return ClientResult(upload=H.rows_message(protos, held), state=new_state, weight=1.0, metrics=metrics)
+        if self.pfllib_compat:
+            upload = ordered_rows_message(protos, first_seen(ctx, held))
+        else:
+            upload = H.rows_message(protos, held)
+        return ClientResult(upload=upload, state=new_state, weight=1.0, metrics=metrics)
 
     def server_update(self, server: ServerState, uploads: Uploads) -> ServerResult:
         items = uploads.all()
@@ -109,7 +175,15 @@ class FedPCL(Algorithm):
         if "global" not in extra:
             return ServerResult(state, Broadcast(params={}))
         padded = torch.where(extra["held"].unsqueeze(-1) > 0, extra["clients"], extra["global"].unsqueeze(0))
-        return ServerResult(state, Broadcast(params={}, extra={"global": extra["global"], "clients": padded}))
+        if not self.pfllib_compat:
+            return ServerResult(state, Broadcast(params={}, extra={"global": extra["global"], "clients": padded}))
+        gen = torch_generator(int(server.extra["seed"]), server.round, -1, "fedpcl-pfllib-order")
+        selection = torch.randperm(len(items), generator=gen).tolist()
+        g_order, c_orders = pfllib_orders(extra["rank"], extra["held"], [items[q][0] for q in selection])
+        stacked = torch.stack([padded[i, c_orders[i]] for i in range(len(padded))])
+        small = torch.uint8 if len(g_order) <= 256 else torch.int16
+        down = {"global": extra["global"][g_order], "clients": stacked, "client_orders": c_orders.to(small)}
+        return ServerResult(state, Broadcast(params={}, extra=down))
 
     @staticmethod
     def tables(memory: dict, items: list) -> dict:
@@ -119,14 +193,23 @@ class FedPCL(Algorithm):
         clients = memory.get("clients", torch.zeros(n, *first.shape))
         held = memory.get("held", torch.zeros(n, first.shape[0])).clone()
         clients = clients.clone()
+        rank = memory.get("rank", torch.zeros(n, first.shape[0])).clone()
         for cid, up, _ in items:
             clients[cid], held[cid] = up["sum"], up["count"]
+            rank[cid] = up.get("rank", rank[cid])
         total = torch.stack([up["sum"] for _, up, _ in items]).sum(0)
         count = torch.stack([up["count"] for _, up, _ in items]).sum(0)
         mean = total / count.clamp(min=1).unsqueeze(1)
         old = memory.get("global", torch.zeros_like(mean))
-        return {"global": torch.where(count.unsqueeze(1) > 0, mean, old), "clients": clients, "held": held}
+        return {"global": torch.where(count.unsqueeze(1) > 0, mean, old), "clients": clients, "held": held,
+                "rank": rank}
 
     def eval_params(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> Predictor:
         state = state if state is not None else {"params": ctx.init_params}
+        if self.pfllib_compat and "client_orders" in broadcast.extra and "protos" in state:
+            order = broadcast.extra["client_orders"][ctx.client_id].long()
+            by_class = torch.empty_like(state["protos"])
+            by_class[order] = broadcast.extra["clients"][ctx.client_id]  # the padded table, back in class order
+            return Predictor({"params": state["params"], "protos": by_class, "held": torch.ones_like(state["held"])},
+                             nearest_own_prototype)
         return Predictor(dict(state), nearest_own_prototype)

@@ -23,6 +23,7 @@ import torch
 from fedloom.algorithms.tree import tree_map
 from fedloom.algorithms.uploads import HeldUploads, UploadAccumulator, Uploads, merge_uploads
 from fedloom.engines.base import EngineOptions
+from fedloom.engines.heap import configure_heap
 from fedloom.engines.ray_state import StagedStore, pending_root, roll_forward
 from fedloom.engines.sharded import Transport, resume_hint
 from fedloom.engines.state_store import DiskStore
@@ -128,6 +129,7 @@ class RayWorker:
         import torch
         from fedloom.engines.worker import ShardWorker
         torch.set_num_threads(1)  # one thread per worker: robust when the machine is shared
+        configure_heap(run_config.malloc)
         self.index = index
         self.worker = ShardWorker(run_config, inner_engine, options)
         runtime = self.worker.engine.runtime

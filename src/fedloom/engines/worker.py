@@ -28,6 +28,7 @@ from fedloom import errors
 from fedloom.config import RunConfig
 from fedloom.engines.base import ENGINES, Engine, EngineOptions
 from fedloom.engines.build import build_runtime
+from fedloom.engines.heap import configure_heap
 
 #: Sent in place of a broadcast the worker already received (see ShardedEngine._wire).
 SAME_BROADCAST = "same-broadcast"
@@ -72,6 +73,7 @@ def worker_main(conn: Connection, run_config: RunConfig, inner_engine: str, opti
         parent = multiprocessing.parent_process()  # the pid it was started by, even if that one is gone already
         start_heartbeat(beat, parent.pid if parent is not None else os.getppid())
     torch.set_num_threads(1)  # one thread per process: robust when the machine is shared
+    configure_heap(run_config.malloc)  # a forked worker has it already; a spawned one starts with glibc's
     try:
         worker = ShardWorker(run_config, inner_engine, options)
         conn.send(("ok", None))
