@@ -63,8 +63,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     _m("fedfomo", "FedFomo", {"M": 5}, {"M": 5}),
     _m("fedamp", "FedAMP", {"alphaK": 1.0, "sigma": 1.0, "lamda": 1.0},
        {"alpha_k": 1.0, "sigma": 1.0, "lamda": 1.0, "pfllib_compat": True}),
+    # PFLlib's clients train one after another on shared cores, in id order: fedloom's cyclic pattern
     _m("apple", "APPLE", {"dr_learning_rate": 0.01, "mu": 0.1, "L": 1.0},
-       {"dr_lr": 0.01, "mu": 0.1, "L": 1.0, "pfllib_compat": True}),
+       {"dr_lr": 0.01, "mu": 0.1, "L": 1.0, "pfllib_compat": True}, run={"pattern": "cyclic"}),
     _m("fedper", "FedPer"),
     _m("fedrep", "FedRep", {"plocal_epochs": 1}, {"head_epochs": 1}),
     _m("fedrod", "FedROD"),

@@ -108,7 +108,8 @@ class RunConfig:
                                      "(--attack.fraction, --attack.sampling plain|exact): labelflip | badnets | dba "
                                      "(data) | scaling | signflip | gaussian-attack (update) | alie | ipm | minmax "
                                      "| minsum (omniscient); see docs/trust-attacks.md")
-    pattern: str = _f("star", "round pattern: star (a server) | gossip (no server: nodes average with their "
+    pattern: str = _f("star", "round pattern: star (a server) | cyclic (clients one after another, a server step "
+                              "after each) | gossip (no server: nodes average with their "
                               "--topology neighbours)")
     topology: str = _f("ring", "gossip topology: ring | torus | complete (Metropolis-Hastings weights)")
     test_split: str = _f("per-client", "per-client: split each client's samples by --train-ratio (PFLlib); global: "

@@ -94,32 +94,53 @@ class RoundOutput:
 
 def step_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[str, int]) -> RoundOutput:
     """One round: sample → train the cohort → server step → (maybe) evaluate. ``totals`` accumulates bytes."""
-    cfg, algo = exp.config, exp.algorithm
     t0 = time.perf_counter()
-    cohort = sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_, exp.runtime.uploads.cohort_sampler)
+    cohort = round_cohort(exp, round_)
+    server, result, bytes_down = train_and_step(exp, server, cohort, round_)
+    return finish_round(exp, server, round_, totals, cohort, result.bytes_up, bytes_down, result.client_metrics, t0)
+
+
+def round_cohort(exp: Experiment, round_: int) -> list[int]:
+    cfg = exp.config
+    return sample_cohort(exp.data.num_clients, cfg.join_ratio, cfg.seed, round_, exp.runtime.uploads.cohort_sampler)
+
+
+def train_and_step(exp: Experiment, server: ServerResult, cohort: list[int], round_: int,
+                   step: tuple[int, int] = (0, 1)) -> tuple[ServerResult, Any, int]:
+    """``cohort`` trains from the broadcast, then one server step on its uploads: (the new server, the engine's
+    CohortResult, bytes downloaded). ``step`` = (q, n): this is the round's server step q of n (a sequential
+    pattern steps after each client; the star pattern once)."""
+    algo = exp.algorithm
     bytes_down = sum(server.broadcast.nbytes(c) for c in cohort)
     result = exp.engine.train_cohort(algo, server.broadcast, cohort, round_)
-    actx = aggregation_context(exp, server.state, round_)
+    actx = aggregation_context(exp, server.state, round_, step)
     uploads = dataclasses.replace(result.uploads, aggregator=exp.runtime.aggregator, context=actx)
     server = keep_aggregator_memory(algo.server_update(without_aggregator_memory(server.state), uploads), actx)
     if not tree_allfinite(server.state.params):
         raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
-    totals["up"] = totals.get("up", 0) + result.bytes_up
+    return server, result, bytes_down
+
+
+def finish_round(exp: Experiment, server: ServerResult, round_: int, totals: dict[str, int], cohort: list[int],
+                 bytes_up: int, bytes_down: int, client_metrics: dict[int, dict[str, float]],
+                 t0: float) -> RoundOutput:
+    """Count the round's bytes and sample-passes, then (every --eval-every rounds) evaluate and build the record."""
+    cfg = exp.config
+    totals["up"] = totals.get("up", 0) + bytes_up
     totals["down"] = totals.get("down", 0) + bytes_down
-    passes = sample_passes(result.client_metrics, totals)
+    passes = sample_passes(client_metrics, totals)
     t_train = time.perf_counter() - t0
     if round_ % cfg.eval_every and round_ != cfg.rounds:
-        return RoundOutput(server, None, None, result.client_metrics, t_train, 0.0)
+        return RoundOutput(server, None, None, client_metrics, t_train, 0.0)
     record, per_client = evaluate(exp, server.broadcast, round_)
-    train_losses = [m["train_loss"] for m in result.client_metrics.values() if "train_loss" in m]
+    train_losses = [m["train_loss"] for m in client_metrics.values() if "train_loss" in m]
     record = _rounded({"round": round_, **record, "local_train_loss": float(np.mean(train_losses))
                        if train_losses else float("nan"), "clients_sampled": len(cohort),
-                       "bytes_up": result.bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
-                       "cum_bytes_down": totals["down"], **stage_bytes(result.client_metrics), **passes,
+                       "bytes_up": bytes_up, "bytes_down": bytes_down, "cum_bytes_up": totals["up"],
+                       "cum_bytes_down": totals["down"], **stage_bytes(client_metrics), **passes,
                        **attackers_sampled(exp, cohort),
                        **{f"server_{k}": v for k, v in server.metrics.items()}})
-    return RoundOutput(server, record, per_client, result.client_metrics, t_train,
-                       time.perf_counter() - t0 - t_train)
+    return RoundOutput(server, record, per_client, client_metrics, t_train, time.perf_counter() - t0 - t_train)
 
 
 def sample_passes(client_metrics: dict[int, dict[str, float]], totals: dict[str, int]) -> dict[str, int]:
@@ -147,11 +168,12 @@ def attackers_sampled(exp: Experiment, cohort: list[int]) -> dict[str, int]:
     return {} if uploads.attack is None else {"attackers_sampled": sum(c in uploads.malicious for c in cohort)}
 
 
-def aggregation_context(exp: Experiment, state: ServerState, round_: int) -> AggregationContext:
+def aggregation_context(exp: Experiment, state: ServerState, round_: int,
+                        step: tuple[int, int] = (0, 1)) -> AggregationContext:
     """The round's view for the server aggregator: its memory from the server state, the malicious ids."""
     memory = state.extra.get(AGGREGATOR_STATE_KEY, {})
     return AggregationContext(exp.config.seed, round_, state.params, exp.runtime.uploads.malicious,
-                              dict(memory), services=exp.runtime)
+                              dict(memory), services=exp.runtime, step=step)
 
 
 def without_aggregator_memory(state: ServerState) -> ServerState:

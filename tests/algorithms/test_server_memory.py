@@ -98,6 +98,10 @@ def test_apple_scores_the_dr_weighted_cores_and_learns_to_weight_a_useful_core()
     assert same(scored, weighted_rows(p, stacked))
     assert APPLE().anneal(exp.runtime.client_context(0, 1)) == 1.0
     assert APPLE(L=0.5).anneal(exp.runtime.client_context(0, 2)) == 0.0  # past L·R = 1 round
+    # PFLlib sets λ at the end of a round for the next: its rounds 1 and 2 both train with 1, then one behind
+    compat = APPLE(L=1.0, pfllib_compat=True)
+    assert [compat.anneal(exp.runtime.client_context(0, r)) for r in (1, 2)] == [1.0, 1.0]
+    assert compat.anneal(exp.runtime.client_context(0, 3)) == APPLE(L=1.0).anneal(exp.runtime.client_context(0, 2))
     result, after = train_round(exp, server, 1)
     for cid, upload, _ in result.uploads.all():  # the server stores each uploaded core in its row
         assert same(row(after.state.extra["cores"], cid), upload)
@@ -112,13 +116,41 @@ def test_apple_pfllib_compat_uploads_and_scores_the_clients_own_mix() -> None:
     algorithm = APPLE(dr_lr=0.05, mu=0.0, pfllib_compat=True)
     result = algorithm.client_update(ctx, server.broadcast, None)
     n = server.broadcast.extra["p0"].shape[0]
-    cores = with_own_core(server.broadcast.extra["cores"], result.upload,
-                          torch.nn.functional.one_hot(torch.tensor(0), n).float())
+    own = torch.nn.functional.one_hot(torch.tensor(0), n).float()
+    assert same(result.upload["mix"], weighted_rows(result.state["p"], with_own_core(
+        server.broadcast.extra["cores"], result.upload["core"], own)))
+    cores = with_own_core(server.broadcast.extra["cores"], result.upload["mix"], own)
     after = {"cores": cores, "p0": server.broadcast.extra["p0"]}
     scored = algorithm.eval_params(ctx, Broadcast({}, extra=after), result.state)
-    assert same(scored, result.upload)
+    assert same(scored, result.upload["mix"])
     remixed = weighted_rows(result.state["p"], cores)
     assert not same(scored, remixed)
+
+
+def test_apple_pfllib_compat_publishes_trained_cores_within_a_round_and_mixes_at_its_end() -> None:
+    """PFLlib's sweep: later clients of a round read the trained cores of earlier ones; the mixes replace the
+    cores when the round ends (the last of the cyclic pattern's steps; the only step of a star round)."""
+    from fedloom.algorithms.base import Federation
+    from fedloom.algorithms.uploads import Uploads
+    from fedloom.pipeline.context import AggregationContext
+
+    algorithm = APPLE(pfllib_compat=True)
+    init = {"w": torch.zeros(2)}
+    server = algorithm.init_server(init, Federation(2, (1, 1)))
+    up = {0: {"core": {"w": torch.ones(2)}, "mix": {"w": torch.full((2,), 5.0)}},
+          1: {"core": {"w": torch.full((2,), 2.0)}, "mix": {"w": torch.full((2,), 7.0)}}}
+
+    def step(state, cid, q, n):
+        context = AggregationContext(0, 1, {}, step=(q, n))
+        return algorithm.server_update(state, Uploads(None, 1.0, 1, [(cid, up[cid], 1.0)], context=context))
+
+    first = step(server.state, 0, 0, 2)
+    assert first.broadcast.extra["cores"]["w"].tolist() == [[1.0, 1.0], [0.0, 0.0]]  # client 0's trained core
+    assert "pending" not in first.broadcast.extra  # the mixes wait on the server, not on the wire
+    last = step(first.state, 1, 1, 2)
+    assert last.broadcast.extra["cores"]["w"].tolist() == [[5.0, 5.0], [7.0, 7.0]]  # round over: the mixes
+    both = algorithm.server_update(server.state, Uploads(None, 2.0, 2, [(0, up[0], 1.0), (1, up[1], 1.0)]))
+    assert both.broadcast.extra["cores"]["w"].tolist() == [[5.0, 5.0], [7.0, 7.0]]  # star: one step, the mixes
 
 
 def test_apple_mixing_has_the_chain_rule_gradients_of_the_explicit_stack() -> None:

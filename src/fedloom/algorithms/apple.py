@@ -14,13 +14,17 @@ uploaded.
 
 Defaults: ``dr_lr`` (η_p) = 0.01, ``mu`` = 0.1, ``L`` = 1.0. PFLlib's argparse has η_p = 0 and μ = 0, which
 turns the method off, so these are ours, to tune. ``pfllib_compat = True`` reproduces PFLlib's client: the
-core lr is multiplied by N; the p-gradient is the per-layer *mean* of g ⊙ c_j averaged over layers instead of
-the inner product; after the round the client's core is replaced by its personalized model Σ_j p_ij c_j; and
-a client is scored with that model, its own new core (PFLlib evaluates each client's ``model``, the mix of its
-last batch; re-mixing the new cores, which are themselves every client's mix, with p_i gives a near-global model:
-7.3 → 13.1% over 10 rounds on the parity subsample against PFLlib's 9.5 → 58.0%, docs/results/pfllib-parity.md).
-Not reproduced: PFLlib's clients train one after another on shared core objects, so a client sees the cores that
-clients before it in the same round have already moved.
+core lr is multiplied by N; λ lags by one round (PFLlib sets it at the end of a round for the next); the
+p-gradient is the per-layer *mean* of g ⊙ c_j averaged over layers instead of the inner product; after the
+round the client's core is replaced by its personalized model Σ_j p_ij c_j; and a client is scored with that
+model, its own new core (PFLlib evaluates each client's ``model``, the mix of its last batch; re-mixing the new
+cores, which are themselves every client's mix, with p_i gives a near-global model: 7.3 → 13.1% over 10 rounds
+on the parity subsample against PFLlib's 9.5 → 58.0%, docs/results/pfllib-parity.md).
+PFLlib's clients also train one after another on shared core objects: a client reads the cores that clients
+before it in the round have already trained, and the mixes replace the cores only when the round ends. Run
+``--pattern cyclic`` for that sweep: the compat client uploads its trained core and its mix (two models), the
+server publishes the core at once and the mix at the round's last step. In the star pattern the round has one
+step, so the mixes replace the cores at once, as before.
 """
 
 from __future__ import annotations
@@ -62,9 +66,22 @@ class APPLE(Algorithm):
         return ServerResult(ServerState(params={}, extra=extra), Broadcast(params={}, extra=extra))
 
     def server_update(self, server: ServerState, uploads: Uploads) -> ServerResult:
-        cores = with_rows(server.extra["cores"], {cid: upload for cid, upload, _ in uploads.all()})
-        extra = {"cores": cores, "p0": server.extra["p0"]}
-        return ServerResult(server.replace(round=server.round + 1, extra=extra), Broadcast(params={}, extra=extra))
+        items = uploads.all()
+        if not self.pfllib_compat:
+            cores = with_rows(server.extra["cores"], {cid: upload for cid, upload, _ in items})
+            extra = {"cores": cores, "p0": server.extra["p0"]}
+            state = server.replace(round=server.round + 1, extra=extra)
+            return ServerResult(state, Broadcast(params={}, extra=extra))
+        # PFLlib: a client's trained core is what later clients of the round read; its mix replaces it when the
+        # round ends (with every step at once in the star pattern, the mixes at once)
+        cores = with_rows(server.extra["cores"], {cid: up["core"] for cid, up, _ in items})
+        pending = with_rows(server.extra.get("pending", server.extra["cores"]),
+                            {cid: up["mix"] for cid, up, _ in items})
+        if uploads.context is None or uploads.context.ends_round:
+            cores = pending
+        extra = {"cores": cores, "pending": pending, "p0": server.extra["p0"]}
+        down = {"cores": cores, "p0": server.extra["p0"]}
+        return ServerResult(server.replace(round=server.round + 1, extra=extra), Broadcast(params={}, extra=down))
 
     # ------------------------------------------------------------------ client
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
@@ -77,9 +94,11 @@ class APPLE(Algorithm):
             start, lr=core_lr, batch_loss=self.personal_loss(cores, own, ctx),
             extra_loss=self.dr_penalty(ctx, p0), grad_correction=self.dr_rate(core_lr))
         core, p = model_part(trained), trained[DR]
-        if self.pfllib_compat:
-            core = weighted_rows(p, with_own_core(cores, core, own))
-        return ClientResult(upload=core, state={"p": p}, weight=ctx.num_train_samples, metrics=metrics)
+        if self.pfllib_compat:  # the trained core (read by the round's later clients) and the client's mix
+            upload = {"core": core, "mix": weighted_rows(p, with_own_core(cores, core, own))}
+        else:
+            upload = core
+        return ClientResult(upload=upload, state={"p": p}, weight=ctx.num_train_samples, metrics=metrics)
 
     @staticmethod
     def dr_vector(state: Optional[Tree], n: int) -> torch.Tensor:
@@ -110,7 +129,8 @@ class APPLE(Algorithm):
 
     def anneal(self, ctx: ClientContext) -> float:
         horizon = int(self.L * ctx.total_rounds)
-        elapsed = ctx.round - 1
+        # PFLlib's client sets λ at the end of its round for the next one, so its λ lags the paper's by one round
+        elapsed = max(ctx.round - 2, 0) if self.pfllib_compat else ctx.round - 1
         return (math.cos(math.pi * elapsed / horizon) + 1) / 2 if elapsed < horizon else 0.0
 
     def dr_rate(self, core_lr: float):

@@ -47,6 +47,13 @@ class AggregationContext:
     metrics: dict[str, float] = field(default_factory=dict)
     #: services of the runtime a defense may use (FLTrust's root-set training): set by the round, may be None
     services: object = None
+    #: (q, n): this is server step q of the round's n (the cyclic pattern steps after every client; star once)
+    step: tuple[int, int] = (0, 1)
+
+    @property
+    def ends_round(self) -> bool:
+        """Whether this server step is the round's last (the only one in the star pattern)."""
+        return self.step[0] == self.step[1] - 1
 
     def generator(self, purpose: str) -> torch.Generator:
         return torch_generator(self.seed, self.round, -1, f"aggregate:{purpose}")
