@@ -133,9 +133,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
        {"alpha": 0.99, "strategy": "lowest", "first_stage_bound": 0, "models": 0, "pfllib_compat": True}),
     _m("pfl-da", "PFL-DA", {"lamda": 1.0}, {"lamda": 1.0}),
     # PFLlib's server step is lr * lamda = 0.005 * 1
-    _m("fedgc", "FedGC", {"lamda": 1.0}, {"server_lr": 0.005},
-       known_gap="PFLlib's heads have no bias and start fresh per client, and it maps a test label the client "
-                 "lacks to its local class 0 (fedgc.py's docstring; no compat switch)"),
+    # PFLlib's heads have no bias and are drawn per client: fedloom's compat
+    _m("fedgc", "FedGC", {"lamda": 1.0}, {"server_lr": 0.005, "pfllib_compat": True},
+       known_gap="PFLlib maps a test label the client lacks to its local class 0, which counts as correct when "
+                 "the client predicts its lowest class (fedgc.py's docstring; a predictor cannot reproduce it)"),
     # PFLlib's regularizer is built from state_dict() tensors (detached): no gradient, its FedMTL trains as Local
     _m("fedmtl", "FedMTL", {"itk": 4000}, {"lambda1": 1e-4, "lambda2": 1e-4, "pfllib_compat": True}),
     # main.py replaces the CNN's fc by nn.Identity (no head, prototypes classify): fedloom's body output

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from fedloom.algorithms.base import Federation
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.cli import main
+from fedloom.rounds import federation_of
 
 from bad_input import assert_one_clear_error, ids
 from engine_equivalence import (assert_processes_match_serial, assert_vectorized_falls_back_to_serial,
@@ -156,6 +157,24 @@ def test_fedgc_client_softmax_covers_only_its_classes() -> None:
     scored = FedGC().eval_params(ctx, server.broadcast.for_client(cid), None)
     x, _ = ctx.data(ctx.test_indices)
     assert not torch.isin(exp.runtime.apply(scored, x).argmax(1), absent).any()
+
+
+def test_fedgc_pfllib_compat_heads_have_no_bias_and_are_drawn_per_client() -> None:
+    from fedloom.algorithms.fedgc import FedGC
+
+    exp = make_experiment(algorithm="fedgc", alpha=0.1, options={"mlp": {"hidden": 32, "layers": 1},
+                                                                 "fedgc": {"pfllib_compat": True}})
+    server = exp.algorithm.init_server(exp.runtime.init_params, federation_of(exp.data))
+    heads = [server.broadcast.personal[c]["head"] for c in range(exp.data.num_clients)]
+    bound = 1 / heads[0]["head.weight"].shape[1] ** 0.5
+    assert all(float(h["head.bias"].abs().max()) == 0 for h in heads)
+    assert all(float(h["head.weight"].abs().max()) <= bound for h in heads)
+    assert not torch.equal(heads[0]["head.weight"], heads[1]["head.weight"])  # each client its own draw
+    default = FedGC().init_server(exp.runtime.init_params, federation_of(exp.data)).broadcast.personal
+    assert torch.equal(default[0]["head"]["head.weight"], default[1]["head"]["head.weight"])
+    result = exp.algorithm.client_update(exp.runtime.client_context(0, 1), server.broadcast.for_client(0), None)
+    assert float(result.upload["head"]["head.bias"].abs().max()) == 0  # trained without a bias
+    assert not torch.equal(result.upload["head"]["head.weight"], heads[0]["head.weight"])
 
 
 # ------------------------------------------------------------------ FedMTL

@@ -14,10 +14,13 @@ cannot do (no client sees the other clients' classes). The server learns each cl
 per-class bool mask in the upload (C bytes). A client is scored with the global body and its own head over
 its own classes.
 
-Deviations from PFLlib, not switchable: PFLlib's heads have no bias (fedloom keeps the model's head, its bias
-trained locally and left out of the regularizer) and are fresh per client (here every head starts from the
-model's initial head); PFLlib maps a test label the client does not hold to its local class 0 (an artefact
-that can count such samples as correct), here such samples are simply misclassified.
+Deviations from PFLlib: its heads have no bias (fedloom keeps the model's head, its bias trained locally and
+left out of the regularizer) and are drawn afresh per client (here every head starts from the model's initial
+head). ``pfllib_compat = True`` reproduces both: the bias stays at zero and untrained, and client i's head
+weight is drawn from U(−1/√D, 1/√D) (torch's nn.Linear initialisation) with the run's seed and i. Not
+reproducible by a switch: PFLlib maps a test label the client does not hold to its local class 0, so such a
+sample counts as correct when the client predicts its lowest-numbered class; here it is misclassified (the
+predictor never sees the labels).
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
 from fedloom.errors import ConfigError
 from fedloom.models.base import is_body
+from fedloom.seeding import torch_generator
 
 if TYPE_CHECKING:
     from fedloom.engines.context import ClientContext
 
 WEIGHT = "head.weight"
+BIAS = "head.bias"
 
 
 def own_class_logits(logits: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
@@ -60,6 +65,19 @@ def spread_out(weights: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
     return (holders * terms)[holders > 0].sum()
 
 
+def fresh_heads(heads: Params, seed: int) -> Params:
+    """Every client's head weight drawn afresh from U(−1/√D, 1/√D) (nn.Linear's initialisation), the bias zero."""
+    n, _, d = heads[WEIGHT].shape
+    bound = 1.0 / d ** 0.5
+    weights = [torch.empty(heads[WEIGHT].shape[1:]).uniform_(-bound, bound,
+                                                            generator=torch_generator(seed, 0, cid, "fedgc-head"))
+               for cid in range(n)]
+    out = {**heads, WEIGHT: torch.stack(weights).to(heads[WEIGHT].dtype)}
+    if BIAS in heads:
+        out[BIAS] = torch.zeros_like(heads[BIAS])
+    return out
+
+
 @ALGORITHMS.register("fedgc")
 @dataclass(frozen=True)
 class FedGC(Algorithm):
@@ -67,6 +85,7 @@ class FedGC(Algorithm):
     vectorizable = False  # it is scored through a Predictor (own-class logits), which packs do not stack
     needs_homogeneous_head = True
     server_lr: float = hp(0.005, ge=0, help="lr of the server's correction step (PFLlib: local lr · λ)")
+    pfllib_compat: bool = hp(False, help="PFLlib's heads: no bias, drawn afresh per client")
 
     def validate_for_model(self, init_params: Params) -> None:
         if WEIGHT not in init_params or init_params[WEIGHT].dim() != 2:
@@ -75,7 +94,10 @@ class FedGC(Algorithm):
     def init_server(self, init_params: Params, federation: Federation) -> ServerResult:
         n, c = federation.num_clients, init_params[WEIGHT].shape[0]
         head = tree_select(init_params, lambda k: not is_body(k))
-        extra = {"heads": repeated(head, n), "held": torch.zeros(n, c, dtype=torch.bool)}
+        heads = repeated(head, n)
+        if self.pfllib_compat:
+            heads = fresh_heads(heads, int(getattr(init_params, "seed", 0)))
+        extra = {"heads": heads, "held": torch.zeros(n, c, dtype=torch.bool)}
         state = ServerState(params=tree_clone(tree_select(init_params, is_body)), extra=extra)
         return ServerResult(state, self.broadcast(state))
 
@@ -88,7 +110,9 @@ class FedGC(Algorithm):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         held = (ctx.train_label_counts() > 0).to(torch.float32)
         start = {**broadcast.params, **broadcast.personal["head"]}
-        trained, metrics = ctx.local_sgd(start, batch_loss=self.own_class_loss(ctx), aux={"held": held})
+        frozen = BIAS if self.pfllib_compat else None  # PFLlib's head is nn.Linear(..., bias=False)
+        trained, metrics = ctx.local_sgd(start, batch_loss=self.own_class_loss(ctx), aux={"held": held},
+                                         trainable=None if frozen is None else (lambda k: k != frozen))
         upload = {"body": tree_sub(tree_select(trained, is_body), broadcast.params),
                   "head": tree_select(trained, lambda k: not is_body(k)), "held": held > 0}
         return ClientResult(upload=upload, state=state, weight=ctx.num_train_samples, metrics=metrics)
