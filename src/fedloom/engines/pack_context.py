@@ -19,7 +19,7 @@ from fedloom.algorithms.tree import Params, Tree, tree_index, tree_map
 from fedloom.engines.context import CarryLoss, FeatureFn, Runtime
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
 from fedloom.engines.pack_sgd import (BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches,
-                                      planned_job)
+                                      planned_job, poison_rows)
 from fedloom.pipeline.privacy.sample import uses_sample_dp
 from fedloom.seeding import torch_generator
 
@@ -210,13 +210,11 @@ class PackContext:
                 idx[position, : own[step].shape[0]] = own[step]
                 real[position, : own[step].shape[0]] = True
         x, y = data.dataset.x[idx], data.dataset.y[idx]
-        for position, client_id in enumerate(self.client_ids):
-            poison = self.runtime.uploads.poison_for(client_id, data.train_idx[client_id], data.num_classes,
-                                                     data.input_shape)
-            if poison is not None and step < len(batches[position]):
-                size = batches[position][step].shape[0]
-                x[position, :size], y[position, :size] = poison.corrupt_batch(
-                    idx[position, :size], x[position, :size], y[position, :size])
+        sizes = [own[step].shape[0] if step < len(own) else 0 for own in batches]
+        poisons = [self.runtime.uploads.poison_for(client_id, data.train_idx[client_id], data.num_classes,
+                                                   data.input_shape) if size else None
+                   for client_id, size in zip(self.client_ids, sizes)]
+        poison_rows(poisons, idx, x, y, sizes)
         return x, y, real
 
     def each_client(self, fn: Callable[..., Any], *trees: Any) -> "PerClient":

@@ -245,11 +245,8 @@ class _SlotState:
                 tree_map(lambda dst, src: dst[slot].copy_(src[job.position]), self.carry_slots, self.carry_out)
 
     def poison(self, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        """Malicious slots' batches replaced in place by their poisoned version (the serial loop's, sample by
-        sample: padding has weight 0 whatever it becomes)."""
-        for slot, job in enumerate(self.jobs):
-            if job is not None and job.poison is not None:
-                xb[slot], yb[slot] = job.poison.corrupt_batch(idx[slot], xb[slot], yb[slot])
+        """Malicious slots' batches poisoned in place (padding too: it has weight 0 whatever it becomes)."""
+        poison_rows([None if job is None else job.poison for job in self.jobs], idx, xb, yb)
 
     def any_active(self) -> bool:
         return any(job is not None for job in self.jobs)
@@ -343,6 +340,17 @@ class _SlotState:
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"train_loss": self.loss_sum / self.samples.clamp_min(1), "steps": self.steps,
                 "samples": self.samples}
+
+
+def poison_rows(poisons: list[Any], idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                sizes: Optional[list[int]] = None) -> None:
+    """Row r of a stacked batch [R, B, ...] replaced in place by ``poisons[r]``'s version of it (a data-level
+    attack's ``corrupt_batch``, the serial loop's, sample by sample); None rows stay clean. With ``sizes``, only
+    each row's first sizes[r] samples (the rest is padding)."""
+    for row, poison in enumerate(poisons):
+        if poison is not None:
+            n = idx.shape[1] if sizes is None else sizes[row]
+            x[row, :n], y[row, :n] = poison.corrupt_batch(idx[row, :n], x[row, :n], y[row, :n])
 
 
 def _slot_buffer(value: torch.Tensor, is_stacked: bool, width: int) -> torch.Tensor:
