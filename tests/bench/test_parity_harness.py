@@ -59,6 +59,16 @@ def test_criterion_is_the_larger_seed_range() -> None:
     assert compare.client_gap(curves, 2) == pytest.approx(0.10)
 
 
+def test_chance_rate_of_the_criterion() -> None:
+    """How often the criterion flags a round when both sides draw from one distribution: 4.9% at 3 seeds a
+    side, falling fast with more seeds (< 0.1% at 6)."""
+    assert compare.chance_rate(3, 3) == pytest.approx(0.049, abs=0.003)
+    assert compare.chance_rate(6, 6) < 0.001 < compare.chance_rate(3, 6) < compare.chance_rate(3, 3)
+    summary = [{"seeds": 3, "by_round": {0: {}, 1: {}, 2: {}}, "outside": [2]}]
+    line = compare.chance_line(summary)
+    assert line.startswith("Flagged rounds: 1 of 2 compared") and "chance if no method differed: 0.1" in line
+
+
 def test_rounds_not_reached_by_every_seed_are_left_out() -> None:
     curves = _curves([[0.1, 0.5, 0.8], [0.1, 0.5]], [[0.1, 0.5, 0.8], [0.1, 0.5, 0.8]])
     assert [s["round"] for s in compare.round_stats(curves, 2)] == [0, 1]
