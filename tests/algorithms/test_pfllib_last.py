@@ -344,16 +344,17 @@ def test_fedcac_first_customization_uses_one_over_beta_as_pfllib() -> None:
 
 
 # ------------------------------------------------------------------ engines and bad input
-VECTORIZABLE = [("fedcross", {}), ("pfl-da", {}), ("fedmtl", {})]
+VECTORIZABLE = [("fedcross", {}), ("pfl-da", {}), ("fedmtl", {}), ("fedgc", {}),
+                ("fedgc", {"fedgc": {"pfllib_compat": True}})]
 
 
-@pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a for a, _ in VECTORIZABLE])
+@pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a + "-compat" * bool(o) for a, o in VECTORIZABLE])
 def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options: dict) -> None:
     assert_vectorized_matches_serial(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2,
                                      alpha=0.2, compare_params=False)
 
 
-@pytest.mark.parametrize("algorithm", ["fedgc", "fedpcl"])
+@pytest.mark.parametrize("algorithm", ["fedpcl"])
 def test_predictor_methods_fall_back_to_serial_on_the_vectorized_engine_with_the_same_result(algorithm) -> None:
     assert_vectorized_falls_back_to_serial(tol=1e-6, compare_params=False, algorithm=algorithm, clients=4,
                                            join_ratio=1.0, rounds=2)

@@ -40,6 +40,18 @@ def test_partial_sums_merge_to_the_same_mean() -> None:
     assert torch.allclose(whole.finish().weighted_mean()["w"], torch.tensor([40 / 15, -40 / 15]))
 
 
+def test_stacked_uploads_with_bool_leaves_sum_as_one_by_one() -> None:
+    """A pack's stacked upload may carry a class mask (FedGC's held classes): summed in float64 as ``add`` does."""
+    held = torch.tensor([[True, False], [True, True]])
+    stacked, single = UploadAccumulator(keep_all=True), UploadAccumulator(keep_all=True)
+    stacked.add_stacked([0, 1], {"held": held, "w": torch.ones(2, 3)}, torch.tensor([2.0, 1.0]))
+    for cid in (0, 1):
+        single.add(cid, {"held": held[cid], "w": torch.ones(3)}, [2.0, 1.0][cid])
+    assert torch.equal(stacked.weighted_sum["held"], single.weighted_sum["held"])
+    assert stacked.weighted_sum["held"].tolist() == [3.0, 1.0]
+    assert stacked.finish().items[1][1]["held"].dtype == torch.bool
+
+
 def test_keep_all_returns_uploads_sorted_by_client() -> None:
     acc = UploadAccumulator(keep_all=True)
     acc.add(5, {"w": torch.tensor([1.0])}, 1)

@@ -82,7 +82,7 @@ def fresh_heads(heads: Params, seed: int) -> Params:
 @dataclass(frozen=True)
 class FedGC(Algorithm):
     aggregation = "all"  # the server keeps every client's head
-    vectorizable = False  # it is scored through a Predictor (own-class logits), which packs do not stack
+    # packs: the held mask from the pack's [n, C] label counts goes into aux, so each slot gets its own row
     needs_homogeneous_head = True
     server_lr: float = hp(0.005, ge=0, help="lr of the server's correction step (PFLlib: local lr · λ)")
     pfllib_compat: bool = hp(False, help="PFLlib's heads: no bias, drawn afresh per client")

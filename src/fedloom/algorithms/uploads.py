@@ -76,8 +76,9 @@ class UploadAccumulator:
         w = weights.detach().to(torch.float64)
         # a float32 matrix-vector product (then float64 for the running sum): converting the whole stack to
         # float64 first would cost more than the training step of a small model
-        contribution = tree_map(lambda u: torch.tensordot(w.to(u.device, u.dtype), u.detach(), dims=1).double(),
-                                uploads)
+        contribution = tree_map(lambda u: torch.tensordot(w.to(u.device, u.dtype), u.detach(), dims=1).double()
+                                if u.is_floating_point() else  # bool/int leaves (class masks): as ``add`` does
+                                torch.tensordot(w.to(u.device), u.detach().double(), dims=1), uploads)
         self.weighted_sum = contribution if self.weighted_sum is None else tree_map(
             torch.add, self.weighted_sum, contribution)
         self.total_weight += float(w.sum())
