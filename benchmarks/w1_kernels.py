@@ -63,12 +63,13 @@ class UnfoldConv(nn.Conv2d):
         return out.view(n, self.out_channels, h - self.kernel_size[0] + 1, w - self.kernel_size[1] + 1)
 
 
-def with_unfold(model: nn.Module) -> nn.Module:
+def with_conv(model: nn.Module, index: int, kind: type) -> nn.Module:
+    """A copy of ``model`` whose body[index] convolution is replaced by ``kind`` with the same weights."""
     model = copy.deepcopy(model)
-    old = model.body[3]
-    new = UnfoldConv(old.in_channels, old.out_channels, old.kernel_size)
+    old = model.body[index]
+    new = kind(old.in_channels, old.out_channels, old.kernel_size)
     new.load_state_dict(old.state_dict())
-    model.body[3] = new
+    model.body[index] = new
     return model
 
 
@@ -82,15 +83,6 @@ class UnfoldConv1(nn.Conv2d):
         cols = F.unfold(x, self.kernel_size).transpose(1, 2).reshape(n * oh * ow, -1)  # [n·L, C·k·k]
         out = torch.addmm(self.bias, cols, self.weight.flatten(1).t())  # [n·L, out]
         return out.view(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
-
-
-def with_unfold_conv1(model: nn.Module) -> nn.Module:
-    model = copy.deepcopy(model)
-    old = model.body[0]
-    new = UnfoldConv1(old.in_channels, old.out_channels, old.kernel_size)
-    new.load_state_dict(old.state_dict())
-    model.body[0] = new
-    return model
 
 
 def relu_first(model: nn.Module) -> nn.Module:
@@ -152,8 +144,8 @@ def main() -> int:
     data = batches(args.steps)
     base = fedloom_cnn()
     build = {"stock": lambda: stock_copy(base), "fedloom": lambda: copy.deepcopy(base),
-             "no-mkldnn": lambda: copy.deepcopy(base), "unfold-conv2": lambda: with_unfold(base),
-             "relu-first": lambda: relu_first(base), "unfold-conv1": lambda: with_unfold_conv1(base)}
+             "no-mkldnn": lambda: copy.deepcopy(base), "unfold-conv2": lambda: with_conv(base, 3, UnfoldConv),
+             "relu-first": lambda: relu_first(base), "unfold-conv1": lambda: with_conv(base, 0, UnfoldConv1)}
     seconds: dict[str, list[float]] = {v: [] for v in args.variants}
     final: dict[str, dict[str, torch.Tensor]] = {}
     compile_s = None
