@@ -32,7 +32,7 @@ def registered() -> Iterator[None]:
     from fedloom.pipeline.transforms import TRANSFORMS
 
     examples = [("an upload transform with a wire codec", TRANSFORMS, "half"),
-                ("a server aggregator", AGGREGATORS, "median-norm-mean"), ("a round pattern", PATTERNS, "cyclic")]
+                ("a server aggregator", AGGREGATORS, "median-norm-mean"), ("a round pattern", PATTERNS, "shuffled-cyclic")]
     for title, registry, name in examples:
         if name not in registry:
             module = types.ModuleType(f"architecture_example_{name.replace('-', '_')}")
@@ -61,6 +61,6 @@ def test_aggregator_reports_its_metric_and_validates_options(tmp_path: Path, cap
     assert "factor" in capsys.readouterr().err
 
 
-def test_cyclic_pattern_runs_a_server_algorithm(tmp_path: Path) -> None:
-    assert main(BASE + ["--pattern", "cyclic", "--join-ratio", "0.5", "--out", str(tmp_path / "a")]) == 0
+def test_shuffled_cyclic_pattern_runs_a_server_algorithm(tmp_path: Path) -> None:
+    assert main(BASE + ["--pattern", "shuffled-cyclic", "--join-ratio", "0.5", "--out", str(tmp_path / "a")]) == 0
     assert last(tmp_path / "a")["clients_sampled"] == 3

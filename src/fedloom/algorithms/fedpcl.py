@@ -99,7 +99,8 @@ def first_seen(ctx: ClientContext, held: torch.Tensor) -> torch.Tensor:
 def ordered_rows_message(table: torch.Tensor, order: torch.Tensor) -> Compact:
     """``rows_message`` with the rows in ``order`` (a dict's insertion order): the same bytes; the decoded tree
     gains each class's position in the message ("rank")."""
-    arrays = {"rows": table[order].float().contiguous(), "classes": order.to(torch.uint8)}
+    ids = order.to(torch.uint8 if table.shape[0] <= 256 else torch.int16)  # as H.class_ids
+    arrays = {"rows": table[order].float().contiguous(), "classes": ids}
     return Compact(arrays, functools.partial(decode_ordered_rows, classes=int(table.shape[0])))
 
 

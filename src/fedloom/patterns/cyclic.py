@@ -7,7 +7,7 @@ Clients go in the cohort's order (ascending ids). The server step of client q se
 = (q, n), so an algorithm that keeps a round-level phase (APPLE's PFLlib mode publishes its mixes when the
 round ends) can tell the round's last step; the server state's round counter advances once per round, not per
 step. Bytes are counted per client as in the star pattern (each client downloads the broadcast current when it
-starts), and the round is evaluated once, after its last step. The server holds one upload at a time, so robust
+starts), and the round is evaluated once, after its last step (its ``server_*`` metrics are that step's). The server holds one upload at a time, so robust
 aggregators (which compare a round's uploads) and omniscient attacks (which craft from them) are refused.
 """
 
