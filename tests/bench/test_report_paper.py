@@ -105,3 +105,17 @@ def test_legend_adds_the_algorithms_options_not_already_in_the_label() -> None:
     variant.label = "pfedme (" + "x" * 60 + ")"
     assert len(legend_label(variant)) == 48 and legend_label(variant).endswith("…")
     assert np.isfinite(PNG_DPI)
+
+
+def test_settings_line_names_the_model_family_not_a_missing_model() -> None:
+    """A family run has no --model: the settings line says its family instead of 'model None'."""
+    from types import SimpleNamespace
+
+    from fedloom.bench.report import common_settings
+    from fedloom.config import RunConfig
+
+    runs = [SimpleNamespace(config=RunConfig(model=None, model_family="HCNNs8", algorithm=a)) for a in ("fd", "fml")]
+    line = common_settings(SimpleNamespace(variants=[SimpleNamespace(runs=runs)]))
+    assert "model family HCNNs8" in line and "None" not in line
+    plain = [SimpleNamespace(config=RunConfig(model="cnn"))]
+    assert common_settings(SimpleNamespace(variants=[SimpleNamespace(runs=plain)])).startswith("model cnn, clients")

@@ -22,7 +22,8 @@ from fedloom.bench.report_trust import TrustMatrix, asr_figure, markdown_tables,
 from fedloom.bench.splice import read_marked, splice, table_lines, tables_block
 from fedloom.errors import ConfigError
 
-SETTING_FIELDS = ("model", "clients", "rounds", "join_ratio", "local_epochs", "batch_size", "lr", "train_ratio")
+SETTING_FIELDS = ("model", "model_family", "clients", "rounds", "join_ratio", "local_epochs", "batch_size", "lr",
+                  "train_ratio")
 
 
 @dataclass
@@ -48,8 +49,8 @@ def common_settings(group: Group) -> str:
     configs = [run.config for variant in group.variants for run in variant.runs]
     parts = []
     for name in SETTING_FIELDS:
-        values = {getattr(c, name) for c in configs}
-        if len(values) == 1:
+        values = {getattr(c, name, None) for c in configs}
+        if len(values) == 1 and None not in values:  # a family run has no --model; a single-model run no family
             parts.append(f"{name.replace('_', ' ')} {values.pop()}")
     return ", ".join(parts)
 
