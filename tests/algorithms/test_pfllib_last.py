@@ -375,6 +375,10 @@ BAD = [
     (["--algorithm", "fedmtl", "--fedmtl.eps", "0"], "fedmtl.eps must be > 0"),
     (["--algorithm", "fedmtl", "--fedmtl.lambda1", "-1"], "fedmtl.lambda1 must be >= 0"),
     (["--algorithm", "fedpcl", "--fedpcl.tau", "0"], "fedpcl.tau must be > 0"),
+    (["--algorithm", "fedpcl", "--fedpcl.pfllib-compat", "2"], "invalid value '2' for fedpcl.pfllib_compat"),
+    (["--algorithm", "fedgc", "--fedgc.pfllib-compat", "yes please"], "for fedgc.pfllib_compat: expected bool"),
+    (["--algorithm", "fedmtl", "--fedmtl.pfllib-compat", "x"], "invalid value 'x' for fedmtl.pfllib_compat"),
+    (["--algorithm", "fedavg", "--pattern", "cycle"], "unknown round pattern 'cycle'"),
 ]
 
 

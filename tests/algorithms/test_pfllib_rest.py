@@ -234,6 +234,7 @@ BAD = [
     (["--algorithm", "fedcac", "--fedcac.beta", "0"], "fedcac.beta must be >= 1"),
     (["--algorithm", "fedas", "--fedas.align-lr", "0"], "fedas.align_lr must be > 0"),
     (["--algorithm", "fedpac", "--fedpac.lamda", "-1"], "fedpac.lamda must be >= 0"),
+    (["--algorithm", "fedpac", "--fedpac.pfllib-compat", "maybe"], "invalid value 'maybe' for fedpac.pfllib_compat"),
     (["--algorithm", "fedbn", "--model", "cnn-bn"], "model 'cnn-bn' needs images of at least 16x16"),
 ]
 

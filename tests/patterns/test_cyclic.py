@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -49,11 +50,18 @@ def run(tmp_path: Path, name: str, *extra: str) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_processes_engine_matches_serial_in_the_cyclic_pattern(tmp_path: Path) -> None:
+RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
+
+
+@pytest.mark.parametrize("engine", [["--engine", "processes", "--workers", "2"], ["--engine", "vectorized"],
+                                    pytest.param(["--engine", "ray", "--workers", "2"],
+                                                 marks=[pytest.mark.slow, RAY])],
+                         ids=["processes", "vectorized", "ray"])
+def test_every_engine_matches_serial_in_the_cyclic_pattern(engine: list[str], tmp_path: Path) -> None:
     serial = run(tmp_path, "serial")
-    processes = run(tmp_path, "processes", "--engine", "processes", "--workers", "2")
-    assert [r["accuracy"] for r in serial] == pytest.approx([r["accuracy"] for r in processes], abs=1e-6)
-    assert [r["loss"] for r in serial] == pytest.approx([r["loss"] for r in processes], rel=1e-5)
+    other = run(tmp_path, "other", *engine)
+    assert [r["accuracy"] for r in serial] == pytest.approx([r["accuracy"] for r in other], abs=1e-6)
+    assert [r["loss"] for r in serial] == pytest.approx([r["loss"] for r in other], rel=1e-5)
 
 
 @pytest.mark.parametrize("args, expected", [
