@@ -53,10 +53,14 @@ def class_means(ctx: Any, params: Params, fn: Callable[[Params, torch.Tensor], t
     return sums / counts.clamp(min=1).unsqueeze(-1), counts > 0
 
 
+def class_id_dtype(num_classes: int) -> torch.dtype:
+    """The smallest integer type that holds a class id (on the wire)."""
+    return torch.uint8 if num_classes <= 256 else torch.int16
+
+
 def class_ids(present: torch.Tensor) -> torch.Tensor:
     """The ids of the present classes in the smallest integer type that holds them (as a class-keyed dict)."""
-    ids = present.nonzero().flatten()
-    return ids.to(torch.uint8 if present.numel() <= 256 else torch.int16)
+    return present.nonzero().flatten().to(class_id_dtype(present.numel()))
 
 
 def rows_message(table: torch.Tensor, present: torch.Tensor) -> Compact:

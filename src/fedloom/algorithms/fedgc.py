@@ -110,9 +110,9 @@ class FedGC(Algorithm):
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         held = (ctx.train_label_counts() > 0).to(torch.float32)
         start = {**broadcast.params, **broadcast.personal["head"]}
-        frozen = BIAS if self.pfllib_compat else None  # PFLlib's head is nn.Linear(..., bias=False)
+        no_bias = (lambda k: k != BIAS) if self.pfllib_compat else None  # PFLlib: nn.Linear(..., bias=False)
         trained, metrics = ctx.local_sgd(start, batch_loss=self.own_class_loss(ctx), aux={"held": held},
-                                         trainable=None if frozen is None else (lambda k: k != frozen))
+                                         trainable=no_bias)
         upload = {"body": tree_sub(tree_select(trained, is_body), broadcast.params),
                   "head": tree_select(trained, lambda k: not is_body(k)), "held": held > 0}
         return ClientResult(upload=upload, state=state, weight=ctx.num_train_samples, metrics=metrics)

@@ -99,8 +99,7 @@ def first_seen(ctx: ClientContext, held: torch.Tensor) -> torch.Tensor:
 def ordered_rows_message(table: torch.Tensor, order: torch.Tensor) -> Compact:
     """``rows_message`` with the rows in ``order`` (a dict's insertion order): the same bytes; the decoded tree
     gains each class's position in the message ("rank")."""
-    ids = order.to(torch.uint8 if table.shape[0] <= 256 else torch.int16)  # as H.class_ids
-    arrays = {"rows": table[order].float().contiguous(), "classes": ids}
+    arrays = {"rows": table[order].float().contiguous(), "classes": order.to(H.class_id_dtype(table.shape[0]))}
     return Compact(arrays, functools.partial(decode_ordered_rows, classes=int(table.shape[0])))
 
 
@@ -181,9 +180,9 @@ class FedPCL(Algorithm):
         gen = torch_generator(int(server.extra["seed"]), server.round, -1, "fedpcl-pfllib-order")
         selection = torch.randperm(len(items), generator=gen).tolist()
         g_order, c_orders = pfllib_orders(extra["rank"], extra["held"], [items[q][0] for q in selection])
-        stacked = torch.stack([padded[i, c_orders[i]] for i in range(len(padded))])
-        small = torch.uint8 if len(g_order) <= 256 else torch.int16
-        down = {"global": extra["global"][g_order], "clients": stacked, "client_orders": c_orders.to(small)}
+        stacked = padded[torch.arange(len(padded)).unsqueeze(1), c_orders]  # client i's rows in its order
+        down = {"global": extra["global"][g_order], "clients": stacked,
+                "client_orders": c_orders.to(H.class_id_dtype(len(g_order)))}
         return ServerResult(state, Broadcast(params={}, extra=down))
 
     @staticmethod
