@@ -39,11 +39,11 @@ DEFENSES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def runtime(clients: int, epochs: int) -> Any:
-    """A real runtime (model, data, local SGD) for FLTrust's root-set training: FedAvgCNN on mnist-5k."""
+def runtime(clients: int, epochs: int, model: str) -> Any:
+    """A real runtime (model, data, local SGD) for FLTrust's root-set training: ``model`` on mnist-5k."""
     from fedloom.run import build_experiment, load_data, resolve_config
 
-    cfg = resolve_config(RunConfig(dataset="mnist-5k", model="cnn", clients=clients, rounds=1, local_epochs=epochs,
+    cfg = resolve_config(RunConfig(dataset="mnist-5k", model=model, clients=clients, rounds=1, local_epochs=epochs,
                                    batch_size=10, lr=0.01, momentum=0.9, weight_decay=5e-4, seed=0, device="cpu",
                                    threads=1, options={}))
     return build_experiment(cfg, load_data(cfg, torch.device("cpu")), torch.device("cpu")).runtime
@@ -69,15 +69,16 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=0.2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="FLTrust's local epochs on the root set")
+    parser.add_argument("--model", default="cnn", help="cnn (FedAvgCNN) or snowball-cnn (the Snowball paper's)")
     parser.add_argument("--only", nargs="*", help="registered names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rt = runtime(args.clients, args.epochs)
+    rt = runtime(args.clients, args.epochs, args.model)
     params = {k: v.detach().clone() for k, v in rt.init_params.items()}
     items, malicious = uploads(params, args.clients, args.fraction)
     size = sum(v.numel() for v in params.values())
-    print(f"{args.clients} uploads of {size:,} parameters (FedAvgCNN, 1x28x28, 10 classes), "
-          f"{len(malicious)} shifted; torch threads = {torch.get_num_threads()}; median of {args.repeats}\n")
+    print(f"{args.clients} uploads of {size:,} parameters, "
+          f"{len(malicious)} shifted ({args.model}, 1x28x28, 10 classes); torch threads = {torch.get_num_threads()}; median of {args.repeats}\n")
     print("| defense | seconds / round | CPU seconds / round | × mean (CPU) |\n|---|---:|---:|---:|")
     baseline = None
     for label, name, options in DEFENSES:

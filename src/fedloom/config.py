@@ -48,6 +48,8 @@ class RunConfig:
                                 "DataLoader drop_last, as PFLlib trains); a client smaller than one batch then "
                                 "makes no local step")
     lr: float = _f(0.005, "local SGD learning rate")
+    lr_decay: float = _f(1.0, "per-round decay of the local SGD learning rate: round r (1, 2, ... as in "
+                              "metrics.jsonl) trains with lr * lr_decay**r (the Snowball repo: 0.99)")
     momentum: float = _f(0.0, "local SGD momentum (PFLlib: 0)")
     weight_decay: float = _f(0.0, "local SGD weight decay")
     model: Optional[str] = _f(None, "model; default cnn for >=28x28 images, mlp for small images, logreg else")

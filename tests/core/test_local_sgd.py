@@ -151,3 +151,45 @@ def test_drop_last_is_out_of_the_identity_at_its_default_and_refused_with_infoba
     assert config_identity(RunConfig(drop_last=True))["drop_last"] is True
     with pytest.raises(ConfigError, match="--drop-last cannot be combined"):
         make_experiment(drop_last=True, options={"infobatch": {"prune_ratio": 0.5}})
+
+
+def test_lr_decay_trains_round_r_with_lr_times_decay_to_the_r() -> None:
+    """--lr-decay d: round r runs local SGD with lr·d^r, on every path that reads ctx.sgd (the Snowball repo's
+    per-round decay, rounds counted from 1 as in metrics.jsonl)."""
+    from helpers import make_experiment
+
+    decayed = make_experiment(clients=4, lr=0.1, lr_decay=0.5)
+    plain = make_experiment(clients=4, lr=0.1 * 0.5 ** 3)
+    assert decayed.runtime.client_context(1, 0).sgd.lr == 0.1
+    start = dict(decayed.runtime.init_params)
+    out, _ = decayed.runtime.client_context(1, 3).local_sgd(start)
+    ref, _ = plain.runtime.client_context(1, 3).local_sgd(start)
+    for name in ref:
+        torch.testing.assert_close(out[name], ref[name])
+    undecayed, _ = make_experiment(clients=4, lr=0.1).runtime.client_context(1, 3).local_sgd(start)
+    assert any(not torch.equal(out[n], undecayed[n]) for n in out)
+
+
+def test_lr_decay_is_the_same_on_the_vectorized_engine_and_out_of_the_identity_at_its_default() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
+    from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records
+    from fedloom.checkpoint import config_identity
+    from fedloom.config import RunConfig
+    from fedloom.engines import EngineOptions
+
+    settings = dict(algorithm="fedavg", clients=6, rounds=3, lr=0.2, lr_decay=0.3)
+    records, params = run_records(on_engine("serial", **settings), 3)
+    packed = on_engine("vectorized", EngineOptions(min_clients=1), **settings)
+    other, other_params = run_records(packed, 3)
+    assert packed.engine.serial_reason is None
+    assert_records_close(records, other, tol=1e-5)
+    assert max_param_diff(params, other_params) < 1e-5
+    scaled, _ = run_records(on_engine("serial", **{**settings, "lr": 0.2 * 0.3, "lr_decay": 1.0}), 1)
+    assert scaled[1]["local_train_loss"] == records[1]["local_train_loss"]  # round 1 trains with lr·d
+    plain, _ = run_records(on_engine("serial", **{**settings, "lr_decay": 1.0}), 3)
+    assert plain[1]["local_train_loss"] != records[1]["local_train_loss"]
+    assert "lr_decay" not in config_identity(RunConfig())  # run folders made before the option keep their names
+    assert config_identity(RunConfig(lr_decay=0.99))["lr_decay"] == 0.99

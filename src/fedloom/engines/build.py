@@ -60,7 +60,7 @@ def build_runtime(cfg: RunConfig, data: Optional[FederatedData] = None,
     architectures = federation_architectures(cfg, models, data.num_clients)
     task = TASKS.get(getattr(DATASETS.get(cfg.dataset), "task", "classification"))()
     sgd = SGDConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.local_epochs, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay, drop_last=cfg.drop_last)
+                    weight_decay=cfg.weight_decay, drop_last=cfg.drop_last, lr_decay=cfg.lr_decay)
     local_training = build_local_training(cfg.options, cfg.rounds, cfg.join_ratio, data.num_clients,
                                           cfg.local_epochs)
     if local_training is not None and cfg.drop_last:

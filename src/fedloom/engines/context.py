@@ -123,7 +123,7 @@ class ClientContext:
 
     @property
     def sgd(self) -> SGDConfig:
-        return self.runtime.sgd
+        return self.runtime.sgd.at_round(self.round)
 
     @property
     def train_indices(self) -> torch.Tensor:

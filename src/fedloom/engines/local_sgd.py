@@ -23,7 +23,7 @@ the client's generator, the last batch possibly smaller; its loss is the mean ov
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -48,6 +48,12 @@ class SGDConfig:
     #: leave out each epoch's last batch when it is smaller than batch_size (PyTorch's DataLoader drop_last,
     #: which PFLlib trains with): a client with fewer samples than one batch then makes no step
     drop_last: bool = False
+    #: per-round decay of ``lr``: round r (1, 2, ...; 0 is the initial evaluation) trains with lr * lr_decay**r
+    lr_decay: float = 1.0
+
+    def at_round(self, round_: int) -> "SGDConfig":
+        """These settings as round ``round_`` trains with them (the decayed learning rate)."""
+        return self if self.lr_decay == 1.0 else replace(self, lr=self.lr * self.lr_decay ** round_)
 
 
 def epoch_batches(indices: torch.Tensor, batch_size: int, generator: torch.Generator,

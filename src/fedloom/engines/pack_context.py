@@ -108,7 +108,7 @@ class PackContext:
     # ------------------------------------------------------------------ shared with ClientContext
     @property
     def sgd(self) -> SGDConfig:
-        return self.runtime.sgd
+        return self.runtime.sgd.at_round(self.round)
 
     def apply(self, params: Params, x: torch.Tensor, part: str = "all") -> torch.Tensor:
         return self.runtime.apply(params, x, part)

@@ -63,7 +63,7 @@ class FLTrust(Aggregator):
         if missing or not isinstance(like, dict):
             raise ConfigError(f"fltrust needs uploads that are updates of the server's model parameters "
                               f"(FedAvg-style Δ); these name {missing[:3]}")
-        cfg = replace(runtime.sgd, **{k: v for k, v in (("epochs", self.epochs), ("lr", self.lr),
+        cfg = replace(runtime.sgd.at_round(ctx.round), **{k: v for k, v in (("epochs", self.epochs), ("lr", self.lr),
                                                          ("batch_size", self.batch_size)) if v is not None})
         data = runtime.data.dataset
         runner = LocalSGD(runtime.batch_loss, data.x, data.y, describe=f"fltrust root set, round {ctx.round}")
