@@ -162,3 +162,15 @@ def test_engine_tables_configure_the_runs_that_use_that_engine(tmp_path: Path) -
     assert all("processes" not in r.config.options for r in runs)
     with pytest.raises(ConfigError, match="proceses"):
         plan(load_grid(write_grid(tmp_path, text.replace("[base.processes]", "[base.proceses]"))))
+
+
+def test_a_published_feddistill_row_is_fedlooms_fd() -> None:
+    """PFLlib's leaderboard says FedDistill; fedloom registers the method as fd, so the reference attaches."""
+    from fedloom.bench.collect import Group
+    from fedloom.bench.leaderboard import Row, attach_reference, load_reference
+
+    reference = load_reference(REPO / "benchmarks" / "reference" / "pfllib-leaderboard.csv")
+    rows = [Row(label=name, algorithm=name, model="cnn", seeds=[1], best=(96.0, 0.0), final=(96.0, 0.0),
+                rounds_to_target=None, reached=0, total_bytes=0.0, wall_seconds=0.0) for name in ("fd", "fedproto")]
+    attach_reference(rows, Group(dataset="fashion-mnist", partition="dirichlet-0.1"), reference)
+    assert [row.published for row in rows] == [97.43, 97.40]

@@ -22,6 +22,8 @@ REFERENCE_COLUMNS = ("dataset", "partition", "algorithm", "accuracy")
 #: dataset spellings used by other libraries' tables → one key
 DATASET_ALIASES = {"fmnist": "fashionmnist", "tiny": "tinyimagenet", "tinyimagenet200": "tinyimagenet",
                    "cifar-100": "cifar100"}
+#: algorithm names of other libraries' tables → fedloom's registered name (PFLlib's FedDistill is fedloom's FD)
+ALGORITHM_ALIASES = {"feddistill": "fd"}
 
 
 @dataclass
@@ -117,6 +119,11 @@ def dataset_key(name: str) -> str:
     return DATASET_ALIASES.get(key, key)
 
 
+def algorithm_key(name: str) -> str:
+    key = canonical(name)
+    return ALGORITHM_ALIASES.get(key, key)
+
+
 def load_reference(path: Path) -> list[dict[str, str]]:
     """Rows of a published-numbers CSV (accuracy in percent; model, std, source optional)."""
     if not path.is_file():
@@ -140,7 +147,7 @@ def attach_reference(rows: list[Row], group: Group, reference: list[dict[str, st
     for row in rows:
         for ref in reference:
             if dataset_key(ref["dataset"]) != dataset_key(group.dataset) or \
-                    ref["partition"].strip() != group.partition or canonical(ref["algorithm"]) != row.algorithm:
+                    ref["partition"].strip() != group.partition or algorithm_key(ref["algorithm"]) != row.algorithm:
                 continue
             if (ref.get("model") or "").strip() and canonical(ref["model"]) != row.model:
                 continue
