@@ -35,6 +35,7 @@ DEFENSES: list[tuple[str, str, dict[str, Any]]] = [
     ("norm-clip + weak DP", "norm-clip", {}), ("rlr θ=10", "rlr", {}), ("foolsgold", "foolsgold", {}),
     ("flame", "flame", {}), ("flame (snowball-repo)", "flame", {"variant": "snowball-repo"}),
     ("fltrust", "fltrust", {}), ("snowball-minus", "snowball-minus", {}), ("snowball", "snowball", {}),
+    ("snowball (vae-fused)", "snowball", {"vae_fused": True}),
     ("ideal", "ideal", {}),
 ]
 

@@ -51,7 +51,8 @@ NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkp
 OMITTED_AT_DEFAULT = {"precision": "float32", "options.pfedme.evaluate": "personal", "transform": None,
                       "aggregator": "mean", "attack": None, "pattern": "star", "topology": "ring", "model_family": None,
                       "partition_file": None, "ray_reduce": "ordered", "compile": False,
-                      "drop_last": False, "lr_decay": 1.0}
+                      "drop_last": False, "lr_decay": 1.0,
+                      "options.snowball.vae_fused": False}
 
 
 class CheckpointError(FedloomError):

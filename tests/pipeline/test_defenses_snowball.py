@@ -83,6 +83,33 @@ def test_snowball_top_down_election_grows_to_half_the_cohort_with_benign_uploads
     assert all(torch.equal(out[k], again[k]) for k in out)  # seeded: the same round gives the same result
 
 
+def test_snowball_vae_fused_trains_with_the_fused_adam_and_elects_the_same_benign_set(monkeypatch) -> None:
+    """snowball.vae_fused hands the VAE to PyTorch's fused Adam (other rounding, same rule): on a cohort with a
+    clear benign majority it elects the same uploads; left at its default it stays out of the run identity."""
+    import fedloom.pipeline.defenses.vae as vae_module
+    from fedloom.checkpoint import config_identity
+    from fedloom.config import RunConfig
+
+    seen: list = []
+    adam = torch.optim.Adam
+
+    def recording(params, **kwargs):
+        seen.append(kwargs.get("fused"))
+        return adam(params, **kwargs)
+
+    monkeypatch.setattr(vae_module.torch.optim, "Adam", recording)
+    plain_ctx, fused_ctx = context(round_=5), context(round_=5)
+    Snowball(ct=3, warmup=5, **SMALL_VAE).aggregate(cohort(), plain_ctx)
+    Snowball(ct=3, warmup=5, vae_fused=True, **SMALL_VAE).aggregate(cohort(), fused_ctx)
+    assert None in seen and True in seen  # one run with the default Adam, one with the fused kernel
+    for key in ("admitted", "admitted_tpr", "admitted_fpr"):
+        assert fused_ctx.metrics[key] == plain_ctx.metrics[key]
+    default = RunConfig(aggregator="snowball", options={"snowball": {"vae_fused": False, "warmup": 30}})
+    assert "vae_fused" not in config_identity(default)["options"]["snowball"]
+    fused = RunConfig(aggregator="snowball", options={"snowball": {"vae_fused": True, "warmup": 30}})
+    assert config_identity(fused)["options"]["snowball"]["vae_fused"] is True
+
+
 def test_snowball_refuses_a_cohort_too_small_for_its_clusters() -> None:
     Snowball(ct=3, share=0.4).check_cohort(5)
     with pytest.raises(ConfigError, match="raise snowball.share"):

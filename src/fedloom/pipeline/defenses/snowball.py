@@ -155,6 +155,10 @@ class Snowball(SnowballMinus):
     vae_tuning_epochs: int = hp(30, ge=0, help="E^VT, epochs of fine-tuning per top-down step")
     vae_batch_size: int = hp(8, ge=1, help="VAE minibatch size")
     samples: int = hp(10, ge=1, help="L, latent draws per reconstruction error")
+    vae_fused: bool = hp(False, help="train the VAE with PyTorch's fused Adam kernel: about 2x faster top-down "
+                                     "elections on CPU (the optimizer's passes over the VAE's two input-sized "
+                                     "layers dominate); the same algorithm with other float rounding, so "
+                                     "near-tied candidates can be elected in another order")
 
     def check_cohort(self, size: int) -> None:
         super().check_cohort(size)
@@ -182,10 +186,11 @@ class Snowball(SnowballMinus):
         if len(elected) >= int(n * self.target_share) or len(elected) < 2:
             return elected
         vae = DifferenceVAE(rows.shape[1], self.vae_hidden, self.vae_latent, generator)
-        train_vae(vae, pairwise_differences(rows[elected]), self.vae_initial_epochs, self.vae_batch_size, generator)
+        train_vae(vae, pairwise_differences(rows[elected]), self.vae_initial_epochs, self.vae_batch_size, generator,
+                  fused=self.vae_fused)
         while len(elected) < int(n * self.target_share):
             train_vae(vae, pairwise_differences(rows[elected]), self.vae_tuning_epochs, self.vae_batch_size,
-                      generator)
+                      generator, fused=self.vae_fused)
             rest = [p for p in range(n) if p not in elected]
             errors = torch.stack([self.candidate_error(vae, rows, elected, p, generator) for p in rest])
             take = min(math.ceil(n * self.step_share), int(n * self.target_share) - len(elected))

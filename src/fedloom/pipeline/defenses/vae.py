@@ -41,11 +41,13 @@ class DifferenceVAE(nn.Module):
 
 
 def train_vae(vae: DifferenceVAE, data: torch.Tensor, epochs: int, batch_size: int,
-              generator: torch.Generator) -> None:
+              generator: torch.Generator, fused: bool = False) -> None:
     """Adam (default settings) on summed squared reconstruction error + KL, minibatches of shuffled rows of
-    sigmoid(data), as the official code trains it."""
+    sigmoid(data), as the official code trains it. ``fused``: PyTorch's one-kernel Adam (same update rule, other
+    rounding), which halves the cost on CPU, where the unfused Adam's passes over the two input-sized layers
+    take most of a step."""
     x_all = torch.sigmoid(data.float())
-    optimizer = torch.optim.Adam(vae.parameters())
+    optimizer = torch.optim.Adam(vae.parameters(), fused=True) if fused else torch.optim.Adam(vae.parameters())
     vae.train()
     for _ in range(epochs):
         for batch in torch.randperm(x_all.shape[0], generator=generator).split(batch_size):
