@@ -1,12 +1,15 @@
 """Admitted-client rates and per-round cost of the cells of a trust grid (issue 19, docs/results/trust.md).
 
-For every completed run folder under RUNS: the attack, the defense, the mean over rounds of the uploads a
+For every completed run folder under RUNS (with ``--in-progress`` also the runs still going, marked so): the
+attack, the defense, MA and ASR at the last evaluated round, the mean over the evaluated rounds (the rows of
+metrics.jsonl: every round, or every k-th with --eval-every k) of the uploads a
 selecting defense admitted and of its admitted TPR (benign admitted / benign in the cohort) and FPR (malicious
 admitted / malicious in the cohort), the same over Snowball's top-down rounds alone, and the mean wall seconds
 per round (training + aggregation, and evaluation) from timings.jsonl. The defenses are those of
 docs/trust-defenses.md; Snowball is Qin, Chen, Zhi, Yan, Deng, AAAI 2024.
 
     python benchmarks/trust_admitted.py benchmarks/results/trust-fmnist
+    python benchmarks/trust_admitted.py benchmarks/results/trust-fmnist-cnn --in-progress
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ def cell(folder: Path) -> dict:
     attacked = threat.get("fraction", 0) > 0
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
     rows = [r for r in rows if r["round"] > 0]
+    evaluated = [r for r in rows if "accuracy" in r]
+    last = evaluated[-1] if evaluated else {}
     topdown = [r for r in rows if r.get("server_snowball_topdown") == 1.0]
     times = [json.loads(line) for line in (folder / "timings.jsonl").read_text().splitlines() if line]
 
@@ -41,7 +46,9 @@ def cell(folder: Path) -> dict:
         return mean([float(r[key]) for r in subset if key in r])
 
     return {"attack": threat.get("name", "none") if attacked else "no attack",
-            "defense": config.get("aggregator", "mean"), "rounds": len(rows),
+            "defense": config.get("aggregator", "mean"), "rounds": max((r["round"] for r in rows), default=0),
+            "complete": (folder / "summary.json").is_file(), "last_round": last.get("round", 0),
+            "ma": 100 * last.get("accuracy", float("nan")), "asr": 100 * last.get("asr", float("nan")),
             "admitted": rate("server_admitted", rows), "tpr": rate("server_admitted_tpr", rows),
             "fpr": rate("server_admitted_fpr", rows), "td_rounds": len(topdown),
             "td_tpr": rate("server_admitted_tpr", topdown), "td_fpr": rate("server_admitted_fpr", topdown),
@@ -51,14 +58,18 @@ def cell(folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path)
+    parser.add_argument("--in-progress", action="store_true", help="also the runs without summary.json yet")
     args = parser.parse_args()
-    cells = [cell(p.parent) for p in sorted(args.runs.glob("*/summary.json"))]
+    marker = "*/metrics.jsonl" if args.in_progress else "*/summary.json"
+    cells = [cell(p.parent) for p in sorted(args.runs.glob(marker))]
     cells.sort(key=lambda c: (c["attack"] != "no attack", c["attack"], c["defense"]))
-    print("| attack | defense | rounds | admitted / round | TPR | FPR | top-down rounds | TPR (top-down) "
-          "| FPR (top-down) | s / round (train + aggregate) | s / round (eval) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| attack | defense | rounds | MA (%) | ASR (%) | admitted / round | TPR | FPR | top-down rounds evaluated "
+          "| TPR (top-down) | FPR (top-down) | s / round (train + aggregate) | s / round (eval) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in cells:
-        print(f"| {c['attack']} | {c['defense']} | {c['rounds']} | {fmt(c['admitted'], 1)} | {fmt(c['tpr'])} "
+        rounds = c["rounds"] if c["complete"] else f"{c['rounds']} so far (running)"
+        print(f"| {c['attack']} | {c['defense']} | {rounds} | {fmt(c['ma'])} | {fmt(c['asr'])} "
+              f"| {fmt(c['admitted'], 1)} | {fmt(c['tpr'])} "
               f"| {fmt(c['fpr'])} | {c['td_rounds'] or '—'} | {fmt(c['td_tpr'])} | {fmt(c['td_fpr'])} "
               f"| {fmt(c['train_s'], 1)} | {fmt(c['eval_s'], 1)} |")
 
