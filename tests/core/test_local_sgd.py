@@ -170,7 +170,7 @@ def test_lr_decay_trains_round_r_with_lr_times_decay_to_the_r() -> None:
     assert any(not torch.equal(out[n], undecayed[n]) for n in out)
 
 
-def test_lr_decay_is_the_same_on_the_vectorized_engine_and_out_of_the_identity_at_its_default() -> None:
+def test_lr_decay_is_the_same_on_the_vectorized_and_processes_engines_and_out_of_the_identity_at_default() -> None:
     import sys
     from pathlib import Path
 
@@ -187,6 +187,12 @@ def test_lr_decay_is_the_same_on_the_vectorized_engine_and_out_of_the_identity_a
     assert packed.engine.serial_reason is None
     assert_records_close(records, other, tol=1e-5)
     assert max_param_diff(params, other_params) < 1e-5
+    from helpers import make_experiment
+
+    options = EngineOptions(workers=2, run_config=make_experiment(**settings).config, worker_timeout=300.0)
+    worked, worked_params = run_records(on_engine("processes", options, **settings), 3)  # rounds known in workers
+    assert_records_close(records, worked, tol=1e-5)
+    assert max_param_diff(params, worked_params) < 1e-5
     scaled, _ = run_records(on_engine("serial", **{**settings, "lr": 0.2 * 0.3, "lr_decay": 1.0}), 1)
     assert scaled[1]["local_train_loss"] == records[1]["local_train_loss"]  # round 1 trains with lr·d
     plain, _ = run_records(on_engine("serial", **{**settings, "lr_decay": 1.0}), 3)
