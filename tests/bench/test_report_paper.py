@@ -119,3 +119,17 @@ def test_settings_line_names_the_model_family_not_a_missing_model() -> None:
     assert "model family HCNNs8" in line and "None" not in line
     plain = [SimpleNamespace(config=RunConfig(model="cnn"))]
     assert common_settings(SimpleNamespace(variants=[SimpleNamespace(runs=plain)])).startswith("model cnn, clients")
+
+
+def test_settings_line_names_a_learning_rate_decay_only_when_there_is_one() -> None:
+    from types import SimpleNamespace
+
+    from fedloom.bench.report import common_settings
+    from fedloom.config import RunConfig
+
+    def line(**fields: object) -> str:
+        return common_settings(SimpleNamespace(variants=[SimpleNamespace(runs=[SimpleNamespace(
+            config=RunConfig(model="cnn", **fields))])]))
+
+    assert "lr decay 0.99" in line(lr_decay=0.99)
+    assert "decay" not in line()

@@ -23,7 +23,9 @@ from fedloom.bench.splice import read_marked, splice, table_lines, tables_block
 from fedloom.errors import ConfigError
 
 SETTING_FIELDS = ("model", "model_family", "clients", "rounds", "join_ratio", "local_epochs", "batch_size", "lr",
-                  "train_ratio")
+                  "lr_decay", "train_ratio")
+#: settings left out of the line at their default value (so pages made before they existed read the same)
+SETTING_DEFAULTS = {"lr_decay": 1.0}
 
 
 @dataclass
@@ -50,7 +52,8 @@ def common_settings(group: Group) -> str:
     parts = []
     for name in SETTING_FIELDS:
         values = {getattr(c, name, None) for c in configs}
-        if len(values) == 1 and None not in values:  # a family run has no --model; a single-model run no family
+        if len(values) == 1 and None not in values and values != {SETTING_DEFAULTS.get(name)}:
+            # a family run has no --model, a single-model run no family; lr decay 1 is no decay
             parts.append(f"{name.replace('_', ' ')} {values.pop()}")
     return ", ".join(parts)
 
