@@ -78,8 +78,8 @@ def main() -> int:
     params = {k: v.detach().clone() for k, v in rt.init_params.items()}
     items, malicious = uploads(params, args.clients, args.fraction)
     size = sum(v.numel() for v in params.values())
-    print(f"{args.clients} uploads of {size:,} parameters, "
-          f"{len(malicious)} shifted ({args.model}, 1x28x28, 10 classes); torch threads = {torch.get_num_threads()}; median of {args.repeats}\n")
+    print(f"{args.clients} uploads of {size:,} parameters ({args.model}, 1x28x28, 10 classes), {len(malicious)} "
+          f"shifted; torch threads = {torch.get_num_threads()}; median of {args.repeats}\n")
     print("| defense | seconds / round | CPU seconds / round | × mean (CPU) |\n|---|---:|---:|---:|")
     baseline = None
     for label, name, options in DEFENSES:

@@ -47,7 +47,7 @@ def cell(folder: Path) -> dict:
 
     return {"attack": threat.get("name", "none") if attacked else "no attack",
             "defense": config.get("aggregator", "mean"), "rounds": max((r["round"] for r in rows), default=0),
-            "complete": (folder / "summary.json").is_file(), "last_round": last.get("round", 0),
+            "complete": (folder / "summary.json").is_file(),
             "ma": 100 * last.get("accuracy", float("nan")), "asr": 100 * last.get("asr", float("nan")),
             "admitted": rate("server_admitted", rows), "tpr": rate("server_admitted_tpr", rows),
             "fpr": rate("server_admitted_fpr", rows), "td_rounds": len(topdown),

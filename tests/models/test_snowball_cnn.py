@@ -33,3 +33,22 @@ def test_other_image_sizes_and_a_too_small_input() -> None:
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(ConfigError, match="snowball-cnn' needs images"):
         build_model("snowball-cnn", {}, (64,), 10, seed=0)
+
+
+def test_the_vectorized_engine_packs_it_with_the_serial_numbers() -> None:
+    """No hand-batched forward: packs run it through torch.func (its channels_last first convolution keeps its
+    layout under vmap), to float rounding of the serial loop."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
+    from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records
+    from fedloom.engines import EngineOptions
+
+    settings = dict(algorithm="fedavg", model="snowball-cnn", clients=4, rounds=2, lr=0.05)
+    records, params = run_records(on_engine("serial", **settings), 2)
+    packed = on_engine("vectorized", EngineOptions(min_clients=1), **settings)
+    other, other_params = run_records(packed, 2)
+    assert packed.engine.serial_reason is None
+    assert_records_close(records, other, tol=1e-4)
+    assert max_param_diff(params, other_params) < 1e-4

@@ -52,9 +52,10 @@ def common_settings(group: Group) -> str:
     parts = []
     for name in SETTING_FIELDS:
         values = {getattr(c, name, None) for c in configs}
-        if len(values) == 1 and None not in values and values != {SETTING_DEFAULTS.get(name)}:
-            # a family run has no --model, a single-model run no family; lr decay 1 is no decay
-            parts.append(f"{name.replace('_', ' ')} {values.pop()}")
+        value = values.pop() if len(values) == 1 else None
+        # None: differs between runs, or unset (a family run has no --model, a single-model run no family)
+        if value is not None and value != SETTING_DEFAULTS.get(name):
+            parts.append(f"{name.replace('_', ' ')} {value}")
     return ", ".join(parts)
 
 

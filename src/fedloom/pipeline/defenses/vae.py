@@ -47,7 +47,7 @@ def train_vae(vae: DifferenceVAE, data: torch.Tensor, epochs: int, batch_size: i
     rounding), which halves the cost on CPU, where the unfused Adam's passes over the two input-sized layers
     take most of a step."""
     x_all = torch.sigmoid(data.float())
-    optimizer = torch.optim.Adam(vae.parameters(), fused=True) if fused else torch.optim.Adam(vae.parameters())
+    optimizer = torch.optim.Adam(vae.parameters(), fused=fused or None)  # None: PyTorch's default (unfused on CPU)
     vae.train()
     for _ in range(epochs):
         for batch in torch.randperm(x_all.shape[0], generator=generator).split(batch_size):
