@@ -12,7 +12,8 @@ import torch
 from fedloom.algorithms import ALGORITHMS
 from fedloom.algorithms._virtual_data import virtual_dataset
 from fedloom.algorithms.base import Federation, ServerState
-from fedloom.algorithms.fedimpro import FedImpro, pooled_statistics, sample_features, update_estimate
+from fedloom.algorithms.fedimpro import (FedImpro, pooled_statistics, sample_features, synthetic_noise,
+                                         update_estimate)
 from fedloom.algorithms.tree import tree_bytes
 from fedloom.algorithms.uploads import UploadAccumulator
 from fedloom.algorithms.vhl import HEAD_B, HEAD_W, VHL, extended_logits, supcon_loss, virtual_targets
@@ -20,7 +21,8 @@ from fedloom.engines.context import ClientContext
 from fedloom.rounds import sample_cohort
 
 from bad_input import assert_one_clear_error, ids
-from engine_equivalence import assert_vectorized_falls_back_to_serial, on_engine, run_records
+from engine_equivalence import (assert_processes_match_serial, assert_vectorized_falls_back_to_serial,
+                                assert_vectorized_matches_serial, on_engine, run_records)
 from helpers import make_experiment
 
 
@@ -97,10 +99,26 @@ def test_vhl_composes_with_its_base_optimisers() -> None:
     assert records[-1]["accuracy"] > 0
 
 
-@pytest.mark.parametrize("algorithm, options", [("vhl", {"vhl": {"per_class": 5}}), ("fedimpro", {})])
-def test_runs_serially_on_the_vectorized_engine_with_the_same_results(algorithm: str, options: dict) -> None:
-    assert_vectorized_falls_back_to_serial("vectorizable = False", slots=2, steps=1, algorithm=algorithm,
-                                           clients=4, options=options)
+# batch 7 leaves every client a partial last batch (a pack steps it without padding); join 0.5 mixes clients that
+# already hold VHL's data with clients that download it; fedimpro's default schedule gives its loss weight 1
+ENGINE_CASES = [("vhl", {"vhl": {"per_class": 5}}, 1.0), ("vhl", {"vhl": {"per_class": 5, "base": "scaffold"}}, 1.0),
+                ("vhl", {"vhl": {"per_class": 5}}, 0.5), ("fedimpro", {"fedimpro": {"schedule": "default"}}, 1.0)]
+
+
+@pytest.mark.parametrize("algorithm, options, join", ENGINE_CASES, ids=["vhl", "vhl-scaffold", "vhl-join", "fedimpro"])
+def test_packs_train_as_the_serial_loop(algorithm: str, options: dict, join: float) -> None:
+    assert_vectorized_matches_serial(slots=3, steps=2, tol=2e-5, algorithm=algorithm, clients=8, join_ratio=join,
+                                     batch_size=7, options=options)
+
+
+@pytest.mark.parametrize("algorithm, options, join", ENGINE_CASES[::3], ids=["vhl", "fedimpro"])
+def test_worker_processes_train_as_the_serial_loop(algorithm: str, options: dict, join: float) -> None:
+    assert_processes_match_serial(steps=1, tol=2e-5, algorithm=algorithm, clients=4, batch_size=7, options=options)
+
+
+def test_fedimpro_with_noisy_statistics_runs_serially_on_the_vectorized_engine() -> None:
+    assert_vectorized_falls_back_to_serial("ctx.generator('fedimpro-stat-noise')", slots=2, steps=1,
+                                           algorithm="fedimpro", clients=4, options={"fedimpro": {"stat_noise": 0.1}})
 
 
 def _federation(exp) -> Federation:
@@ -166,9 +184,32 @@ def test_the_estimator_follows_the_batch_with_the_official_weight_and_caps_sigma
     assert torch.all(new["sigma"][0] <= 0.1) and torch.equal(new["sigma"][2], torch.full((2,), 0.05))  # 1 sample
 
 
+def _estimate_by_class(carry: dict, feats: torch.Tensor, labels: torch.Tensor, cap: float) -> dict:
+    """The official update class by class (a loop over the classes present, boolean selection, torch.std)."""
+    mu, sigma = carry["mu"].clone(), carry["sigma"].clone()
+    weight = min(1.0, feats.shape[1] / 5000)
+    for c in torch.unique(labels).tolist():
+        members = feats[labels == c]
+        mu[c] = (1 - weight) * mu[c] + weight * members.mean(0)
+        if members.shape[0] > 1:
+            sigma[c] = (1 - weight) * sigma[c] + weight * members.std(0)
+    return {"mu": mu, "sigma": sigma.clamp_max(cap)}
+
+
+def test_the_one_hot_estimator_equals_the_class_by_class_update() -> None:
+    g = torch.Generator().manual_seed(3)
+    carry = {"mu": torch.randn(5, 6000, generator=g), "sigma": torch.rand(5, 6000, generator=g)}
+    feats = torch.randn(9, 6000, generator=g) * 3
+    labels = torch.tensor([0, 0, 0, 1, 3, 3, 0, 1, 1])  # classes 2 and 4 absent, none with one sample
+    for batch in (labels, torch.tensor([4, 0, 0, 1, 3, 3, 0, 1, 1])):  # class 4 with a single sample
+        new, ref = update_estimate(carry, feats, batch, cap=0.9), _estimate_by_class(carry, feats, batch, cap=0.9)
+        torch.testing.assert_close(new["mu"], ref["mu"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(new["sigma"], ref["sigma"], rtol=1e-5, atol=1e-6)
+
+
 def test_synthetic_features_cycle_every_class_around_the_estimate() -> None:
     carry = {"mu": torch.tensor([[0.0], [10.0], [20.0]]), "sigma": torch.full((3, 1), 0.01)}
-    feats, labels = sample_features(carry, 7, torch.Generator().manual_seed(0))
+    feats, labels = sample_features(carry, synthetic_noise(torch.Generator().manual_seed(0), 7, 3, 1))
     assert labels.tolist() == [0, 1, 2] * 3
     assert torch.allclose(feats[:, 0], labels.float() * 10, atol=0.1)
 
@@ -179,9 +220,9 @@ def test_synthetic_features_train_only_the_high_level_part() -> None:
     params = {k: v.clone().requires_grad_(True) for k, v in exp.runtime.init_params.items()}
     width = exp.runtime.model.feature_dim
     carry = {"mu": torch.rand(10, width), "sigma": torch.full((10, width), 0.1)}
-    loss = FedImpro().batch_loss(ctx, torch.Generator().manual_seed(0), real_weight=0.0, fake_weight=1.0)
+    loss, draws = FedImpro().batch_loss(ctx, 10, width, real_weight=0.0, fake_weight=1.0)
     x, y = ctx.data(ctx.train_indices[:8])
-    value, _ = loss(params, x, y, None, carry)
+    value, _ = loss(params, x, y, None, carry, draws.draw(torch.Generator().manual_seed(0), 8))
     grads = torch.autograd.grad(value.mean(), list(params.values()), allow_unused=True)
     for name, g in zip(params, grads):
         assert (g is not None and g.abs().sum() > 0) == name.startswith("head."), name

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fedloom.engines import EngineOptions
-from fedloom.engines.local_sgd import LocalSGD, SGDConfig
+from fedloom.engines.local_sgd import LocalSGD, SGDConfig, StepDraws, with_draws
 from fedloom.engines.pack_sgd import PackHooks, PackJob, PackSGD, client_batches
 from fedloom.rounds import federation_of
 
@@ -34,6 +34,37 @@ def test_pack_sgd_matches_local_sgd_per_client_with_ragged_batches_and_momentum(
             torch.testing.assert_close(packed[k][i], ref[k], rtol=1e-5, atol=1e-6)
         assert metrics["steps"][i] == ref_metrics["steps"] and metrics["samples"][i] == ref_metrics["samples"]
         assert abs(float(metrics["train_loss"][i]) - ref_metrics["train_loss"]) < 1e-5
+
+
+def coupled_loss(p, x, y, aux, shift):
+    """Per-sample CE plus a batch-level term (the batch's mean logit, moved by a per-step draw): padding would
+    enter the mean, and the draw must come from the client's own stream in the serial order."""
+    logits = x @ p["w"].T + p["b"]
+    return F.cross_entropy(logits, y, reduction="none") + (logits.mean(0) * shift).sum() ** 2
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_packs_step_a_coupled_losss_partial_batches_without_padding(exact: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(50, 5, generator=g), torch.randint(0, 3, (50,), generator=g)
+    params = {"w": torch.randn(3, 5, generator=g), "b": torch.zeros(3)}
+    cfg = SGDConfig(lr=0.1, batch_size=4, epochs=2, momentum=0.5)
+    client_idx = [torch.arange(0, 9), torch.arange(9, 30), torch.arange(30, 37), torch.arange(37, 50)]
+    draws = StepDraws("shift", lambda gen, batch: torch.randn(3, generator=gen))
+    jobs = [PackJob(i, i, client_batches(idx, cfg, torch.Generator().manual_seed(20 + i)),
+                    draw_generator=torch.Generator().manual_seed(40 + i)) for i, idx in enumerate(client_idx)]
+    hooks = PackHooks(batch_loss=coupled_loss, draws=draws, exact_partial=True)
+    if not exact:  # the padded step kept: what the exact step replaces (draws force it, so none here)
+        hooks = PackHooks(batch_loss=lambda p, x, y, aux: coupled_loss(p, x, y, aux, torch.ones(3)))
+        draws = StepDraws("shift", lambda gen, batch: torch.ones(3))
+    packed, _ = PackSGD(linear_per_sample, x, y, slots=3).run(params, set(), jobs, 4, cfg, hooks)
+    serial = LocalSGD(lambda p, xb, yb: linear_per_sample(p, xb, yb).mean(), x, y, "t")
+    diffs = []
+    for i, idx in enumerate(client_idx):
+        loss = with_draws(coupled_loss, draws, torch.Generator().manual_seed(40 + i))
+        ref, _ = serial.run(params, idx, cfg, torch.Generator().manual_seed(20 + i), batch_loss=loss)
+        diffs.append(max(float((packed[k][i] - ref[k]).abs().max()) for k in params))
+    assert (max(diffs) < 1e-5) == exact, diffs  # every client has a partial batch: padding would show
 
 
 def test_one_local_step_matches_serial_to_float32_rounding() -> None:

@@ -135,6 +135,10 @@ class Algorithm:
     aggregation: ClassVar[str] = "weighted_mean"
     #: False if client_update has data-dependent Python control flow a vectorized engine cannot batch.
     vectorizable: ClassVar[bool] = True
+    #: True when a client computes the same result without its personal download, which only caches what it
+    #: could rebuild from the shared broadcast (VHL's virtual data, regenerated from its seed): a vectorized
+    #: pack then leaves it out instead of stacking it (the download's bytes are counted all the same).
+    personal_recomputable: ClassVar[bool] = False
     #: True when clients exchange model parameters, so every client must have the same architecture; False
     #: for algorithms that run on a federation of mixed architectures (``--model cnn,mlp``).
     shared_architecture: ClassVar[bool] = True

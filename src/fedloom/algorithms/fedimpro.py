@@ -21,14 +21,19 @@ real weight 1 (the repo's default, T = 500 rounds), ``default`` w = 1, ``gradual
 Deviations (docs/algorithms.md): the estimator weight w_e is the official code's effective one,
 min(1, d / 5000) with d the feature width (its ``feat_mean_label.size(0)`` is the width of the mean vector, not
 the class's sample count); classes absent from a round keep the previous global estimate and only the round's
-clients are pooled (the repo keeps every client's last upload; identical when all clients join every round);
-serial engine only (the running estimator is threaded through batches and synthetic features are drawn per step).
+clients are pooled (the repo keeps every client's last upload; identical when all clients join every round).
+
+Engines: the estimator is the carry of ``ctx.local_sgd_carry``, updated per class with one-hot sums (no
+data-dependent control flow), and the synthetic features' noise is the loss's per-step draw (StepDraws, the
+client's "fedimpro-synthetic" stream), so the vectorized engine runs FedImpro in packs, partial batches stepped
+without padding (the estimator and the synthetic batch's size depend on the batch). ``stat_noise`` draws outside
+local SGD from a client's own stream, so with it FedImpro runs serially on that engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +43,7 @@ from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientRes
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_sub
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
+from fedloom.engines.local_sgd import StepDraws
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -61,8 +67,6 @@ def pooled_statistics(mean_share: torch.Tensor, mean_m: torch.Tensor, mean_s: to
 @ALGORITHMS.register("fedimpro")
 @dataclass(frozen=True)
 class FedImpro(Algorithm):
-    vectorizable: ClassVar[bool] = False  # a running estimator threaded through batches (local_sgd_carry)
-
     schedule: str = hp("gradual2half", choices=("gradual2half", "default", "gradual"),
                        help="weight of the synthetic-feature loss over rounds (the repo's fed_split_loss_weight_type)")
     weight_max_rounds: int = hp(500, ge=1, help="T: rounds over which w(t) = t/T grows to 1 (the repo: 500)")
@@ -108,29 +112,36 @@ class FedImpro(Algorithm):
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
         start = {"mu": broadcast.extra["mu"].clone(), "sigma": broadcast.extra["sigma"].clone()}
-        loss = self.batch_loss(ctx, ctx.generator("fedimpro-synthetic"), *self.synthetic_weight(ctx.round))
-        trained, estimate, metrics = ctx.local_sgd_carry(broadcast.params, start, loss)
+        loss, draws = self.batch_loss(ctx, *start["mu"].shape, *self.synthetic_weight(ctx.round))
+        trained, estimate, metrics = ctx.local_sgd_carry(broadcast.params, start, loss, draws=draws, coupled=True)
         mu, sigma = estimate["mu"], estimate["sigma"]
         if self.stat_noise:  # privacy of the uploaded statistics (the repo's DP_degree)
             g = ctx.generator("fedimpro-stat-noise")
             mu = mu + self.stat_noise * torch.randn(mu.shape, generator=g).to(mu.device)
             sigma = (sigma + self.stat_noise * torch.randn(sigma.shape, generator=g).to(sigma.device)).abs()
-        share = (ctx.train_label_counts() / ctx.num_train_samples).to(mu.device)  # n_kc / n_k
-        upload = {"delta": tree_sub(trained, broadcast.params), "share": share, "m": share[:, None] * mu,
-                  "s": share[:, None] * (sigma ** 2 + mu ** 2)}
+        # n_kc / n_k, per client (a pack's counts and sizes carry the client axis)
+        share = ctx.per_client(torch.div, ctx.train_label_counts(),
+                               torch.as_tensor(ctx.num_train_samples, dtype=torch.float32)).to(mu.device)
+        upload = {"delta": tree_sub(trained, broadcast.params), "share": share, "m": share[..., None] * mu,
+                  "s": share[..., None] * (sigma ** 2 + mu ** 2)}
         return ClientResult(upload=upload, state=state, weight=ctx.num_train_samples, metrics=metrics)
 
-    def batch_loss(self, ctx: ClientContext, generator: torch.Generator, real_weight: float,
-                   fake_weight: float) -> Any:
-        def loss(w: Params, xb: torch.Tensor, yb: torch.Tensor, aux: Any, carry: Any) -> tuple[torch.Tensor, Any]:
+    def batch_loss(self, ctx: ClientContext, classes: int, width: int, real_weight: float,
+                   fake_weight: float) -> tuple[Any, StepDraws]:
+        """The carry loss of local SGD (the estimator is the carry) and its per-step draws: the synthetic
+        features' standard-normal noise, from the client's "fedimpro-synthetic" stream."""
+        draws = StepDraws("fedimpro-synthetic", lambda g, batch: synthetic_noise(g, batch, classes, width))
+
+        def loss(w: Params, xb: torch.Tensor, yb: torch.Tensor, aux: Any, carry: Any,
+                 noise: torch.Tensor) -> tuple[torch.Tensor, Any]:
             feats = ctx.apply(w, xb, part="body")
             carry = update_estimate(carry, feats.detach(), yb, self.noise_std)
-            fake, fake_labels = sample_features(carry, xb.shape[0], generator)
+            fake, fake_labels = sample_features(carry, noise)
             real = ctx.task_loss(ctx.apply(w, feats, part="head"), yb)
             synthetic = F.cross_entropy(ctx.apply(w, fake, part="head"), fake_labels)
             return real_weight * real + fake_weight * synthetic, carry
 
-        return loss
+        return loss, draws
 
 
 def feature_width(init_params: Params) -> int:
@@ -143,21 +154,30 @@ def feature_width(init_params: Params) -> int:
 
 
 def update_estimate(carry: dict, feats: torch.Tensor, labels: torch.Tensor, cap: float) -> dict:
-    """The per-class running mean and std after one batch (the official GaussianSynthesisLabel.update)."""
-    mu, sigma = carry["mu"].clone(), carry["sigma"].clone()
+    """The per-class running mean and std after one batch (the official GaussianSynthesisLabel.update): each
+    class present moves its mean toward the batch's class mean, and its std toward the batch's class std
+    (unbiased) when it has two samples or more (the std of one sample is NaN, skipped as in the code). Written
+    with one-hot sums, without data-dependent control flow, so that it runs under vmap."""
+    mu, sigma = carry["mu"], carry["sigma"]
     weight = min(1.0, feats.shape[1] / PREDEFINED_PER_CLASS)  # the code's effective weight (see the docstring)
-    for c in torch.unique(labels).tolist():
-        members = feats[labels == c]
-        mu[c] = (1 - weight) * mu[c] + weight * members.mean(0)
-        if members.shape[0] > 1:  # the std of one sample is NaN: skipped, as in the code
-            sigma[c] = (1 - weight) * sigma[c] + weight * members.std(0)
+    classes = torch.arange(mu.shape[0], device=labels.device)
+    onehot = (labels[:, None] == classes[None]).to(feats.dtype)  # [B, C] (F.one_hot checks its range: no vmap)
+    counts = onehot.sum(0)[:, None]  # [C, 1]
+    mean = onehot.T @ feats / counts.clamp_min(1)
+    centred = (feats[:, None, :] - mean[None]) * onehot[:, :, None]  # [B, C, D], zero outside each class
+    std = ((centred ** 2).sum(0) / (counts - 1).clamp_min(1)).sqrt()
+    mu = torch.where(counts > 0, (1 - weight) * mu + weight * mean, mu)
+    sigma = torch.where(counts > 1, (1 - weight) * sigma + weight * std, sigma)
     return {"mu": mu, "sigma": sigma.clamp_max(cap)}
 
 
-def sample_features(carry: dict, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch // C + 1)·C synthetic features ĥ ~ N(μ_c, σ_c²), labels cycled over every class."""
+def synthetic_noise(generator: torch.Generator, batch: int, classes: int, width: int) -> torch.Tensor:
+    """Standard-normal noise for (batch // C + 1)·C synthetic features (one step's draw)."""
+    return torch.randn(((batch // classes + 1) * classes, width), generator=generator)
+
+
+def sample_features(carry: dict, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic features ĥ = μ_c + σ_c·noise, one per row of ``noise``, labels cycled over every class."""
     mu, sigma = carry["mu"], carry["sigma"]
-    repeat = batch // mu.shape[0] + 1
-    labels = torch.arange(mu.shape[0], device=mu.device).repeat(repeat)
-    noise = torch.randn((labels.shape[0], mu.shape[1]), generator=generator).to(mu.device)
-    return mu[labels] + sigma[labels] * noise, labels
+    labels = torch.arange(mu.shape[0], device=mu.device).repeat(noise.shape[-2] // mu.shape[0])
+    return mu[labels] + sigma[labels] * noise.to(mu.device), labels

@@ -18,7 +18,12 @@ Evaluation uses the model's C real-class outputs.
 
 Deviations (docs/algorithms.md): a small untrained conv generator instead of StyleGAN-v2; the virtual batch is
 the local batch size by default (the repo's 128 virtual with 128 real, the same 1:1 ratio); the alignment runs
-in every local epoch; serial engine only (a virtual batch drawn per step from the client's stream).
+in every local epoch.
+
+Engines: the virtual batch's indices are the loss's per-step draws (StepDraws, the client's "vhl-virtual"
+stream) and the loss couples a batch's samples (SupCon), so a vectorized pack steps partial batches without
+padding; the personal download is only a cache of data every client can regenerate from the broadcast's spec
+(``personal_recomputable``), so a pack leaves it out.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientRes
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
+from fedloom.engines.local_sgd import StepDraws
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,10 +65,11 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     positives = (labels[:, None] == labels[None, :]) & ~self_mask
     count = positives.sum(1)
     mean_log_pos = log_prob.masked_fill(~positives, 0.0).sum(1) / count.clamp_min(1)
-    has = count > 0
-    if not bool(has.any()):
-        return z.sum() * 0.0
-    return -(temperature / base_temperature) * mean_log_pos[has].mean()
+    # the mean over anchors with a positive, without data-dependent control flow (it runs under vmap)
+    has = (count > 0).to(mean_log_pos.dtype)
+    anchors = has.sum()
+    value = -(temperature / base_temperature) * (mean_log_pos * has).sum() / anchors.clamp_min(1)
+    return torch.where(anchors > 0, value, z.sum() * 0.0)
 
 
 class _WithLoss:
@@ -77,14 +84,15 @@ class _WithLoss:
     def local_sgd(self, params: Params, **options: Any) -> Any:
         if options.get("batch_loss") is not None:
             raise ConfigError("vhl.base replaces the batch loss itself; VHL cannot add its loss to it")
-        return self._ctx.local_sgd(params, batch_loss=self._batch_loss, **options)
+        loss, draws = self._batch_loss
+        return self._ctx.local_sgd(params, batch_loss=loss, draws=draws, coupled=True, **options)
 
 
 @ALGORITHMS.register("vhl")
 @dataclass(frozen=True)
 class VHL(Algorithm):
     aggregation: ClassVar[str] = "all"  # the server sees who uploaded, so it sends the virtual data only once
-    vectorizable: ClassVar[bool] = False  # a virtual batch is drawn per step from the client's own stream
+    personal_recomputable: ClassVar[bool] = True  # the download is the dataset the spec regenerates
 
     base: str = hp("fedavg", choices=BASES, help="federated optimiser VHL runs on (its client and server halves)")
     alpha: float = hp(1.0, ge=0, help="α: weight of the cross-entropy on virtual data (labels shifted by C)")
@@ -156,21 +164,21 @@ class VHL(Algorithm):
         return self.base_algorithm().init_client_state(self.with_head(init_params), client_id)
 
     def client_update(self, ctx: ClientContext, broadcast: Broadcast, state: Optional[Tree]) -> ClientResult:
-        received = broadcast.personal
-        x_v, y_v = (received["x"], received["y"]) if received else self.virtual_data(broadcast.extra["vhl_spec"])
+        # the downloaded dataset is the one the spec regenerates (cached): the same tensors on every engine
+        x_v, y_v = self.virtual_data(broadcast.extra["vhl_spec"])
         classes = int(broadcast.extra["vhl_spec"][1])
-        loss = self.batch_loss(ctx, x_v.to(broadcast.params[HEAD_W].device), y_v.to(x_v.device), classes,
-                               ctx.generator("vhl-virtual"))
-        result = self.base_algorithm().client_update(_WithLoss(ctx, loss), broadcast, state)
-        return result
+        loss = self.batch_loss(ctx, x_v.to(broadcast.params[HEAD_W].device), y_v.to(x_v.device), classes)
+        return self.base_algorithm().client_update(_WithLoss(ctx, loss), broadcast, state)
 
-    def batch_loss(self, ctx: ClientContext, x_v: torch.Tensor, y_v: torch.Tensor, classes: int,
-                   generator: torch.Generator) -> Any:
-        """The local objective per step (per real sample: its CE plus the batch's virtual and alignment terms)."""
+    def batch_loss(self, ctx: ClientContext, x_v: torch.Tensor, y_v: torch.Tensor,
+                   classes: int) -> tuple[Any, StepDraws]:
+        """The local objective per step (per real sample: its CE plus the batch's virtual and alignment terms)
+        and its draws: the virtual batch's indices, from the client's "vhl-virtual" stream."""
         size = self.virtual_batch or ctx.sgd.batch_size
+        draws = StepDraws("vhl-virtual", lambda g, _: torch.randint(x_v.shape[0], (size,), generator=g))
 
-        def loss(w: Params, xb: torch.Tensor, yb: torch.Tensor, aux: Any) -> torch.Tensor:
-            pick = torch.randint(x_v.shape[0], (size,), generator=generator).to(x_v.device)
+        def loss(w: Params, xb: torch.Tensor, yb: torch.Tensor, aux: Any, pick: torch.Tensor) -> torch.Tensor:
+            pick = pick.to(x_v.device)
             xv, yv = x_v[pick], y_v[pick]
             feats = ctx.apply(w, torch.cat([xb, xv]), part="body")
             logits = extended_logits(ctx, w, feats)
@@ -185,7 +193,7 @@ class VHL(Algorithm):
                 shared = shared + self.noise_weight * supcon_loss(f_virt, yv, self.temperature)
             return ctx.task_loss(real, yb) + shared
 
-        return loss
+        return loss, draws
 
 
 def virtual_targets(labels: torch.Tensor, classes: int) -> torch.Tensor:

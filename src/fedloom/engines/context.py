@@ -11,7 +11,9 @@ import torch
 from fedloom.algorithms.base import Predictor
 from fedloom.algorithms.tree import Params, tree_map
 from fedloom.data.federated import FederatedData
-from fedloom.engines.local_sgd import AfterBatch, BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig
+from fedloom.errors import ConfigError
+from fedloom.engines.local_sgd import (AfterBatch, BatchLoss, ExtraLoss, GradCorrection, LocalSGD, SGDConfig,
+                                      StepDraws, with_draws)
 from fedloom.pipeline.privacy.sample import sample_privacy
 from fedloom.engines.state_store import ClientStateStore
 from fedloom.models.apply import apply_with
@@ -186,8 +188,12 @@ class ClientContext:
         """``local_sgd`` whose batch loss threads a per-client running statistic from batch to batch (FedDBE's
         running feature mean): ``batch_loss(params, x, y, aux, carry) -> (per-sample losses, new carry)``. The
         carry is detached after every batch, so gradients only flow through the current batch; ``options`` are
-        local_sgd's. Returns (params, final carry, metrics)."""
+        local_sgd's (with ``draws``, the loss's draws come after the carry). Returns (params, final carry,
+        metrics)."""
         held = {"carry": carry}
+        draws = options.pop("draws", None)
+        if draws is not None:
+            batch_loss = with_draws(batch_loss, draws, self.generator(draws.purpose))
 
         def threaded(w: Params, x: torch.Tensor, y: torch.Tensor, aux: Any) -> torch.Tensor:
             losses, new = batch_loss(w, x, y, aux, held["carry"])
@@ -243,16 +249,26 @@ class ClientContext:
                   grad_correction: Optional[GradCorrection] = None,
                   trainable: Optional[Callable[[str], bool]] = None,
                   aux: Any = None, batch_size: Optional[int] = None, steps_per_batch: int = 1,
-                  after_batch: Optional[AfterBatch] = None) -> tuple[Params, dict[str, float]]:
+                  after_batch: Optional[AfterBatch] = None, draws: Optional[StepDraws] = None,
+                  coupled: bool = False) -> tuple[Params, dict[str, float]]:
         """Local SGD from ``params`` on this client's training data (or ``indices``); see LocalSGD for the
         hooks. Per-client tensors the hooks need go in ``aux`` (never in a closure). ``epochs``, ``lr`` and
-        ``batch_size`` override the run's values for this call."""
+        ``batch_size`` override the run's values for this call. ``draws``: the batch loss's per-step random
+        draws (StepDraws), appended to its arguments. ``coupled``: the batch loss couples the samples of a batch
+        (a batch-level term such as a contrastive loss), so a vectorized engine must not pad a partial batch;
+        the serial loop never pads."""
+        private = sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id)
+        if draws is not None:
+            if batch_loss is None or private is not None:
+                raise ConfigError("per-step draws need a batch loss, and cannot be combined with sample-level DP "
+                                  "(its per-sample gradients would call the loss once per sample)")
+            batch_loss = with_draws(batch_loss, draws, self.generator(draws.purpose))
         cfg = self.sgd
         overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
         cfg = replace(cfg, **{key: value for key, value in overrides.items() if value is not None})
         runner = LocalSGD(self.runtime.batch_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                           describe=f"client {self.client_id}, round {self.round}", poison=self.poison(),
-                          private=sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id),
+                          private=private,
                           per_sample_loss=self.runtime.per_sample_loss,
                           compile_with=self._compile_with())
         plan = self._training_plan(purpose) if indices is None else None

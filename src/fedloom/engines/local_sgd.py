@@ -13,6 +13,11 @@ algorithms change the objective or the step without rewriting the loop:
 * ``after_batch(params, aux) -> dict``: after the step(s) on each batch, replaces the returned entries
   (a projection such as APFL's α ∈ [0, 1], or a closed-form update such as pFedMe's local model w).
 
+A batch loss that draws random numbers at every step (VHL's virtual batch, FedImpro's synthetic features) does
+not draw them itself: it names them with ``StepDraws`` and receives them as its last argument. The draws come
+from the client's own (seed, round, client, purpose) stream, one call per step right before the loss, so a
+vectorized engine, whose losses run under vmap where nothing may draw, makes the same draws per client.
+
 Hooks may close over tensors shared by every client (the broadcast). Anything specific to one client (its
 state, its control variate, a personal anchor) must come in through ``aux``, a tree the caller passes to
 ``local_sgd``: a vectorized engine slices ``aux`` per client, while a closure would see the whole pack.
@@ -36,6 +41,24 @@ BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 GradCorrection = Callable[[Params, Params, Any], Params]
 AfterBatch = Callable[[Params, Any], Params]
 TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepDraws:
+    """What a batch loss draws at every step: ``draw(generator, batch_size)`` returns a tree of tensors (whose
+    shapes may depend only on the batch's real size) from the client's ``purpose`` stream; the loss receives
+    it as its last argument."""
+
+    purpose: str
+    draw: Callable[[torch.Generator, int], Any]
+
+
+def with_draws(batch_loss: Callable[..., Any], draws: StepDraws, generator: torch.Generator) -> Callable[..., Any]:
+    """``batch_loss`` with one draw per call (per step) appended to its arguments: the serial loop's form."""
+    def loss(w: Params, x: torch.Tensor, y: torch.Tensor, *rest: Any) -> Any:
+        return batch_loss(w, x, y, *rest, draws.draw(generator, x.shape[0]))
+
+    return loss
 
 
 @dataclass(frozen=True)

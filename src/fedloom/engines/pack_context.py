@@ -17,7 +17,7 @@ from torch.func import vmap
 
 from fedloom.algorithms.tree import Params, Tree, tree_index, tree_map
 from fedloom.engines.context import CarryLoss, FeatureFn, Runtime
-from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig
+from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig, StepDraws
 from fedloom.engines.pack_sgd import (BatchedModel, PackHooks, PackJob, PackSGD, SlotUsage, client_batches,
                                       planned_job, poison_rows)
 from fedloom.pipeline.privacy.sample import uses_sample_dp
@@ -48,6 +48,9 @@ class PackContext:
         #: the local-training seam's state and counters per client (the engine loads and saves the states)
         self.training_states: dict[int, Any] = {}
         self.training_metrics: dict[int, dict[str, float]] = {}
+        #: the round's broadcast parameters (shared by the pack): the reference for entries that are not the
+        #: model's (VHL's extra head), to tell a per-client copy from the shared one by its shape
+        self.shared_params: Params = {}
 
     # ------------------------------------------------------------------ what differs from ClientContext
     @property
@@ -77,8 +80,10 @@ class PackContext:
         if carry is None:
             raise NotVectorizable("ctx.local_sgd_carry without an initial carry")
         start = tree_map(lambda leaf: leaf.expand(self.n, *leaf.shape).clone(), carry)
+        draws = options.pop("draws", None)
         hooks = PackHooks(options.pop("extra_loss", None), None, options.pop("grad_correction", None),
-                          options.pop("trainable", None), carry_loss=batch_loss)
+                          options.pop("trainable", None), carry_loss=batch_loss, draws=draws,
+                          exact_partial=options.pop("coupled", False))
         trained, metrics = self._local_sgd(params, hooks, start, **options)
         return trained, metrics.pop("carry"), metrics
 
@@ -125,8 +130,10 @@ class PackContext:
                   grad_correction: Optional[GradCorrection] = None,
                   trainable: Optional[Callable[[str], bool]] = None,
                   aux: Any = None, batch_size: Optional[int] = None, steps_per_batch: int = 1,
-                  after_batch: Any = None) -> tuple[Params, dict[str, torch.Tensor]]:
-        return self._local_sgd(params, PackHooks(extra_loss, batch_loss, grad_correction, trainable), None,
+                  after_batch: Any = None, draws: Optional[StepDraws] = None,
+                  coupled: bool = False) -> tuple[Params, dict[str, torch.Tensor]]:
+        hooks = PackHooks(extra_loss, batch_loss, grad_correction, trainable, draws=draws, exact_partial=coupled)
+        return self._local_sgd(params, hooks, None,
                                epochs=epochs, lr=lr, purpose=purpose, indices=indices, aux=aux,
                                batch_size=batch_size, steps_per_batch=steps_per_batch, after_batch=after_batch)
 
@@ -147,6 +154,9 @@ class PackContext:
         stacked = self.stacked_names(params)
         data = self.runtime.data
         jobs = [self._job(pos, cid, cfg, purpose) for pos, cid in enumerate(self.client_ids)]
+        if hooks.draws is not None:  # each client's own stream, as ClientContext.local_sgd draws from it
+            for job in jobs:
+                job.draw_generator = torch_generator(self.runtime.seed, self.round, job.client_id, hooks.draws.purpose)
         runner = PackSGD(self.runtime.per_sample_loss, self.runtime.data.dataset.x, self.runtime.data.dataset.y,
                          self.slots, self.usage, self._batched_model(params))
         result = runner.run(params, stacked, jobs, self.n, cfg, hooks, aux, carry)
@@ -236,14 +246,19 @@ class PackContext:
     # ------------------------------------------------------------------ helpers for the engine
     def stacked_names(self, params: Params) -> set[str]:
         """Which entries of a model-parameter dict carry the client axis (judged against the model)."""
-        reference = self.runtime.init_params
         stacked = set()
         for name, value in params.items():
-            if name not in reference:
-                raise NotVectorizable(f"local_sgd over a non-model parameter '{name}'")
-            if value.dim() == reference[name].dim() + 1:
+            reference = self._reference(name)
+            if reference is None:
+                raise NotVectorizable(f"local_sgd over a parameter '{name}' that is neither the model's nor broadcast")
+            if value.dim() == reference.dim() + 1:
                 stacked.add(name)
         return stacked
+
+    def _reference(self, name: str) -> Optional[torch.Tensor]:
+        """The shared (client-axis-free) tensor an entry named ``name`` is judged against, if any."""
+        reference = self.runtime.init_params.get(name)
+        return self.shared_params.get(name) if reference is None else reference
 
     def ensure_stacked(self, tree: Optional[Tree]) -> Optional[Tree]:
         """Give every leaf of an upload/state the client axis (expanding leaves shared by all clients)."""
@@ -256,7 +271,7 @@ class PackContext:
     def _leaf_or_tree(self, name: str, value: Any) -> Any:
         if isinstance(value, dict):
             return self.ensure_stacked(value)
-        return self._expand(value, self.runtime.init_params.get(name))
+        return self._expand(value, self._reference(name))
 
     def _expand(self, leaf: torch.Tensor, reference: Optional[torch.Tensor]) -> torch.Tensor:
         if reference is not None:

@@ -8,7 +8,10 @@ refilled with the next client at once, so slots stay busy (no masking every clie
 Exactness: each client sees exactly the batches the serial engine would give it (same (seed, round, client,
 purpose) stream, same DataLoader-like order). A partial batch is padded to B with per-sample weight 0 and its
 real samples weighted 1/len(batch), so its loss is the mean over its own samples, as under serial. Slots with
-no client left are masked out of the update.
+no client left are masked out of the update. A loss that couples a batch's samples (``exact_partial``: a
+contrastive term, a batch statistic, per-step draws sized by the batch) would see the padding, so a slot's
+partial batch is then stepped again on its real samples alone, outside vmap, and that step replaces the padded
+one. Per-step draws (StepDraws) are made per slot from the client's own stream, in the serial loop's order.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from torch.func import grad, vmap
 
 from fedloom.algorithms.tree import Params, tree_map
-from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig, epoch_batches
+from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig, StepDraws, epoch_batches
 from fedloom.errors import TrainingError
 
 PerSampleLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,6 +46,8 @@ class PackJob:
     planned_steps: int = 0
     positions: list[torch.Tensor] = field(default_factory=list)  # per batch: positions in the client's data
     weights: list[torch.Tensor] = field(default_factory=list)  # per batch: the plan's per-sample loss weights
+    #: the client's stream for the loss's per-step draws (PackHooks.draws), as the serial loop's
+    draw_generator: Optional[torch.Generator] = None
 
     def next_epoch(self, batch_size: int) -> None:
         """Append the plan's next epoch (sample ids, positions, weights) to this job's batches."""
@@ -92,6 +97,10 @@ class PackHooks:
     trainable: Optional[Callable[[str], bool]] = None
     #: ``(params, x, y, aux, carry) -> (per-sample losses, new carry)`` (local_sgd_carry): replaces batch_loss
     carry_loss: Optional[Callable[..., tuple[torch.Tensor, Any]]] = None
+    #: the loss's per-step draws, appended to its arguments (each job's ``draw_generator``)
+    draws: Optional[StepDraws] = None
+    #: the loss couples a batch's samples: a partial batch is stepped on its real samples alone (no padding)
+    exact_partial: bool = False
 
 
 class PackSGD:
@@ -121,18 +130,24 @@ class PackSGD:
             step_fn = self.batched.step_function(hooks, state, aux is not None)
         else:
             step_fn = self._step_function(hooks, aux is not None)
+        exact = hooks.exact_partial or hooks.draws is not None
+        template = None if hooks.draws is None else _draw_template(hooks.draws, cfg.batch_size)
         while state.any_active():
             idx, weights, counts = state.next_batches()
             self.usage.record(state.width, int((counts > 0).sum()))
             xb = self.x[idx.reshape(-1)].reshape(*idx.shape, *self.x.shape[1:])
             yb = self.y[idx.reshape(-1)].reshape(idx.shape)
             state.poison(idx, xb, yb)
-            args = (state.train, state.frozen, xb, yb, weights.to(xb.device), state.aux_slots)
-            if hooks.carry_loss is None:
-                grads, losses, per_sample = step_fn(*args)
-            else:  # before the update: a partial batch's carry is taken again with the same parameters
-                grads, losses, per_sample, carried = step_fn(*args, state.carry_slots)
-                state.advance_carry(carried, xb, yb, counts, hooks.carry_loss)
+            wb = weights.to(xb.device)
+            own_draws = state.draw(hooks.draws, counts) if hooks.draws is not None else None
+            args = (state.train, state.frozen, xb, yb, wb, state.aux_slots, state.carry_slots,
+                    None if own_draws is None else _stacked_draws(own_draws, template))
+            out = list(step_fn(*args))
+            if exact:  # partial batches stepped again without their padding
+                out = self._exact_partial(out, hooks, state, args, counts, own_draws)
+            grads, losses, per_sample = out[:3]
+            if hooks.carry_loss is not None:  # before the update: a padded partial batch's carry is taken again
+                state.advance_carry(out[3], xb, yb, counts, hooks.carry_loss, exact)
             if planned:  # the local-training seam's scores (InfoBatch); nothing to do without a plan
                 state.record_scores(per_sample)
             state.update(grads, losses.detach().double().cpu() * counts)
@@ -145,31 +160,83 @@ class PackSGD:
         return state.outputs(), metrics
 
     def _step_function(self, hooks: PackHooks, has_aux: bool) -> Callable:
-        per_sample = hooks.batch_loss
+        in_dims = (0, 0, 0, 0, 0, 0 if has_aux else None, 0 if hooks.carry_loss is not None else None,
+                   0 if hooks.draws is not None else None)
+        return vmap(_slot_step(self.per_sample_loss, hooks), in_dims=in_dims, randomness="error")
 
-        def slot_loss(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
-                      aux: Any, *carry: Any) -> tuple[torch.Tensor, tuple]:
-            full = {**frozen, **train}
-            carried: tuple = ()
-            if hooks.carry_loss is not None:
-                losses, new = hooks.carry_loss(full, xb, yb, aux, carry[0])
-                carried = (tree_map(lambda t: t.detach(), new),)
-            else:
-                losses = per_sample(full, xb, yb, aux) if per_sample else self.per_sample_loss(full, xb, yb)
-            loss = (losses * wb).sum()
-            if hooks.extra_loss is not None:
-                loss = loss + hooks.extra_loss(full, aux)
-            return loss, (loss.detach(), losses.detach(), *carried)
+    @staticmethod
+    def _exact_partial(out: list, hooks: PackHooks, state: "_SlotState", args: tuple, counts: torch.Tensor,
+                       own_draws: Optional[list]) -> list:
+        """``out`` with every partial batch's slot replaced by its step on the real samples alone."""
+        size = args[2].shape[1]
+        partial = [s for s, job in enumerate(state.jobs) if job is not None and 0 < counts[s] < size]
+        if not partial:
+            return out
+        step = _slot_step(None, hooks)
+        for slot in partial:
+            real = int(counts[slot])
+            pick = lambda tree: None if tree is None else tree_map(lambda t: t[slot], tree)  # noqa: E731
+            own = (pick(args[0]), pick(args[1]), args[2][slot, :real], args[3][slot, :real], args[4][slot, :real],
+                   pick(args[5]), pick(args[6]), None if own_draws is None else own_draws[slot])
+            grads, loss, per_sample, *carried = step(*own)
+            with torch.no_grad():
+                for name, g in grads.items():
+                    out[0][name][slot] = g
+                out[1][slot] = loss
+                out[2][slot] = 0.0
+                out[2][slot, :real] = per_sample
+                if carried:
+                    tree_map(lambda dst, src: dst[slot].copy_(src), out[3], carried[0])
+        return out
 
-        def slot_step(train, frozen, xb, yb, wb, aux, *carry):
-            grads, (loss, per_sample, *carried) = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux,
-                                                                                  *carry)
-            if hooks.grad_correction is not None:
-                grads = hooks.grad_correction({**frozen, **train}, grads, aux)
-            return (grads, loss, per_sample, *carried)
 
-        in_dims = (0, 0, 0, 0, 0, 0 if has_aux else None) + ((0,) if hooks.carry_loss is not None else ())
-        return vmap(slot_step, in_dims=in_dims, randomness="error")
+def _slot_step(per_sample_loss: Optional[PerSampleLoss], hooks: PackHooks) -> Callable:
+    """One slot's (grads, loss, per-sample losses[, new carry]): vmapped over the slots, or called on one slot's
+    real samples (PackSGD._exact_partial)."""
+    def slot_loss(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
+                  aux: Any, carry: Any, drawn: Any) -> tuple[torch.Tensor, tuple]:
+        full = {**frozen, **train}
+        extra = () if drawn is None else (drawn,)
+        carried: tuple = ()
+        if hooks.carry_loss is not None:
+            losses, new = hooks.carry_loss(full, xb, yb, aux, carry, *extra)
+            carried = (tree_map(lambda t: t.detach(), new),)
+        elif hooks.batch_loss is not None:
+            losses = hooks.batch_loss(full, xb, yb, aux, *extra)
+        else:
+            losses = per_sample_loss(full, xb, yb)
+        loss = (losses * wb).sum()
+        if hooks.extra_loss is not None:
+            loss = loss + hooks.extra_loss(full, aux)
+        return loss, (loss.detach(), losses.detach(), *carried)
+
+    def slot_step(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, aux: Any,
+                  carry: Any, drawn: Any) -> tuple:
+        grads, (loss, per_sample, *carried) = grad(slot_loss, has_aux=True)(train, frozen, xb, yb, wb, aux, carry,
+                                                                              drawn)
+        if hooks.grad_correction is not None:
+            grads = hooks.grad_correction({**frozen, **train}, grads, aux)
+        return (grads, loss, per_sample, *carried)
+
+    return slot_step
+
+
+def _draw_template(draws: StepDraws, batch_size: int) -> Any:
+    """Zeros of a full batch's draw shapes, from a throwaway stream (no client's stream is touched)."""
+    return tree_map(torch.zeros_like, draws.draw(torch.Generator().manual_seed(0), batch_size))
+
+
+def _stacked_draws(own: list, template: Any) -> Any:
+    """Every slot's draws stacked [S, ...]: a full batch's own; an idle slot's, or a partial batch's of other
+    shapes, the template (that padded step is replaced by PackSGD._exact_partial or masked out)."""
+    full = [tree if tree is not None and _same_shapes(tree, template) else template for tree in own]
+    return tree_map(lambda *leaves: torch.stack(leaves), *full)
+
+
+def _same_shapes(tree: Any, template: Any) -> bool:
+    shapes = []
+    tree_map(lambda a, b: shapes.append(a.shape == b.shape), tree, template)
+    return all(shapes)
 
 
 @dataclass
@@ -190,7 +257,8 @@ class BatchedModel:
         aux_dim = 0 if has_aux else None
 
         def step(train: Params, frozen: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
-                 aux: Any) -> tuple[Params, torch.Tensor, torch.Tensor]:
+                 aux: Any, carry: None = None, drawn: None = None) -> tuple[Params, torch.Tensor, torch.Tensor]:
+            # (no carry and no draws: the batched path serves plain task losses only)
             full = {**frozen, **train}
             logits = self.forward(full, xb)
             losses = self.task_loss(logits.flatten(0, 1), yb.flatten()).view(wb.shape)
@@ -297,14 +365,14 @@ class _SlotState:
 
     @torch.no_grad()
     def advance_carry(self, carried: Any, xb: torch.Tensor, yb: torch.Tensor, counts: torch.Tensor,
-                      carry_loss: Callable[..., tuple[torch.Tensor, Any]]) -> None:
+                      carry_loss: Callable[..., tuple[torch.Tensor, Any]], exact: bool = False) -> None:
         """Every slot's carry after its current batch: the vmapped step's, except that a partial batch's
         padding would enter the statistic, so such a slot's carry is taken again from its real samples alone
-        (once per client and epoch), and an idle slot keeps its own."""
+        (once per client and epoch; already so when ``exact``), and an idle slot keeps its own."""
         for slot, job in enumerate(self.jobs):
             if job is None:
                 tree_map(lambda dst, src: dst[slot].copy_(src[slot]), carried, self.carry_slots)
-            elif counts[slot] < xb.shape[1]:
+            elif counts[slot] < xb.shape[1] and not exact:
                 real = int(counts[slot])
                 full = {name: buf[slot] for name, buf in {**self.frozen, **self.train}.items()}
                 aux = None if self.aux_slots is None else tree_map(lambda a: a[slot], self.aux_slots)
@@ -312,6 +380,11 @@ class _SlotState:
                                     tree_map(lambda c: c[slot], self.carry_slots))
                 tree_map(lambda dst, src: dst[slot].copy_(src), carried, own)
         self.carry_slots = carried
+
+    def draw(self, draws: StepDraws, counts: torch.Tensor) -> list[Any]:
+        """Each active slot's draws for its current batch, from its client's stream (None for an idle slot)."""
+        return [None if job is None else draws.draw(job.draw_generator, int(counts[slot]))
+                for slot, job in enumerate(self.jobs)]
 
     def record_scores(self, per_sample: torch.Tensor) -> None:
         """Each planned slot's unweighted per-sample losses of its current batch become the samples' scores."""

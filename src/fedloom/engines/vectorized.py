@@ -102,7 +102,9 @@ class VectorizedEngine(SerialEngine):
                     round_: int) -> tuple[list[int], PackContext, ClientResult]:
         ctx = self._pack_context(pack, round_)
         ctx.training_states = {client_id: self.training_state(client_id) for client_id in pack}
-        result = algorithm.client_update(ctx, self._pack_broadcast(broadcast, pack), self._pack_state(algorithm, pack))
+        ctx.shared_params = broadcast.params
+        result = algorithm.client_update(ctx, self._pack_broadcast(algorithm, broadcast, pack),
+                                         self._pack_state(algorithm, pack))
         return pack, ctx, result
 
     # ------------------------------------------------------------------ evaluation
@@ -121,7 +123,8 @@ class VectorizedEngine(SerialEngine):
                     round_: int) -> Iterator[tuple[int, Params]]:
         for pack in self._packs(clients):
             ctx = self._pack_context(pack, round_)
-            params = algorithm.eval_params(ctx, self._pack_broadcast(broadcast, pack),
+            ctx.shared_params = broadcast.params
+            params = algorithm.eval_params(ctx, self._pack_broadcast(algorithm, broadcast, pack),
                                            self._pack_state(algorithm, pack))
             if params is broadcast.params:
                 yield from ((client_id, params) for client_id in pack)
@@ -179,9 +182,11 @@ class VectorizedEngine(SerialEngine):
         return tree_stack(states)
 
     @staticmethod
-    def _pack_broadcast(broadcast: Broadcast, pack: list[int]) -> Broadcast:
+    def _pack_broadcast(algorithm: Algorithm, broadcast: Broadcast, pack: list[int]) -> Broadcast:
         if broadcast.personal is None:
             return broadcast
+        if algorithm.personal_recomputable:  # a cache the clients rebuild from the shared part (VHL's data)
+            return Broadcast(broadcast.params, broadcast.extra, None, broadcast.wire)
         personal = [broadcast.personal.get(client_id) for client_id in pack]
         if any(p is None for p in personal):
             raise NotVectorizable("personal broadcast missing for some clients of a pack")
