@@ -164,15 +164,14 @@ class PackSGD:
                    0 if hooks.draws is not None else None)
         return vmap(_slot_step(self.per_sample_loss, hooks), in_dims=in_dims, randomness="error")
 
-    @staticmethod
-    def _exact_partial(out: list, hooks: PackHooks, state: "_SlotState", args: tuple, counts: torch.Tensor,
+    def _exact_partial(self, out: list, hooks: PackHooks, state: "_SlotState", args: tuple, counts: torch.Tensor,
                        own_draws: Optional[list]) -> list:
         """``out`` with every partial batch's slot replaced by its step on the real samples alone."""
         size = args[2].shape[1]
         partial = [s for s, job in enumerate(state.jobs) if job is not None and 0 < counts[s] < size]
         if not partial:
             return out
-        step = _slot_step(None, hooks)
+        step = _slot_step(self.per_sample_loss, hooks)
         for slot in partial:
             real = int(counts[slot])
             pick = lambda tree: None if tree is None else tree_map(lambda t: t[slot], tree)  # noqa: E731
