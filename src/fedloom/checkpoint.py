@@ -22,7 +22,7 @@ import json
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -136,6 +136,8 @@ class RunProgress:
     last_train: dict[int, dict[str, float]]
     totals: dict[str, int]
     wall_seconds: float = 0.0  # training wall time spent in earlier processes
+    #: the code of each earlier process that trained this run: {"from_round", "git_commit", "git_dirty"}
+    code: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _server_to_plain(server: ServerResult) -> dict[str, Any]:
@@ -173,7 +175,8 @@ def save_checkpoint(run_dir: Path, cfg: RunConfig, progress: RunProgress,
     payload = {"format": 1, "server": _server_to_plain(progress.server), "round": progress.round,
                "client_states": dict(client_states), "records": progress.records,
                "per_client": progress.per_client, "last_train": progress.last_train,
-               "totals": dict(progress.totals), "wall_seconds": progress.wall_seconds}
+               "totals": dict(progress.totals), "wall_seconds": progress.wall_seconds,
+               "code": list(progress.code)}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
@@ -242,7 +245,8 @@ def load_checkpoint(run_dir: Path, cfg: RunConfig) -> tuple[RunProgress, dict[in
     progress = RunProgress(server=_server_from_plain(payload["server"]), round=payload["round"],
                            records=payload["records"], per_client=payload["per_client"],
                            last_train=payload["last_train"], totals=payload["totals"],
-                           wall_seconds=payload["wall_seconds"])
+                           wall_seconds=payload["wall_seconds"],
+                           code=payload.get("code", []))  # (absent from checkpoints of before 2026-12-05)
     return progress, payload["client_states"]
 
 

@@ -28,9 +28,17 @@ def provenance(device: Any, threads: int) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
+def code_provenance() -> dict[str, Any]:
+    """{"git_commit", "git_dirty"} of the code this process runs (static_provenance's, taken once)."""
+    static = static_provenance()
+    return {"git_commit": static["git_commit"], "git_dirty": static["git_dirty"]}
+
+
 @functools.lru_cache(maxsize=1)
 def static_provenance() -> dict[str, Any]:
-    """What does not change within a process (computed once)."""
+    """What does not change within a process, computed once: a run takes it when it starts
+    (run.prepare_experiment), so the commit is that of the code the process loaded, not the HEAD of a commit
+    made while it trained."""
     commit, dirty = git_commit(source_root())
     return {"fedloom_version": fedloom.__version__, "git_commit": commit, "git_dirty": dirty,
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,

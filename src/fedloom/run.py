@@ -41,7 +41,7 @@ from fedloom.pipeline.build import build_pipeline
 from fedloom.plots import accuracy_curve, preload_in_background
 from fedloom.seams import known_namespaces, resolve_seams, seam_namespaces, seam_options
 from fedloom.registry import canonical
-from fedloom.provenance import provenance
+from fedloom.provenance import code_provenance, provenance
 from fedloom.tracking import RunFolder
 from fedloom.trackers import TrackerGroup, make_trackers
 
@@ -144,7 +144,8 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
     round it was called for (``stopped``: it already did so for the initial evaluation); the summary then
     records the rounds actually run and ``stopped_early``."""
     cfg, task = exp.config, exp.runtime.task
-    state = start
+    # this process's code, taken when it started (prepare_experiment), for every checkpoint it writes
+    state = dataclasses.replace(start, code=[*start.code, {"from_round": start.round + 1, **code_provenance()}])
     started = time.perf_counter()
     if folder.path is not None:  # the accuracy figure's imports, off the critical path
         preload_in_background()
@@ -181,7 +182,9 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
                "clients": cfg.clients, "seed": cfg.seed, "engine": cfg.engine, "threads": cfg.threads,
                "device": str(exp.runtime.device), "total_bytes_up": totals["up"],
                "total_bytes_down": totals["down"], "partition_hash": exp.data.partition_hash,
-               "provenance": provenance(exp.runtime.device, cfg.threads)}
+               "provenance": {**provenance(exp.runtime.device, cfg.threads),
+                              # a resumed run: the code of every process that trained it, from its first round
+                              **({"code_segments": state.code} if len(state.code) > 1 else {})}}
     summary.update({k: v for k, v in records[-1].items() if k.startswith("server_dp_")})  # privacy spent (ε, δ)
     if "sample_passes" in totals:  # the local-training seam's compute saving (InfoBatch)
         done, saved = totals["sample_passes"], totals["sample_passes_saved"]
@@ -222,6 +225,7 @@ def run_experiment(cfg: RunConfig, progress: Optional[Callable[[int, dict], None
 def prepare_experiment(cfg: RunConfig, resume: bool = False) -> Experiment:
     """Resolve and check ``cfg``, set this process's torch threads, load the data and build the experiment
     (nothing is written yet). The caller closes ``exp.engine``."""
+    code_provenance()  # the commit of the code this process loaded, before a later commit can change HEAD
     cfg = resolve_config(cfg)
     check_run_paths(cfg, resume)
     torch.set_num_threads(cfg.threads)

@@ -84,3 +84,48 @@ def test_reading_config_toml_back_gives_the_same_identity(tmp_path: Path, extra:
     assert config_hash(again) == config_hash(cfg)  # resume and grid folders keep their hashes
     if "classes_per_client" in extra:  # set but unused: kept (it is part of the identity), and said so
         assert "classes_per_client = 5  # not used: partition 'dirichlet'" in to_toml(cfg)
+
+
+def test_the_commit_is_the_code_the_run_started_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit made while a run trains does not become its recorded commit; a resumed run lists the code of
+    every process that trained it, from the round each began."""
+    import dataclasses
+
+    from fedloom import provenance as prov_module
+    from fedloom.run import run_experiment
+
+    head = {"commit": ("aaa", False)}  # what `git rev-parse HEAD` would answer now
+    monkeypatch.setattr(prov_module, "git_commit", lambda root: head["commit"])
+
+    def commit_midway(round_: int, record: dict) -> None:  # a commit while the run trains
+        if round_ == 1:
+            head["commit"] = ("bbb", True)
+
+    prov_module.static_provenance.cache_clear()  # a fresh process
+    try:
+        first = fedloom.run(**{**SMALL, "rounds": 2}, out=tmp_path / "a", callbacks=[commit_midway])
+        assert first.summary["provenance"]["git_commit"] == "aaa"
+        assert "code_segments" not in first.summary["provenance"]
+        cfg = dataclasses.replace(resolve_config(build_config({**SMALL, "rounds": 4, "checkpoint_every": 1})),
+                                  out=str(tmp_path / "b"), quiet=True)
+        prov_module.static_provenance.cache_clear()  # another process, at HEAD bbb
+        with pytest.raises(_Interrupted):  # killed in round 2 (its checkpoint: round 1)
+            run_experiment(cfg, progress=_interrupt_at_round_2)
+        head["commit"] = ("ccc", False)
+        prov_module.static_provenance.cache_clear()  # the resuming process, after another commit
+        resumed = run_experiment(cfg, resume=True)
+    finally:
+        prov_module.static_provenance.cache_clear()
+    assert resumed.summary["provenance"]["git_commit"] == "ccc"
+    assert resumed.summary["provenance"]["code_segments"] == [
+        {"from_round": 1, "git_commit": "bbb", "git_dirty": True},
+        {"from_round": 2, "git_commit": "ccc", "git_dirty": False}]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_at_round_2(round_: int, record: dict) -> None:
+    if round_ == 2:
+        raise _Interrupted
