@@ -42,8 +42,6 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}")
     _check(math.isfinite(cfg.lr) and cfg.lr > 0, f"--lr must be a positive number, got {cfg.lr}")
     _check(0 < cfg.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {cfg.lr_decay}")
-    _check(cfg.lr_decay == 1 or not cfg.compile, "--compile bakes the learning rate into the compiled step, so "
-                                                 "--lr-decay would recompile it every round; leave one of them out")
     _check(0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}")
     _check(cfg.weight_decay >= 0, f"--weight-decay must be >= 0, got {cfg.weight_decay}")
     _check(math.isfinite(cfg.alpha) and cfg.alpha > 0, f"--alpha must be > 0 (Dirichlet concentration), "

@@ -190,7 +190,6 @@ RUN_FIELD_ROWS = [
     run("--lr-decay", "0", expect="--lr-decay must be in (0, 1], got 0.0"),
     run("--lr-decay", "1.5", expect="--lr-decay must be in (0, 1], got 1.5"),
     run("--lr-decay", "nan", expect="invalid value 'nan' for lr_decay: expected a finite number"),
-    run("--lr-decay", "0.99", "--compile", expect="--compile bakes the learning rate into the compiled step"),
     run("--engine", "processes", "--workers", "1", "--lr", "1e39", expect="'1e39' for lr: out of float32 range"),
     run("--momentum", "-0.1", expect="--momentum must be in [0, 1), got -0.1"),
     run("--momentum", "1", expect="--momentum must be in [0, 1), got 1.0"),

@@ -70,3 +70,16 @@ def test_inductor_compiled_run_equals_eager_to_rounding():
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     worst = max(float((p_eager[k] - p_fast[k]).abs().max()) for k in p_eager)
     assert worst < 1e-4, worst  # float rounding of fused kernels, amplified over 2 rounds of SGD
+
+
+def test_a_decaying_learning_rate_reuses_one_compiled_step(monkeypatch):
+    """--lr-decay with --compile: the rate is an input of the step, so every round uses the one compiled step
+    (no compile per round) and trains as the eager loop's decayed rate."""
+    compiles = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiles.append(fn) or fn)
+    eager, p_eager = run_records(on_engine("serial", clients=4, momentum=0.9, lr_decay=0.5), 3)
+    stepped, p_step = run_records(on_engine("serial", clients=4, momentum=0.9, lr_decay=0.5, compile=True), 3)
+    assert len(compiles) == 1 and len(compiled._STEPS) == 1
+    assert all(torch.allclose(p_eager[k], p_step[k], atol=1e-5) for k in p_eager)
+    undecayed, p_plain = run_records(on_engine("serial", clients=4, momentum=0.9, compile=True), 3)
+    assert max(float((p_plain[k] - p_step[k]).abs().max()) for k in p_step) > 1e-3  # the decay took effect

@@ -176,7 +176,7 @@ class LocalSGD:
         from fedloom.engines.compiled_step import compiled_step
 
         model, task = self.compile_with
-        return compiled_step(model, task, cfg.lr, cfg.momentum, cfg.weight_decay)
+        return compiled_step(model, task, cfg.momentum, cfg.weight_decay)
 
     def _run_compiled(self, step: Callable, params: Params, indices: torch.Tensor, cfg: SGDConfig,
                       generator: torch.Generator) -> tuple[Params, dict[str, float]]:
@@ -184,11 +184,12 @@ class LocalSGD:
         metrics; the arithmetic equal to the eager loop's to float rounding)."""
         work = {name: p.detach().clone() for name, p in params.items()}
         velocity = {name: torch.zeros_like(t) for name, t in work.items()} if cfg.momentum else None
+        lr = torch.tensor(cfg.lr, dtype=torch.float32, device=next(iter(work.values())).device)
         total, steps, samples = torch.zeros(()), 0, 0
         for epoch in range(cfg.epochs):
             for batch in epoch_batches(indices, cfg.batch_size, generator, cfg.drop_last):
                 xb, yb = self.x[batch], self.y[batch]
-                work, velocity, loss = step(work, velocity, xb, yb)
+                work, velocity, loss = step(work, velocity, xb, yb, lr)
                 steps += 1
                 total += loss.detach() * xb.shape[0]
                 samples += xb.shape[0]
