@@ -266,6 +266,9 @@ BAD = [
     (["--algorithm", "fedimpro", "--fedimpro.schedule", "milestone"], "fedimpro.schedule must be one of"),
     (["--algorithm", "fedimpro", "--fedimpro.noise-std", "0"], "fedimpro.noise_std must be > 0"),
     (["--algorithm", "fedimpro", "--fedimpro.stat-noise", "-1"], "fedimpro.stat_noise must be >= 0"),
+    # their losses couple a batch's samples: DP-SGD's per-sample clipping would not bound one sample's influence
+    (["--algorithm", "vhl", "--transform", "sample-dp"], "--transform sample-dp cannot run VHL"),
+    (["--algorithm", "fedimpro", "--transform", "sample-dp"], "--transform sample-dp cannot run FedImpro"),
 ]
 
 

@@ -139,6 +139,10 @@ class Algorithm:
     #: could rebuild from the shared broadcast (VHL's virtual data, regenerated from its seed): a vectorized
     #: pack then leaves it out instead of stacking it (the download's bytes are counted all the same).
     personal_recomputable: ClassVar[bool] = False
+    #: True when local training's loss couples the samples of a batch (a contrastive term over the batch, a
+    #: per-class batch statistic, draws sized by the batch): one sample's gradient then depends on the others,
+    #: so per-sample DP-SGD (--transform sample-dp) cannot bound its influence and refuses the algorithm.
+    couples_batch_samples: ClassVar[bool] = False
     #: True when clients exchange model parameters, so every client must have the same architecture; False
     #: for algorithms that run on a federation of mixed architectures (``--model cnn,mlp``).
     shared_architecture: ClassVar[bool] = True

@@ -33,17 +33,17 @@ local SGD from a client's own stream, so with it FedImpro runs serially on that 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
 
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
+from fedloom.algorithms.draws import StepDraws
 from fedloom.algorithms.tree import Params, Tree, tree_add, tree_clone, tree_sub
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
-from fedloom.engines.local_sgd import StepDraws
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ def pooled_statistics(mean_share: torch.Tensor, mean_m: torch.Tensor, mean_s: to
 @ALGORITHMS.register("fedimpro")
 @dataclass(frozen=True)
 class FedImpro(Algorithm):
+    couples_batch_samples: ClassVar[bool] = True  # the per-class estimator of each batch feeds the loss
     schedule: str = hp("gradual2half", choices=("gradual2half", "default", "gradual"),
                        help="weight of the synthetic-feature loss over rounds (the repo's fed_split_loss_weight_type)")
     weight_max_rounds: int = hp(500, ge=1, help="T: rounds over which w(t) = t/T grows to 1 (the repo: 500)")

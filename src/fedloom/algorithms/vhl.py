@@ -39,10 +39,10 @@ from fedloom.algorithms._naming import tag_name
 from fedloom.algorithms._virtual_data import virtual_dataset
 from fedloom.algorithms.base import (ALGORITHMS, Algorithm, Broadcast, ClientResult, Federation, ServerResult,
                                      ServerState)
+from fedloom.algorithms.draws import StepDraws
 from fedloom.algorithms.tree import Params, Tree
 from fedloom.algorithms.uploads import Uploads
 from fedloom.config import hp
-from fedloom.engines.local_sgd import StepDraws
 from fedloom.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ class _WithLoss:
 class VHL(Algorithm):
     aggregation: ClassVar[str] = "all"  # the server sees who uploaded, so it sends the virtual data only once
     personal_recomputable: ClassVar[bool] = True  # the download is the dataset the spec regenerates
+    couples_batch_samples: ClassVar[bool] = True  # SupCon over the batch's real and virtual features
 
     base: str = hp("fedavg", choices=BASES, help="federated optimiser VHL runs on (its client and server halves)")
     alpha: float = hp(1.0, ge=0, help="α: weight of the cross-entropy on virtual data (labels shifted by C)")

@@ -258,10 +258,12 @@ class ClientContext:
         (a batch-level term such as a contrastive loss), so a vectorized engine must not pad a partial batch;
         the serial loop never pads."""
         private = sample_privacy(self.runtime.uploads, self.runtime.seed, self.round, self.client_id)
+        if private is not None and (draws is not None or coupled):  # (refused before training for algorithms
+            # that declare couples_batch_samples; this guards any other)
+            raise ConfigError("sample-level DP cannot clip a loss that couples a batch's samples or draws per step")
         if draws is not None:
-            if batch_loss is None or private is not None:
-                raise ConfigError("per-step draws need a batch loss, and cannot be combined with sample-level DP "
-                                  "(its per-sample gradients would call the loss once per sample)")
+            if batch_loss is None:
+                raise ConfigError("per-step draws need a batch loss")
             batch_loss = with_draws(batch_loss, draws, self.generator(draws.purpose))
         cfg = self.sgd
         overrides = {"epochs": epochs, "lr": lr, "batch_size": batch_size}

@@ -33,6 +33,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from fedloom.algorithms.draws import StepDraws
 from fedloom.algorithms.tree import Params
 from fedloom.errors import TrainingError
 
@@ -41,16 +42,6 @@ BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 GradCorrection = Callable[[Params, Params, Any], Params]
 AfterBatch = Callable[[Params, Any], Params]
 TaskLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class StepDraws:
-    """What a batch loss draws at every step: ``draw(generator, batch_size)`` returns a tree of tensors (whose
-    shapes may depend only on the batch's real size) from the client's ``purpose`` stream; the loss receives
-    it as its last argument."""
-
-    purpose: str
-    draw: Callable[[torch.Generator, int], Any]
 
 
 def with_draws(batch_loss: Callable[..., Any], draws: StepDraws, generator: torch.Generator) -> Callable[..., Any]:

@@ -9,11 +9,12 @@ whose bytes are those arrays alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from fedloom.algorithms.tree import Tree, tree_bytes
+if TYPE_CHECKING:  # (importing fedloom.algorithms here would import the algorithms that import this module)
+    from fedloom.algorithms.tree import Tree
 
 #: An encoded message: named arrays. Float arrays may be encoded further by the next codec of a chain.
 Payload = dict[str, torch.Tensor]
@@ -63,6 +64,8 @@ def message_bytes(message: Optional[Any]) -> int:
     """Bytes of a message on the wire: a Compact's arrays, else the dense tree."""
     if isinstance(message, Compact):
         return message.nbytes()
+    from fedloom.algorithms.tree import tree_bytes  # see the TYPE_CHECKING import above
+
     return tree_bytes(message)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from fedloom.algorithms.tree import Params, Tree, tree_map
 from fedloom.config import hp
+from fedloom.errors import ConfigError
 from fedloom.pipeline.aggregators import Aggregator, Items
 from fedloom.pipeline.context import AggregationContext
 from fedloom.pipeline.privacy.accountant import ACCOUNTANTS, PrivacyPlan
@@ -45,6 +46,10 @@ class SampleLevelDP(UploadTransform):
         return self
 
     def server_stage(self, aggregator: Optional[Any], algorithm: Any) -> Aggregator:
+        if getattr(algorithm, "couples_batch_samples", False):
+            raise ConfigError(f"--transform sample-dp cannot run {type(algorithm).__name__}: its local loss couples "
+                              "the samples of a batch, so clipping per-sample gradients does not bound one "
+                              "sample's influence")
         return SampleDpReport(self, aggregator)
 
     def privatizer(self, seed: int, round_: int, client_id: int) -> "PerSampleClipper":
