@@ -100,9 +100,8 @@ class VectorizedEngine(SerialEngine):
 
     def _train_pack(self, algorithm: Algorithm, broadcast: Broadcast, pack: list[int],
                     round_: int) -> tuple[list[int], PackContext, ClientResult]:
-        ctx = self._pack_context(pack, round_)
+        ctx = self._pack_context(pack, round_, broadcast)
         ctx.training_states = {client_id: self.training_state(client_id) for client_id in pack}
-        ctx.shared_params = broadcast.params
         result = algorithm.client_update(ctx, self._pack_broadcast(algorithm, broadcast, pack),
                                          self._pack_state(algorithm, pack))
         return pack, ctx, result
@@ -122,8 +121,7 @@ class VectorizedEngine(SerialEngine):
     def _eval_items(self, algorithm: Algorithm, broadcast: Broadcast, clients: list[int],
                     round_: int) -> Iterator[tuple[int, Params]]:
         for pack in self._packs(clients):
-            ctx = self._pack_context(pack, round_)
-            ctx.shared_params = broadcast.params
+            ctx = self._pack_context(pack, round_, broadcast)
             params = algorithm.eval_params(ctx, self._pack_broadcast(algorithm, broadcast, pack),
                                            self._pack_state(algorithm, pack))
             if params is broadcast.params:
@@ -169,9 +167,10 @@ class VectorizedEngine(SerialEngine):
             for start in range(0, len(group), size):
                 yield group[start:start + size]
 
-    def _pack_context(self, pack: list[int], round_: int) -> PackContext:
-        runtime = self.runtime.for_client(pack[0])
-        return PackContext(runtime, pack, round_, self.options.slots, self.usage)
+    def _pack_context(self, pack: list[int], round_: int, broadcast: Broadcast) -> PackContext:
+        ctx = PackContext(self.runtime.for_client(pack[0]), pack, round_, self.options.slots, self.usage)
+        ctx.shared_params = broadcast.params  # what tells a per-client copy of a non-model entry from the shared one
+        return ctx
 
     def _pack_state(self, algorithm: Algorithm, pack: list[int]) -> Optional[Tree]:
         states = [self._load_state(algorithm, client_id) for client_id in pack]
