@@ -104,11 +104,12 @@ def test_vhl_composes_with_its_base_optimisers() -> None:
 ENGINE_CASES = [("vhl", {"vhl": {"per_class": 5}}, 1.0), ("fedimpro", {"fedimpro": {"schedule": "default"}}, 1.0),
                 ("vhl", {"vhl": {"per_class": 5, "base": "scaffold"}}, 1.0),
                 ("vhl", {"vhl": {"per_class": 5, "base": "fedprox", "mu": 0.5}}, 1.0),
-                ("vhl", {"vhl": {"per_class": 5}}, 0.5)]
+                ("vhl", {"vhl": {"per_class": 5}}, 0.5),
+                ("fedimpro", {"fedimpro": {"schedule": "default"}, "infobatch": {"prune_ratio": 0.5}}, 1.0)]
 
 
 @pytest.mark.parametrize("algorithm, options, join", ENGINE_CASES,
-                         ids=["vhl", "fedimpro", "vhl-scaffold", "vhl-fedprox", "vhl-join"])
+                         ids=["vhl", "fedimpro", "vhl-scaffold", "vhl-fedprox", "vhl-join", "fedimpro-infobatch"])
 def test_packs_train_as_the_serial_loop(algorithm: str, options: dict, join: float) -> None:
     assert_vectorized_matches_serial(slots=3, steps=2, tol=2e-5, algorithm=algorithm, clients=8, join_ratio=join,
                                      batch_size=7, options=options)
