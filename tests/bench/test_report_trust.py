@@ -177,4 +177,7 @@ def test_tiny_grid_through_bench_and_report(tmp_path: Path) -> None:
     assert all(0 <= v <= 100 and not math.isnan(v) for v in values)
     assert "± " in ma_rows[0]  # two seeds
     assert (tmp_path / "report" / "plots" / "digits-iid-asr.png").is_file()
-    assert (tmp_path / "report" / "report.html").read_text().count('<table class="heat">') == 2
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count('<table class="heat">') == 2
+    # the heatmaps come first; the one row per run is folded under them
+    assert page.index('<table class="heat">') < page.index("<details><summary>Every run (")

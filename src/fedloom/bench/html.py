@@ -83,10 +83,13 @@ def _figure(slug: str, stem: str, files: dict[str, bytes]) -> str:
 
 def _section(rep: "GroupReport") -> str:
     figures = "".join(_figure(rep.slug, stem, files) for stem, files in rep.figures.items())
-    trust = "" if rep.trust is None else "<h3>Attacks × defenses</h3>" + html_tables(rep.trust)
+    runs = _table(rep)
+    if rep.trust is not None:  # a matrix: its heatmaps first, the one row per run (hundreds) folded away
+        runs = (f"<h3>Attacks × defenses</h3>{html_tables(rep.trust)}<details><summary>Every run "
+                f"({len(rep.rows)})</summary>{runs}</details>")
     return (f'<section id="{rep.slug}"><h2>{html.escape(rep.group.title)}</h2>'
             f'<p class="settings">Settings: {html.escape(rep.settings)}. Target for rounds-to-target: '
-            f"{100 * rep.target:.1f}% accuracy.</p>{_table(rep)}{trust}<div class=\"figs\">{figures}</div></section>")
+            f"{100 * rep.target:.1f}% accuracy.</p>{runs}<div class=\"figs\">{figures}</div></section>")
 
 
 def render_html(reports: list["GroupReport"], title: str, meta: list[str]) -> str:
