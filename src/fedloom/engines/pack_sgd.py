@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import torch
 from torch.func import grad, vmap
 
-from fedloom.algorithms.tree import Params, tree_map
+from fedloom.algorithms.tree import Params, tree_leaves, tree_map
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig, StepDraws, epoch_batches
 from fedloom.errors import TrainingError
 
@@ -131,6 +131,7 @@ class PackSGD:
         else:
             step_fn = self._step_function(hooks, aux is not None)
         exact = hooks.exact_partial or hooks.draws is not None
+        exact_step = _slot_step(self.per_sample_loss, hooks) if exact else None  # one slot, unbatched
         template = None if hooks.draws is None else _draw_template(hooks.draws, cfg.batch_size)
         while state.any_active():
             idx, weights, counts = state.next_batches()
@@ -143,8 +144,8 @@ class PackSGD:
             args = (state.train, state.frozen, xb, yb, wb, state.aux_slots, state.carry_slots,
                     None if own_draws is None else _stacked_draws(own_draws, template))
             out = list(step_fn(*args))
-            if exact:  # partial batches stepped again without their padding
-                out = self._exact_partial(out, hooks, state, args, counts, own_draws)
+            if exact_step is not None:  # partial batches stepped again without their padding
+                out = self._exact_partial(out, exact_step, state, args, counts, own_draws)
             grads, losses, per_sample = out[:3]
             if hooks.carry_loss is not None:  # before the update: a padded partial batch's carry is taken again
                 state.advance_carry(out[3], xb, yb, counts, hooks.carry_loss, exact)
@@ -164,14 +165,14 @@ class PackSGD:
                    0 if hooks.draws is not None else None)
         return vmap(_slot_step(self.per_sample_loss, hooks), in_dims=in_dims, randomness="error")
 
-    def _exact_partial(self, out: list, hooks: PackHooks, state: "_SlotState", args: tuple, counts: torch.Tensor,
+    @staticmethod
+    def _exact_partial(out: list, step: Callable, state: "_SlotState", args: tuple, counts: torch.Tensor,
                        own_draws: Optional[list]) -> list:
         """``out`` with every partial batch's slot replaced by its step on the real samples alone."""
         size = args[2].shape[1]
         partial = [s for s, job in enumerate(state.jobs) if job is not None and 0 < counts[s] < size]
         if not partial:
             return out
-        step = _slot_step(self.per_sample_loss, hooks)
         for slot in partial:
             real = int(counts[slot])
             pick = lambda tree: None if tree is None else tree_map(lambda t: t[slot], tree)  # noqa: E731
@@ -233,9 +234,7 @@ def _stacked_draws(own: list, template: Any) -> Any:
 
 
 def _same_shapes(tree: Any, template: Any) -> bool:
-    shapes = []
-    tree_map(lambda a, b: shapes.append(a.shape == b.shape), tree, template)
-    return all(shapes)
+    return all(a.shape == b.shape for a, b in zip(tree_leaves(tree), tree_leaves(template)))
 
 
 @dataclass
