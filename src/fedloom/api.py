@@ -107,6 +107,12 @@ class RunResult:
     def stopped_early(self) -> bool:
         return bool(self.summary.get("stopped_early", False))
 
+    @property
+    def diverged_round(self) -> Optional[int]:
+        """The round a run with ``on_divergence="record"`` diverged in and ended (None: it did not)."""
+        diverged = self.summary.get("diverged")
+        return None if diverged is None else int(diverged["round"])
+
     def frame(self) -> Any:
         """The per-round metrics as a pandas DataFrame (needs pandas)."""
         return _frame(self.records)

@@ -44,7 +44,9 @@ MAGIC = b"FEDLOOM-CHECKPOINT 1\n"
 NON_IDENTITY_FIELDS = frozenset({"out", "overwrite", "quiet", "threads", "checkpoint_every", "trackers",
                                  "data_dir", "cache_dir", "eval_batch_size", "malloc",
                                  "keep_client_states", "worker_timeout", "worker_start", "ray_address",
-                                 "ray_gpus_per_worker"})
+                                 "ray_gpus_per_worker",
+                                 # what a diverging run does: a run that completes computes the same either way
+                                 "on_divergence"})
 #: Fields added after run folders already existed, left out of the identity while they hold their default, so
 #: that adding an option does not rename every existing run folder or invalidate every checkpoint. A dotted
 #: name reaches into a component's option table ("options.<component>.<option>").

@@ -150,6 +150,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{s['algorithm']} on {s['dataset']} ({s['partition']}, {s['clients']} clients, {s['rounds']} rounds): "
           f"final accuracy {s['final_accuracy']:.4f}, best {s['best_accuracy']:.4f} (round {s['best_round']}), "
           f"{s['wall_seconds']:.1f}s -> {outcome.folder}")
+    if "diverged" in s:
+        print(f"the run diverged in round {s['diverged']['round']} and ended there (--on-divergence record): "
+              f"{s['diverged']['reason']}")
     return 0
 
 

@@ -99,6 +99,10 @@ class RunConfig:
     out: Optional[str] = _f(None, "run folder; default runs/<algorithm>-<dataset>-<time>")
     overwrite: bool = _f(False, "replace an existing run folder")
     quiet: bool = _f(False, "no progress bar, only the final line (for logs)")
+    on_divergence: str = _f("fail", "a run whose training diverges (a non-finite loss or model): fail (an error and "
+                                    "a FAILED folder) | record (the run ends there and records it as its outcome: "
+                                    "the model it ended with is evaluated; for attack studies, where divergence is "
+                                    "what the attack achieved)")
     checkpoint_every: int = _f(0, "write RUN_DIR/checkpoint.pt every N rounds for --resume (0: never)")
     trackers: Optional[str] = _f(None, "comma-separated mirrors of the metrics: tensorboard, mlflow, wandb (optional "
                                        "extras), csv (RUN_DIR/metrics.csv)")

@@ -58,6 +58,8 @@ def validate_numbers(cfg: RunConfig) -> None:
     _check(cfg.workers is None or cfg.workers >= 1, f"--workers must be >= 1, got {cfg.workers}")
     _check(math.isfinite(cfg.worker_timeout) and cfg.worker_timeout > 0,
            f"--worker-timeout must be a positive number of seconds, got {cfg.worker_timeout}")
+    _check(cfg.on_divergence in ("fail", "record"),
+           f"--on-divergence must be fail or record, got {cfg.on_divergence!r}")
     _check(cfg.malloc in ("tuned", "system"), f"--malloc must be tuned or system, got {cfg.malloc!r}")
     _check(cfg.store in ("memory", "disk", "auto"), f"--store must be memory, disk or auto, got {cfg.store!r}")
     _check(cfg.precision in ("float32", "bfloat16"),

@@ -15,3 +15,8 @@ class DataError(FedloomError):
 
 class TrainingError(FedloomError):
     """Training diverged (non-finite loss) or otherwise cannot continue."""
+
+
+class DivergenceError(TrainingError):
+    """Training diverged: a non-finite loss or non-finite global parameters. With ``--on-divergence record`` the
+    run ends there as its outcome (an attack can achieve exactly this) instead of failing."""

@@ -14,7 +14,7 @@ import torch
 from fedloom.algorithms.base import Federation, ServerResult, ServerState
 from fedloom.algorithms.tree import tree_allfinite
 from fedloom.data.federated import FederatedData
-from fedloom.errors import TrainingError
+from fedloom.errors import DivergenceError
 from fedloom.pipeline.attacks import POISONED_SPLIT
 from fedloom.pipeline.context import AGGREGATOR_STATE_KEY, AggregationContext
 from fedloom.seeding import numpy_generator
@@ -117,7 +117,7 @@ def train_and_step(exp: Experiment, server: ServerResult, cohort: list[int], rou
     uploads = dataclasses.replace(result.uploads, aggregator=exp.runtime.aggregator, context=actx)
     server = keep_aggregator_memory(algo.server_update(without_aggregator_memory(server.state), uploads), actx)
     if not tree_allfinite(server.state.params):
-        raise TrainingError(f"global model has non-finite parameters after round {round_}; lower --lr")
+        raise DivergenceError(f"global model has non-finite parameters after round {round_}; lower --lr")
     return server, result, bytes_down
 
 

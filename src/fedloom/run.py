@@ -31,7 +31,7 @@ from fedloom.engines.build import (BuiltRuntime, build_engine, build_models, bui
 from fedloom.engines.context import Runtime
 from fedloom.engines.heap import configure_heap
 from fedloom.engines.options import resolve_engine_options
-from fedloom.errors import ConfigError
+from fedloom.errors import ConfigError, DivergenceError
 from fedloom.models import MODELS
 from fedloom.models.lm import hf_model_spelling
 from fedloom.models.families.federation import client_labels, resolve_family
@@ -110,7 +110,7 @@ def build_experiment(cfg: RunConfig, data: FederatedData, device: torch.device) 
 
 # ------------------------------------------------------------------------------------------------ rounds
 # one round of the star pattern and the evaluation live in fedloom.rounds (re-exported here)
-from fedloom.rounds import (RoundOutput, evaluate, federation_of, initial_round, sample_cohort,  # noqa: E402
+from fedloom.rounds import (RoundOutput, _rounded, evaluate, federation_of, initial_round, sample_cohort,  # noqa: E402
                             step_round, summarize_clients)
 
 
@@ -149,10 +149,17 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
     started = time.perf_counter()
     if folder.path is not None:  # the accuracy figure's imports, off the critical path
         preload_in_background()
+    diverged: Optional[dict[str, Any]] = None
     for round_ in range(state.round + 1, cfg.rounds + 1):
         if stopped:
             break
-        out = exp.pattern.step(exp, state.server, round_, state.totals)
+        try:
+            out = exp.pattern.step(exp, state.server, round_, state.totals)
+        except DivergenceError as exc:
+            if cfg.on_divergence != "record":
+                raise
+            diverged = record_divergence(exp, folder, state, round_, exc)
+            break
         state.server, state.round = out.server, round_
         state.last_train.update(out.client_metrics)
         folder.append_jsonl("timings.jsonl", {"round": round_, "train_seconds": round(out.train_seconds, 4),
@@ -190,9 +197,24 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
         done, saved = totals["sample_passes"], totals["sample_passes_saved"]
         summary.update(sample_passes=done, sample_passes_saved=saved,
                        sample_passes_saved_fraction=round(saved / max(done + saved, 1), 6))
-    if state.round < cfg.rounds:
+    if diverged is not None:
+        summary.update(diverged=diverged, rounds_planned=cfg.rounds)
+    elif state.round < cfg.rounds:
         summary.update(stopped_early=True, rounds_planned=cfg.rounds)
     return RunOutcome(summary, records, folder.path, clients, state.server, cfg)
+
+
+def record_divergence(exp: Experiment, folder: RunFolder, state: RunProgress, round_: int,
+                      exc: DivergenceError) -> dict[str, Any]:
+    """``--on-divergence record``: round ``round_`` diverged, so the run ends with the model it has, the last
+    global model (the one the round started from: a non-finite aggregate is never adopted). Its evaluation is
+    the round's record, marked ``diverged``; the returned summary entry says when and why."""
+    record, per_client = evaluate(exp, state.server.broadcast, round_)
+    record = _rounded({"round": round_, **record, "diverged": 1})
+    state.records.append(record)
+    state.per_client, state.round = per_client, round_
+    folder.append_jsonl("metrics.jsonl", record)
+    return {"round": round_, "reason": str(exc)}
 
 
 def write_client_table(exp: Experiment, folder: RunFolder, per_client: dict[int, dict[str, float]],

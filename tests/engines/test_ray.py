@@ -179,6 +179,20 @@ def test_a_driver_crash_resumes_from_the_checkpoint(cluster: Any, serial_runs: d
 
 
 # ------------------------------------------------------------------------------------------------ bad input
+def test_a_divergence_keeps_its_type_and_can_be_recorded(cluster: Any, tmp_path: Path) -> None:
+    """A worker's non-finite loss comes back as DivergenceError; recorded, the run then evaluates on the same
+    workers (no stale reply of the failed round is taken for the evaluation's)."""
+    from fedloom.errors import DivergenceError
+
+    with pytest.raises(DivergenceError, match="non-finite"):
+        run_to(tmp_path / "fails", algorithm="fedavg", engine="ray", workers=2, lr=1e12)
+    out = run_to(tmp_path / "recorded", algorithm="fedavg", engine="ray", workers=2, lr=1e12,
+                 on_divergence="record")
+    serial = run_to(tmp_path / "serial", algorithm="fedavg", lr=1e12, on_divergence="record")
+    assert json.loads((out / "summary.json").read_text())["diverged"]["round"] == 1
+    assert metrics(out) == metrics(serial)
+
+
 @pytest.mark.slow
 def test_more_gpus_per_worker_than_the_cluster_has_is_one_error(cluster: Any, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:

@@ -37,6 +37,8 @@ class TrustMatrix:
     last_k: int
     values: dict[tuple[str, str], list[tuple[float, Optional[float]]]] = field(default_factory=dict)
     asr_curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: per cell, the round each diverged seed's run ended in (``--on-divergence record``)
+    diverged: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def cell(self, row: str, column: str, metric: str) -> Optional[tuple[float, float, int]]:
         """(mean, std, seeds) in percent of ``ma`` or ``asr``; None where the cell has no value."""
@@ -98,7 +100,12 @@ def _differing(variants: list[Variant]) -> list[tuple[list[str], list[str]]]:
 # ------------------------------------------------------------------------------------------------ values
 def pick(run: RunData, last_k: int) -> tuple[float, Optional[float]]:
     """(MA, ASR) of one run at the evaluated round with the highest MA among its last ``last_k`` evaluated
-    rounds (last_k = 1: the final round); both from the same round, so the pair describes one model."""
+    rounds (last_k = 1: the final round); both from the same round, so the pair describes one model. A run that
+    diverged (``--on-divergence record``) ended with the model of its last record, which no later round could
+    change: that record is its value whatever ``last_k``."""
+    if "diverged" in run.summary:
+        last = run.records[-1]
+        return float(last["accuracy"]), None if last.get("asr") is None else float(last["asr"])
     evaluated = [r for r in run.records if "accuracy" in r and r.get("round", 0) > 0] or \
         [r for r in run.records if "accuracy" in r]
     window = evaluated[-last_k:]
@@ -126,6 +133,9 @@ def trust_matrix(group: Group, last_k: int = 1) -> Optional[TrustMatrix]:
     matrix = TrustMatrix(rows, columns, last_k)
     for variant, key in zip(group.variants, labels):
         matrix.values.setdefault(key, []).extend(pick(run, last_k) for run in variant.runs)
+        rounds = [run.summary["diverged"]["round"] for run in variant.runs if "diverged" in run.summary]
+        if rounds:
+            matrix.diverged.setdefault(key, []).extend(rounds)
         curve = asr_curve(variant)
         if curve is not None:
             matrix.asr_curves[key] = curve
@@ -142,7 +152,10 @@ def describe(matrix: TrustMatrix) -> str:
         f"the round with the best MA among each run's last {matrix.last_k} evaluated rounds (ASR at that round)"
     return (f"Attack rows × defense columns, {when}; mean ± std (population) over seeds, the value alone for "
             "one seed; — = no value (untargeted attacks have no ASR; the no-attack row has one when it runs a "
-            "backdoor's machinery at attack.fraction 0). Best of each row in bold.")
+            "backdoor's machinery at attack.fraction 0). Best of each row in bold."
+            + (f" {DIVERGED_MARK} = the run diverged (a non-finite loss or model) under the attack and ended there "
+               "(`--on-divergence record`); its value is the model it ended with, which no later round could "
+               "change." if matrix.diverged else ""))
 
 
 def _best(matrix: TrustMatrix, row: str, metric: str) -> Optional[str]:
@@ -153,9 +166,15 @@ def _best(matrix: TrustMatrix, row: str, metric: str) -> Optional[str]:
     return (max if metric == "ma" else min)(valued, key=valued.get)
 
 
+DIVERGED_MARK = "†"
+
+
 def _text(matrix: TrustMatrix, row: str, column: str, metric: str) -> str:
     value = matrix.cell(row, column, metric)
-    return "—" if value is None else fmt_pm(value[:2], value[2])
+    if value is None:
+        return "—"
+    rounds = matrix.diverged.get((row, column))
+    return fmt_pm(value[:2], value[2]) + (f" {DIVERGED_MARK}" if rounds else "")
 
 
 def markdown_tables(matrix: TrustMatrix) -> list[str]:
@@ -251,6 +270,10 @@ def _cell_html(matrix: TrustMatrix, row: str, column: str, metric: str, best: Op
     if level is not None:  # the reference cell itself says so rather than "+0.0"
         delta = "reference" if (row, column) == _reference_cell(matrix) else f"{value[0] - level:+.1f}"
         text += f"<br><small>{delta}</small>"
+    rounds = matrix.diverged.get((row, column))
+    if rounds:
+        seeds = "" if len(rounds) == len(matrix.values[(row, column)]) else f"{len(rounds)} seeds "
+        text += f"<br><small>{seeds}diverged (round {', '.join(map(str, sorted(set(rounds))))})</small>"
     bold = ' class="best"' if column == best else ""
     return f'<td style="{_style(value[0], metric, level)}"{bold}>{text}</td>'
 

@@ -51,10 +51,13 @@ def is_complete(folder: Path) -> bool:
 
 
 def prepare(run: PlannedRun) -> None:
-    """Create the run folder with its resolved config (kept if a previous attempt already wrote one)."""
+    """Create the run folder with its resolved config. A previous attempt's config.toml has the same identity
+    (the folder's name is its hash), so it can differ only in how the run executes (``on_divergence``,
+    ``checkpoint_every``...): the grid as it stands now says that, so its config replaces the old one."""
     run.folder.mkdir(parents=True, exist_ok=True)
-    if not (run.folder / "config.toml").is_file():
-        atomic_write_text(run.folder / "config.toml", run.config_toml())
+    path, text = run.folder / "config.toml", run.config_toml()
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_text(path, text)
     if not (run.folder / RUN_MARKER).is_file():
         atomic_write_text(run.folder / RUN_MARKER, "fedloom run folder\n")
 
@@ -93,7 +96,8 @@ def failure_message(folder: Path, returncode: int) -> str:
 
 def success_message(folder: Path) -> str:
     summary = json.loads((folder / COMPLETE_MARKER).read_text())
-    return f"best {summary['best_accuracy']:.4f}, final {summary['final_accuracy']:.4f}"
+    diverged = f", diverged in round {summary['diverged']['round']}" if "diverged" in summary else ""
+    return f"best {summary['best_accuracy']:.4f}, final {summary['final_accuracy']:.4f}{diverged}"
 
 
 def _finish(active: Active, result: GridResult, progress: GridProgress) -> None:

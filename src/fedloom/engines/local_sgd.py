@@ -35,7 +35,7 @@ import torch
 
 from fedloom.algorithms.draws import StepDraws
 from fedloom.algorithms.tree import Params
-from fedloom.errors import TrainingError
+from fedloom.errors import DivergenceError
 
 ExtraLoss = Callable[[Params, Any], torch.Tensor]
 BatchLoss = Callable[[Params, torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -152,7 +152,7 @@ class LocalSGD:
 
     def _check_finite(self, total: torch.Tensor, epoch: int, cfg: SGDConfig) -> None:
         if not torch.isfinite(total):
-            raise TrainingError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
+            raise DivergenceError(f"non-finite training loss for {self.describe} (epoch {epoch + 1}); "
                                 f"the run diverged: lower --lr (now {cfg.lr}) or check the data")
 
     @staticmethod

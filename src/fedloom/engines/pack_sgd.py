@@ -24,7 +24,7 @@ from torch.func import grad, vmap
 
 from fedloom.algorithms.tree import Params, tree_leaves, tree_map
 from fedloom.engines.local_sgd import BatchLoss, ExtraLoss, GradCorrection, SGDConfig, StepDraws, epoch_batches
-from fedloom.errors import TrainingError
+from fedloom.errors import DivergenceError
 
 PerSampleLoss = Callable[[Params, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -397,7 +397,7 @@ class _SlotState:
     def store(self, slot: int) -> None:
         job = self.jobs[slot]
         if not torch.isfinite(self.loss_sum[job.position]):
-            raise TrainingError(f"non-finite training loss for client {job.client_id}; the run diverged: "
+            raise DivergenceError(f"non-finite training loss for client {job.client_id}; the run diverged: "
                                 f"lower --lr (now {self.cfg.lr}) or check the data")
         with torch.no_grad():
             for k, buf in self.train.items():

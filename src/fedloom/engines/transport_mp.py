@@ -207,8 +207,10 @@ class MultiprocessingTransport(Transport):
     # ------------------------------------------------------------------ waiting
     def _gather(self, indices: Iterable[int]) -> dict[int, Any]:
         """The replies of workers ``indices``, waiting in short slices and checking between them that every
-        worker still waited for is alive and beating."""
-        pending, replies = set(indices), {}
+        worker still waited for is alive and beating. An error a worker reports is raised once every other
+        worker has replied too (the lowest index's first): a reply left in the queue would be taken for the
+        answer to the next request (a run that records its divergence goes on to evaluate)."""
+        pending, replies, reported = set(indices), {}, {}
         next_check = time.monotonic() + POLL_SECONDS
         while pending:
             try:
@@ -216,12 +218,18 @@ class MultiprocessingTransport(Transport):
             except queue.Empty:
                 pass
             else:
-                replies[index] = self._unwrap(index, reply)
+                if isinstance(reply, tuple) and reply[0] == "error":
+                    reported[index] = reply[1]
+                else:
+                    replies[index] = self._unwrap(index, reply)
                 pending.discard(index)
             now = time.monotonic()
             if pending and now >= next_check:
                 self._check(pending, now)
                 next_check = now + POLL_SECONDS
+        if reported:
+            first = min(reported)
+            raise_remote(reported[first], first)
         return replies
 
     def _unwrap(self, index: int, reply: Any) -> Any:

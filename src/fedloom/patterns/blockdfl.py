@@ -21,7 +21,7 @@ import torch
 from fedloom.algorithms.base import Broadcast, ServerResult
 from fedloom.algorithms.blockdfl import select_roles
 from fedloom.algorithms.tree import tree_add, tree_allfinite, tree_bytes
-from fedloom.errors import TrainingError
+from fedloom.errors import DivergenceError
 from fedloom.patterns.base import PATTERNS, RoundPattern
 from fedloom.pipeline.aggregators import Krum
 from fedloom.rounds import RoundOutput, _rounded, evaluate, initial_round
@@ -67,7 +67,7 @@ class BlockDFLRound(RoundPattern):
             for node in used + [aggregators[winner]] + verifiers:
                 new_stake[node] += algo.reward
         if not tree_allfinite(params):
-            raise TrainingError(f"the global model has non-finite parameters after round {round_}; lower --lr")
+            raise DivergenceError(f"the global model has non-finite parameters after round {round_}; lower --lr")
         candidate_bytes = tree_bytes(candidates[0][0])
         bytes_up = result.bytes_up * len(aggregators) + candidate_bytes * len(aggregators) * len(verifiers)
         bytes_down = candidate_bytes * exp.data.num_clients if committed else 0

@@ -28,7 +28,7 @@ import torch
 from fedloom.algorithms.base import Algorithm, Broadcast, ServerResult, ServerState
 from fedloom.algorithms.tree import Params, Tree, tree_allfinite, tree_clone, tree_map, tree_sq_dist
 from fedloom.config import check_fields, hp, make_component
-from fedloom.errors import ConfigError, TrainingError
+from fedloom.errors import ConfigError, DivergenceError
 from fedloom.patterns.bandwidth import bandwidth_matrix, bottleneck, communication_time
 from fedloom.patterns.base import PATTERNS, RoundPattern
 from fedloom.patterns.topology import GraphSpec, Topology, degrees, make_topology, spectral_gap, weights_of
@@ -180,7 +180,7 @@ class Gossip(RoundPattern):
         exp.engine.update_client_states(list(zip(nodes, new_states)))
         average, distance = consensus_distance([algo.node_params(s) for s in new_states])
         if not tree_allfinite(average):
-            raise TrainingError(f"node models have non-finite parameters after round {round_}; lower --lr")
+            raise DivergenceError(f"node models have non-finite parameters after round {round_}; lower --lr")
         message_bytes = result.bytes_up // len(nodes)  # every node's message has the same size
         links = degrees(w)
         sent_bytes = sum(links) * message_bytes

@@ -24,7 +24,9 @@ class Classification:
 
     def eval_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         loss = F.cross_entropy(outputs, targets, reduction="sum")
-        correct = (outputs.argmax(dim=-1) == targets).sum()
+        # a row with a non-finite output (a diverged model) predicts nothing: argmax would pick a NaN's index
+        predicted = (outputs.argmax(dim=-1) == targets) & torch.isfinite(outputs).all(dim=-1)
+        correct = predicted.sum()
         return {"correct": correct, "loss_sum": loss, "count": torch.tensor(targets.shape[0])}
 
     def finalize(self, sums: dict[str, float]) -> dict[str, float]:
