@@ -41,7 +41,8 @@ def test_the_vectorized_engine_packs_it_with_the_serial_numbers() -> None:
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "engines"))
+    for folder in ("engines", "core"):  # engine_helpers imports core's helpers (found by tests/engines' conftest)
+        sys.path.insert(0, str(Path(__file__).parent.parent / folder))
     from engine_helpers import assert_records_close, max_param_diff, on_engine, run_records
     from fedloom.engines import EngineOptions
 

@@ -3,7 +3,11 @@
 conv5x5(32)-ReLU-maxpool2, conv5x5(64)-ReLU-maxpool2, flatten, fc(dim->512)-ReLU | head fc(512->C) (each pool
 runs before its ReLU here: the same function, cheaper).
 dim = 1024 for 1x28x28 and 1600 for 3x32x32 (computed from the input shape). The body ends after the
-fc-512 layer, so ``feature_dim`` = 512 as in PFLlib's BaseHeadSplit.
+fc-512 layer, so ``feature_dim`` = 512 as in PFLlib's BaseHeadSplit. ``split = "conv"`` ends the body after the
+convolutions instead (the head is fc-512-ReLU-fc and sees the dim-wide flattened features): a deeper split for
+methods that train the part after it on other data (FedImpro splits ResNet-18 after layer2). The layers are
+created in the same order either way, so both splits start from the same weights for a seed and compute the
+same function; only the parameter names (``body.7`` -> ``head.0``, ``head`` -> ``head.2``) and the boundary move.
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ class ChannelsLastConv2d(nn.Conv2d):
 @MODELS.register("cnn")
 @dataclass(frozen=True)
 class FedAvgCNN:
-    feature_dim: int = hp(512, ge=1, help="width of the representation the head sees")
+    feature_dim: int = hp(512, ge=1, help="width of the fc layer before the classifier")
+    split: str = hp("head", choices=("head", "conv"),
+                    help="where the body ends and the head begins: head (before the classifier, PFLlib's split) "
+                         "| conv (after the convolutions: the head is fc-ReLU-classifier)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -66,13 +73,16 @@ class FedAvgCNN:
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> SplitModel:
         dim = flat_features("cnn", input_shape)
         channels = input_shape[0]
-        body = nn.Sequential(
+        convs = [
             # pool before ReLU: the same values and gradients as ReLU-then-pool (ReLU is monotone, so it commutes
             # with max; ties and zeros included, checked bit for bit), on a quarter of the elements: ~3% of a
             # training step at batch 10 (benchmarks/w1_kernels.py --variants fedloom relu-first)
             ChannelsLastConv2d(channels, 32, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(32, 64, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(dim, self.feature_dim), nn.ReLU(),
-        )
-        return SplitModel(body, nn.Linear(self.feature_dim, num_classes), feature_dim=self.feature_dim,
+            nn.Conv2d(32, 64, kernel_size=5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+        ]
+        fc = [nn.Linear(dim, self.feature_dim), nn.ReLU()]
+        classifier = nn.Linear(self.feature_dim, num_classes)  # created last in both splits: the same init
+        if self.split == "conv":
+            return SplitModel(nn.Sequential(*convs), nn.Sequential(*fc, classifier), feature_dim=dim)
+        return SplitModel(nn.Sequential(*convs, *fc), classifier, feature_dim=self.feature_dim,
                           batched_forward=fedavg_cnn_batched)
