@@ -23,10 +23,23 @@ def label(config: dict, usual_model: str) -> str:
     parts = [name]
     if config.get("model") != usual_model:
         parts.append(config["model"])
+    parts += model_options(config)
     defaults = {f: getattr(ALGORITHMS.get(name)(), f) for f in component_fields(ALGORITHMS.get(name))}
     changed = {k: v for k, v in config.get(name, {}).items() if defaults.get(k) != v}
     parts += [f"{k}={v}" for k, v in sorted(changed.items())]
     return " ".join(parts)
+
+
+def model_options(config: dict) -> list[str]:
+    """``model.option=value`` for the run's model options that differ from the model's defaults (cnn.split=conv)."""
+    from fedloom.config import component_fields
+    from fedloom.models import MODELS
+
+    model = config.get("model", "")
+    if "," in model or model not in MODELS:
+        return []
+    defaults = {f: getattr(MODELS.get(model)(), f) for f in component_fields(MODELS.get(model))}
+    return [f"{model}.{k}={v}" for k, v in sorted(config.get(model, {}).items()) if k in defaults and defaults[k] != v]
 
 
 def table(folder: Path, key: str, usual_model: str) -> str:
