@@ -159,6 +159,7 @@ def run_rounds(exp: Experiment, folder: RunFolder, progress: Optional[Callable[[
             if cfg.on_divergence != "record":
                 raise
             diverged = record_divergence(exp, folder, state, round_, exc)
+            wants_stop(progress, round_, state.records[-1])  # trackers and callbacks see the last record too
             break
         state.server, state.round = out.server, round_
         state.last_train.update(out.client_metrics)

@@ -59,8 +59,11 @@ def test_processes_engine_keeps_the_type_and_records_it() -> None:
            "workers": 2}
     with pytest.raises(DivergenceError):  # re-raised by type from the worker's reply
         run(build_config(cfg), out=None)
-    result = run(build_config({**cfg, "on_divergence": "record"}), out=None)
+    seen: list[int] = []
+    result = run(build_config({**cfg, "on_divergence": "record"}), out=None,
+                 callbacks=[lambda round_, record: seen.append(record.get("diverged", 0))])
     assert result.diverged_round == 1 and result.records[-1]["diverged"] == 1
+    assert seen == [0, 1]  # the callback saw round 0 and the diverged round's record
     serial = run(build_config({**cfg, "engine": "serial", "on_divergence": "record"}), out=None)
     assert result.records == serial.records  # the evaluation after the failed round took fresh replies
 
