@@ -225,7 +225,12 @@ class MultiprocessingTransport(Transport):
                 pending.discard(index)
             now = time.monotonic()
             if pending and now >= next_check:
-                self._check(pending, now)
+                try:
+                    self._check(pending, now)
+                except TrainingError:
+                    if not reported:
+                        raise
+                    pending.clear()  # a worker also failed to answer: the reported error is the cause to name
                 next_check = now + POLL_SECONDS
         if reported:
             first = min(reported)
