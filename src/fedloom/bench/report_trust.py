@@ -154,7 +154,7 @@ def describe(matrix: TrustMatrix) -> str:
             "one seed; — = no value (untargeted attacks have no ASR; the no-attack row has one when it runs a "
             "backdoor's machinery at attack.fraction 0). Best of each row in bold."
             + (f" {DIVERGED_MARK} = the run diverged (a non-finite loss or model) under the attack and ended there "
-               "(`--on-divergence record`); its value is the model it ended with, which no later round could "
+               "(--on-divergence record); its value is the model it ended with, which no later round could "
                "change." if matrix.diverged else ""))
 
 
