@@ -132,3 +132,17 @@ def test_a_grid_that_turns_recording_on_reruns_its_failed_runs_with_it(tmp_path:
     assert [p for p in out.iterdir() if p.is_dir()] == [folder]
     assert json.loads((folder / "summary.json").read_text())["diverged"]["round"] == 1
     assert "diverged in round 1" in capsys.readouterr().err + (folder / "run.log").read_text()
+
+
+def test_a_leaderboard_row_says_its_runs_diverged() -> None:
+    from fedloom.bench.collect import RunData, Variant
+    from fedloom.bench.leaderboard import make_row
+
+    cfg = build_config({"dataset": "digits"})
+    records = [{"round": 0, "accuracy": 0.1}, {"round": 1, "accuracy": 0.2}]
+    summary = {"best_accuracy": 0.2, "final_accuracy": 0.2}
+    ended = RunData(Path("/a"), cfg, {**summary, "diverged": {"round": 1, "reason": "x"}}, records, [])
+    healthy = RunData(Path("/b"), cfg, summary, records, [])
+    assert make_row(Variant("k", [ended, healthy], label="fedavg"), 0.5).label == \
+        "fedavg † 1 of 2 seeds diverged (round 1)"
+    assert make_row(Variant("k", [healthy], label="fedavg"), 0.5).label == "fedavg"

@@ -81,10 +81,21 @@ def group_target(group: Group, target: Optional[float]) -> float:
     return 0.9 * max(np.mean([r.summary["best_accuracy"] for r in v.runs]) for v in group.variants)
 
 
+def diverged_note(runs: list) -> str:
+    """' † diverged (round 2)' for a variant some of whose runs ended by diverging (--on-divergence record):
+    their best and final accuracies are not those of a run that trained to the end."""
+    rounds = sorted({r.summary["diverged"]["round"] for r in runs if "diverged" in r.summary})
+    if not rounds:
+        return ""
+    count = sum("diverged" in r.summary for r in runs)
+    seeds = "" if count == len(runs) else f"{count} of {len(runs)} seeds "
+    return f" † {seeds}diverged (round {', '.join(map(str, rounds))})"
+
+
 def make_row(variant: Variant, target: float) -> Row:
     runs = variant.runs
     hits = [h for h in (first_round_at(r.records, target) for r in runs) if h is not None]
-    return Row(label=variant.label, algorithm=variant.algorithm, model=str(variant.config.model),
+    return Row(label=variant.label + diverged_note(runs), algorithm=variant.algorithm, model=str(variant.config.model),
                seeds=[r.config.seed for r in runs], best=_mean_std([r.summary["best_accuracy"] for r in runs]),
                final=_mean_std([r.summary["final_accuracy"] for r in runs]),
                rounds_to_target=float(np.mean(hits)) if hits else None, reached=len(hits),
