@@ -146,3 +146,11 @@ def test_a_leaderboard_row_says_its_runs_diverged() -> None:
     assert make_row(Variant("k", [ended, healthy], label="fedavg"), 0.5).label == \
         "fedavg † 1 of 2 seeds diverged (round 1)"
     assert make_row(Variant("k", [healthy], label="fedavg"), 0.5).label == "fedavg"
+
+
+def test_vectorized_packs_record_the_same_outcome_as_serial() -> None:
+    cfg = {"dataset": "digits", "model": "mlp", "clients": 4, "rounds": 3, "lr": 1e12, "on_divergence": "record"}
+    packed = run(build_config({**cfg, "engine": "vectorized"}), out=None)
+    serial = run(build_config(cfg), out=None)
+    assert packed.diverged_round == serial.diverged_round == 1
+    assert packed.records == serial.records
