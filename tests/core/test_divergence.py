@@ -136,16 +136,17 @@ def test_a_grid_that_turns_recording_on_reruns_its_failed_runs_with_it(tmp_path:
 
 def test_a_leaderboard_row_says_its_runs_diverged() -> None:
     from fedloom.bench.collect import RunData, Variant
-    from fedloom.bench.leaderboard import make_row
+    from fedloom.bench.leaderboard import make_row, table
 
     cfg = build_config({"dataset": "digits"})
     records = [{"round": 0, "accuracy": 0.1}, {"round": 1, "accuracy": 0.2}]
     summary = {"best_accuracy": 0.2, "final_accuracy": 0.2}
     ended = RunData(Path("/a"), cfg, {**summary, "diverged": {"round": 1, "reason": "x"}}, records, [])
     healthy = RunData(Path("/b"), cfg, summary, records, [])
-    assert make_row(Variant("k", [ended, healthy], label="fedavg"), 0.5).label == \
-        "fedavg † 1 of 2 seeds diverged (round 1)"
-    assert make_row(Variant("k", [healthy], label="fedavg"), 0.5).label == "fedavg"
+    row = make_row(Variant("k", [ended, healthy], label="fedavg"), 0.5)
+    assert row.label == "fedavg" and row.note == " † 1 of 2 seeds diverged (round 1)"  # label: the variant's key
+    assert table([row], 0.5, False)[1][0][0] == "fedavg † 1 of 2 seeds diverged (round 1)"
+    assert make_row(Variant("k", [healthy], label="fedavg"), 0.5).note == ""
 
 
 def test_vectorized_packs_record_the_same_outcome_as_serial() -> None:

@@ -42,6 +42,7 @@ class Row:
     client_p10: Optional[tuple[float, float]] = None  # final round's 10th-percentile client accuracy (percent)
     client_std: Optional[tuple[float, float]] = None  # final round's std of client accuracies (points)
     hyper: str = ""
+    note: str = ""  # shown after the label in the tables (a diverged run's "† diverged (round N)")
     published: Optional[float] = None
     source: str = ""
 
@@ -95,7 +96,7 @@ def diverged_note(runs: list) -> str:
 def make_row(variant: Variant, target: float) -> Row:
     runs = variant.runs
     hits = [h for h in (first_round_at(r.records, target) for r in runs) if h is not None]
-    return Row(label=variant.label + diverged_note(runs), algorithm=variant.algorithm, model=str(variant.config.model),
+    return Row(label=variant.label, note=diverged_note(runs), algorithm=variant.algorithm, model=str(variant.config.model),
                seeds=[r.config.seed for r in runs], best=_mean_std([r.summary["best_accuracy"] for r in runs]),
                final=_mean_std([r.summary["final_accuracy"] for r in runs]),
                rounds_to_target=float(np.mean(hits)) if hits else None, reached=len(hits),
@@ -204,7 +205,7 @@ def table(rows: list[Row], target: float, with_reference: bool) -> tuple[list[st
         gain = "—" if row.late_gain is None else f"{row.late_gain:+.2f}"
         seeds = len(row.seeds)
         fair = ["—" if v is None else fmt_pm(v, seeds) for v in (row.client_p10, row.client_std)]
-        line = [row.label, row.hyper or "—", str(seeds), fmt_pm(row.best, seeds), fmt_pm(row.final, seeds), *fair,
+        line = [row.label + row.note, row.hyper or "—", str(seeds), fmt_pm(row.best, seeds), fmt_pm(row.final, seeds), *fair,
                 gain, fmt_rounds(row), fmt_bytes(row.total_bytes), fmt_wall(row.wall_seconds)]
         if with_reference:
             line += ["—", "—"] if row.published is None else [f"{row.published:.2f}", f"{row.delta:+.2f}"]

@@ -123,7 +123,7 @@ def write_csv(path: Path, reports: list[GroupReport]) -> None:
             for r in rep.rows:
                 fair = [f"{v:.4f}" if pair else "" for pair in (r.client_p10, r.client_std)
                         for v in (pair or (0.0, 0.0))]
-                writer.writerow([rep.group.dataset, rep.group.partition, r.label, r.algorithm, r.hyper, r.model,
+                writer.writerow([rep.group.dataset, rep.group.partition, r.label + r.note, r.algorithm, r.hyper, r.model,
                                  " ".join(map(str, r.seeds)), f"{r.best[0]:.4f}", f"{r.best[1]:.4f}",
                                  f"{r.final[0]:.4f}", f"{r.final[1]:.4f}", *fair,
                                  "" if r.late_gain is None else f"{r.late_gain:.4f}", f"{rep.target:.6f}",
