@@ -82,15 +82,20 @@ def group_target(group: Group, target: Optional[float]) -> float:
     return 0.9 * max(np.mean([r.summary["best_accuracy"] for r in v.runs]) for v in group.variants)
 
 
-def diverged_note(runs: list) -> str:
-    """' † diverged (round 2)' for a variant some of whose runs ended by diverging (--on-divergence record):
-    their best and final accuracies are not those of a run that trained to the end."""
-    rounds = sorted({r.summary["diverged"]["round"] for r in runs if "diverged" in r.summary})
+def diverged_text(rounds: list[int], runs: int) -> str:
+    """'diverged (round 2)', or '1 of 2 seeds diverged (round 2)': ``rounds`` are the rounds in which the
+    diverged ones of ``runs`` runs ended (--on-divergence record); empty when none diverged."""
     if not rounds:
         return ""
-    count = sum("diverged" in r.summary for r in runs)
-    seeds = "" if count == len(runs) else f"{count} of {len(runs)} seeds "
-    return f" † {seeds}diverged (round {', '.join(map(str, rounds))})"
+    seeds = "" if len(rounds) == runs else f"{len(rounds)} of {runs} seeds "
+    return f"{seeds}diverged (round {', '.join(map(str, sorted(set(rounds))))})"
+
+
+def diverged_note(runs: list) -> str:
+    """' † diverged (round 2)' for a variant some of whose runs ended by diverging: their best and final
+    accuracies are not those of a run that trained to the end."""
+    text = diverged_text([r.summary["diverged"]["round"] for r in runs if "diverged" in r.summary], len(runs))
+    return f" † {text}" if text else ""
 
 
 def make_row(variant: Variant, target: float) -> Row:

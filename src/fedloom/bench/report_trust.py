@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from fedloom.bench.collect import Group, RunData, Variant, _flat
-from fedloom.bench.leaderboard import fmt_pm
+from fedloom.bench.leaderboard import diverged_text, fmt_pm
 
 NO_ATTACK = "no attack"
 #: flat identity keys that place a run in the matrix (the rest, where they differ, join the row label)
@@ -270,10 +270,9 @@ def _cell_html(matrix: TrustMatrix, row: str, column: str, metric: str, best: Op
     if level is not None:  # the reference cell itself says so rather than "+0.0"
         delta = "reference" if (row, column) == _reference_cell(matrix) else f"{value[0] - level:+.1f}"
         text += f"<br><small>{delta}</small>"
-    rounds = matrix.diverged.get((row, column))
-    if rounds:
-        seeds = "" if len(rounds) == len(matrix.values[(row, column)]) else f"{len(rounds)} seeds "
-        text += f"<br><small>{seeds}diverged (round {', '.join(map(str, sorted(set(rounds))))})</small>"
+    diverged = diverged_text(matrix.diverged.get((row, column), []), len(matrix.values[(row, column)]))
+    if diverged:
+        text += f"<br><small>{diverged}</small>"
     bold = ' class="best"' if column == best else ""
     return f'<td style="{_style(value[0], metric, level)}"{bold}>{text}</td>'
 
