@@ -4,7 +4,7 @@ FedAvg under the same heterogeneous local work, FedProx vs FedAvg on Synthetic(1
 algorithm plus its model when that is not the grid's usual one and the options of its own table that differ
 from the defaults; new runs in the folder (VHL, FedImpro, ...) appear as new columns.
 
-    python benchmarks/fl_directions.py benchmarks/results/fmnist-fl-budget [--loss] [--model cnn]
+    python benchmarks/fl_directions.py benchmarks/results/fmnist-fl-budget [--loss] [--model cnn] [--per-table 8 --baseline fedavg]
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def model_options(config: dict) -> list[str]:
     return [f"{model}.{k}={v}" for k, v in sorted(config.get(model, {}).items()) if k in defaults and defaults[k] != v]
 
 
-def table(folder: Path, key: str, usual_model: str) -> str:
+def columns_of(folder: Path, key: str, usual_model: str) -> dict[str, dict[int, float]]:
+    """Label -> {round: value} for every run of ``folder`` with at least one metrics record."""
     columns = {}
     for run in sorted(folder.iterdir()):
         metrics = run / "metrics.jsonl"
@@ -54,6 +55,22 @@ def table(folder: Path, key: str, usual_model: str) -> str:
             continue
         done = " (done)" if (run / "summary.json").is_file() else f" (to round {rows[-1]['round']})"
         columns[label(config, usual_model) + done] = {r["round"]: r[key] for r in rows if key in r}
+    return columns
+
+
+def table(folder: Path, key: str, usual_model: str, per_table: int = 0, baseline: str = "") -> str:
+    """The Markdown table (rounds down, runs across); with ``per_table`` > 0, several tables of at most that
+    many runs each, one after the other, so that a folder of thirty runs stays readable. The run labelled
+    ``baseline`` (its bare algorithm name, no options) is the first column of every table."""
+    columns = columns_of(folder, key, usual_model)
+    anchor = [n for n in columns if baseline and n.split(" (")[0] == baseline]
+    names = [n for n in columns if n not in anchor]
+    size = per_table if per_table > 0 else max(1, len(names))
+    return "\n".join(one_table({n: columns[n] for n in anchor + names[i:i + size]}, key)
+                     for i in range(0, max(1, len(names)), size))
+
+
+def one_table(columns: dict[str, dict[int, float]], key: str) -> str:
     rounds = sorted({r for values in columns.values() for r in values})
     head = "| round | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
     scale = 100 if key == "accuracy" else 1
@@ -67,8 +84,10 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--loss", action="store_true", help="the evaluation loss instead of accuracy (%)")
     parser.add_argument("--model", default="cnn", help="the grid's usual model (others are named in labels)")
+    parser.add_argument("--per-table", type=int, default=0, help="at most this many runs per table (0: one table)")
+    parser.add_argument("--baseline", default="", help="the run repeated as every table's first column (fedavg)")
     args = parser.parse_args()
-    print(table(args.folder, "loss" if args.loss else "accuracy", args.model))
+    print(table(args.folder, "loss" if args.loss else "accuracy", args.model, args.per_table, args.baseline))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "fedloom.cli", "report", RUNS, "--out", "docs/results/fmnist-fl-30",
                     "--reference", "benchmarks/reference/pfllib-leaderboard.csv", "--into", str(DOC),
                     "--title", "Federated optimization on Fashion-MNIST, 30 rounds"], check=True, cwd=ROOT)
-    table = subprocess.run([sys.executable, "benchmarks/fl_directions.py", RUNS], check=True, cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    table = subprocess.run([sys.executable, "benchmarks/fl_directions.py", RUNS, "--per-table", "8", "--baseline",
+                            "fedavg"], check=True, cwd=ROOT, capture_output=True, text=True).stdout.strip()
     text = DOC.read_text()
     block = f"<!-- directions:start -->\n{table}\n<!-- directions:end -->"
     DOC.write_text(re.sub(r"<!-- directions:start -->.*?<!-- directions:end -->", lambda _: block, text,
