@@ -2,10 +2,10 @@
 
 For every completed run folder under RUNS (with ``--in-progress`` also the runs still going, marked so): the
 attack, the defense, MA and ASR at the last evaluated round, the mean over the evaluated rounds (the rows of
-metrics.jsonl: every round, or every k-th with --eval-every k) of the uploads a
-selecting defense admitted and of its admitted TPR (benign admitted / benign in the cohort) and FPR (malicious
-admitted / malicious in the cohort), the same over Snowball's top-down rounds alone, and the mean wall seconds
-per round (training + aggregation, and evaluation) from timings.jsonl. The defenses are those of
+metrics.jsonl: every round, or every k-th with --eval-every k) of the uploads a selecting defense admitted and
+of its admitted TPR (benign admitted / benign in the cohort) and FPR (malicious admitted / malicious in the
+cohort), the same over Snowball's warm-up (bottom-up only) rounds and over its top-down rounds, and the mean
+wall seconds per round (training + aggregation, and evaluation) from timings.jsonl. The defenses are those of
 docs/trust-defenses.md; Snowball is Qin, Chen, Zhi, Yan, Deng, AAAI 2024.
 
     python benchmarks/trust_admitted.py benchmarks/results/trust-fmnist
@@ -28,7 +28,7 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-COLUMNS = ("ma", "asr", "admitted", "tpr", "fpr", "td_tpr", "td_fpr", "train_s", "eval_s")
+COLUMNS = ("ma", "asr", "admitted", "tpr", "fpr", "wu_tpr", "wu_fpr", "td_tpr", "td_fpr", "train_s", "eval_s")
 
 
 def mean(values: list[float]) -> float:
@@ -50,6 +50,7 @@ def cell(folder: Path) -> dict:
     evaluated = [r for r in rows if "accuracy" in r]
     last = evaluated[-1] if evaluated else {}
     topdown = [r for r in rows if r.get("server_snowball_topdown") == 1.0]
+    warmup = [r for r in rows if r.get("server_snowball_topdown") == 0.0]  # Snowball's bottom-up-only rounds
     times = [json.loads(line) for line in (folder / "timings.jsonl").read_text().splitlines() if line]
 
     def rate(key: str, subset: list[dict]) -> float:
@@ -64,6 +65,7 @@ def cell(folder: Path) -> dict:
             "ma": 100 * last.get("accuracy", float("nan")), "asr": 100 * last.get("asr", float("nan")),
             "admitted": rate("server_admitted", rows), "tpr": rate("server_admitted_tpr", rows),
             "fpr": rate("server_admitted_fpr", rows), "td_rounds": len(topdown),
+            "wu_tpr": rate("server_admitted_tpr", warmup), "wu_fpr": rate("server_admitted_fpr", warmup),
             "td_tpr": rate("server_admitted_tpr", topdown), "td_fpr": rate("server_admitted_fpr", topdown),
             "train_s": mean([t["train_seconds"] for t in times]), "eval_s": mean([t["eval_seconds"] for t in times])}
 
@@ -114,14 +116,15 @@ def main() -> None:
     if args.over_seeds:
         cells = pool_seeds(cells)
     cells.sort(key=lambda c: (c["attack"] != "no attack", c["attack"], c["defense"]))
-    print("| attack | defense | rounds | MA (%) | ASR (%) | admitted / round | TPR | FPR | top-down rounds evaluated "
-          "| TPR (top-down) | FPR (top-down) | s / round (train + aggregate) | s / round (eval) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| attack | defense | rounds | MA (%) | ASR (%) | admitted / round | TPR | FPR | TPR (warm-up) | FPR (warm-up) "
+          "| top-down rounds evaluated | TPR (top-down) | FPR (top-down) | s / round (train + aggregate) "
+          "| s / round (eval) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in cells:
         rounds = c["rounds"] if c["complete"] else f"{c['rounds']} so far (running)"
         print(f"| {c['attack']} | {c['defense']} | {rounds} | {show(c['ma'])} | {show(c['asr'])} "
               f"| {show(c['admitted'], 1)} | {show(c['tpr'])} "
-              f"| {show(c['fpr'])} | {c['td_rounds'] or '—'} | {show(c['td_tpr'])} | {show(c['td_fpr'])} "
+              f"| {show(c['fpr'])} | {show(c['wu_tpr'])} | {show(c['wu_fpr'])} | {c['td_rounds'] or '—'} | {show(c['td_tpr'])} | {show(c['td_fpr'])} "
               f"| {show(c['train_s'], 1)} | {show(c['eval_s'], 1)} |")
 
 
