@@ -59,8 +59,8 @@ def cell(folder: Path) -> dict:
     defense = config.get("aggregator", "mean")
     return {"attack": threat.get("name", "none") if attacked else "no attack", "defense": defense,
             "options": {"cohort": round(config.get("clients", 0) * config.get("join_ratio", 1.0)),
-                        "local_epochs": config.get("local_epochs"),
-                        **config.get(defense, {})}, "seed": config.get("seed"), "rounds": max((r["round"] for r in rows), default=0),
+                        "local_epochs": config.get("local_epochs"), **config.get(defense, {})},
+            "rounds": max((r["round"] for r in rows), default=0),
             "complete": (folder / "summary.json").is_file(),
             "ma": 100 * last.get("accuracy", float("nan")), "asr": 100 * last.get("asr", float("nan")),
             "admitted": rate("server_admitted", rows), "tpr": rate("server_admitted_tpr", rows),
@@ -124,7 +124,8 @@ def main() -> None:
         rounds = c["rounds"] if c["complete"] else f"{c['rounds']} so far (running)"
         print(f"| {c['attack']} | {c['defense']} | {rounds} | {show(c['ma'])} | {show(c['asr'])} "
               f"| {show(c['admitted'], 1)} | {show(c['tpr'])} "
-              f"| {show(c['fpr'])} | {show(c['wu_tpr'])} | {show(c['wu_fpr'])} | {c['td_rounds'] or '—'} | {show(c['td_tpr'])} | {show(c['td_fpr'])} "
+              f"| {show(c['fpr'])} | {show(c['wu_tpr'])} | {show(c['wu_fpr'])} | {c['td_rounds'] or '—'} "
+              f"| {show(c['td_tpr'])} | {show(c['td_fpr'])} "
               f"| {show(c['train_s'], 1)} | {show(c['eval_s'], 1)} |")
 
 

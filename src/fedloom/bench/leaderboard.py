@@ -109,20 +109,20 @@ def make_row(variant: Variant, target: float) -> Row:
                                           for r in runs])),
                wall_seconds=float(np.mean([r.summary.get("wall_seconds", 0.0) for r in runs])),
                late_gain=_mean_or_none([late_gain(r.records) for r in runs]),
-               client_p10=_client_stat(variant, "client_accuracy_p10"),
-               client_std=_client_stat(variant, "client_accuracy_std"), hyper=variant.hyper)
+               **_client_columns(variant), hyper=variant.hyper)
 
 
-def _client_stat(variant: Variant, key: str) -> Optional[tuple[float, float]]:
-    """A per-client statistic, or None where there is none: with ``test_split = "global"`` and one global model
-    every client is scored on the same shared test set, so the clients' "spread" in metrics.jsonl is the global
-    accuracy repeated (max = min), not a measurement of clients. Personal models on the global test set do
-    differ, and keep their columns."""
+def _client_columns(variant: Variant) -> dict[str, Optional[tuple[float, float]]]:
+    """The per-client columns, None where there is nothing to measure: with ``test_split = "global"`` and one
+    global model every client is scored on the same shared test set, so the clients' "spread" in metrics.jsonl
+    is the global accuracy repeated (max = min), not a measurement of clients. Personal models on the global
+    test set do differ, and keep their columns."""
+    runs = variant.runs
     if getattr(variant.config, "test_split", "per-client") == "global" and all(
-            _final_stat([run], "client_accuracy_max") == _final_stat([run], "client_accuracy_min")
-            for run in variant.runs):
-        return None
-    return _final_stat(variant.runs, key)
+            _final_stat([run], "client_accuracy_max") == _final_stat([run], "client_accuracy_min") for run in runs):
+        return {"client_p10": None, "client_std": None}
+    return {"client_p10": _final_stat(runs, "client_accuracy_p10"),
+            "client_std": _final_stat(runs, "client_accuracy_std")}
 
 
 def _final_stat(runs: list, key: str) -> Optional[tuple[float, float]]:
