@@ -262,6 +262,8 @@ def _run_in_folder(exp: Experiment, progress: Optional[Callable[[int, dict], Non
     trackers = TrackerGroup(make_trackers(exp.config.trackers))
     if resume:
         folder, start = open_for_resume(exp.config, exp.engine, exp.runtime.device)
+        if start is not None:  # a bench rewrites config.toml from its plan (only the options given): the
+            folder.write_text("config.toml", to_toml(exp.config))  # resolved config again, as begin_run writes
     else:
         folder, start = RunFolder.create(Path(exp.config.out), exp.config.overwrite), None
     try:

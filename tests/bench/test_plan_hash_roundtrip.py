@@ -59,3 +59,28 @@ def test_a_checkpoint_hashed_with_the_models_default_table_still_resumes_and_a_c
     old["options"]["mlp"] = {**old["options"]["mlp"], "hidden": 7}
     with pytest.raises(CheckpointError, match=r"differs in: options\.mlp\)"):
         check_config(run.folder / "checkpoint.pt", {"config_hash": "written-before", "identity": old}, cfg)
+
+
+def test_a_resumed_run_keeps_its_resolved_config_toml(tmp_path: Path) -> None:
+    """The bench writes the planned config (only the options given) before every launch; a resumed run must
+    put the resolved config back (the models' whole tables), as a fresh start does, under the same hash."""
+    from fedloom.bench.runner import prepare
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f"{BASE}{CASES['default-model-options'][0]}\ncheckpoint_every = 1\n".replace(
+        "rounds = 1", "rounds = 3"))
+    (run,) = plan(load_grid(grid, out=str(tmp_path / "runs")))
+    config = dataclasses.replace(run.config, out=str(run.folder))
+
+    def stop(round_: int, record: dict) -> None:
+        if round_ == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=stop)
+    prepare(run)  # as a bench does before it launches the resume
+    assert "mlp" not in load_toml(run.folder / "config.toml").get("options", {})
+    run_experiment(config, resume=True)
+    written = load_toml(run.folder / "config.toml")
+    assert set(written["options"]["mlp"]) > {"hidden"}
+    assert config_hash(resolve_config(build_config(written))) == run.hash
