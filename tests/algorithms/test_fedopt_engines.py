@@ -13,10 +13,11 @@ from engine_equivalence import (assert_processes_match_serial, assert_vectorized
 
 VECTORIZABLE = [("scaffold", {}), ("fednova", {}), ("feddyn", {"feddyn": {"alpha": 0.1}}),
                 ("moon", {"moon": {"mu": 5.0}}), ("fedavgm", {}), ("fedadagrad", {}), ("fedadam", {}),
-                ("fedyogi", {}), ("fedexp", {})]
+                ("fedyogi", {}), ("fedexp", {}), ("fedexp", {"fedexp": {"eval_average": True}})]
 
 
-@pytest.mark.parametrize("algorithm, options", VECTORIZABLE, ids=[a for a, _ in VECTORIZABLE])
+@pytest.mark.parametrize("algorithm, options", VECTORIZABLE,
+                         ids=[a + "".join(f"-{k}" for k in o.get(a, {})) for a, o in VECTORIZABLE])
 def test_vectorized_matches_serial_and_really_vectorizes(algorithm: str, options: dict) -> None:
     assert_vectorized_matches_serial(algorithm=algorithm, options=options, clients=6, join_ratio=0.9, rounds=2)
 

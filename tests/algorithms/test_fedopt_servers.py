@@ -109,6 +109,35 @@ def test_fedexp_extrapolates_by_the_spread_of_the_client_updates() -> None:
     assert float(client.upload["sq_norm"]) == pytest.approx(value(client.upload["delta"]) ** 2)
 
 
+def test_fedexp_eval_average_evaluates_the_midpoint_of_the_last_two_iterates_and_trains_on_the_last() -> None:
+    from fedloom.algorithms.tree import tree_bytes
+
+    def rounds(algorithm):
+        server = algorithm.init_server({"w": torch.zeros(2)}, FED)
+        out = []
+        for d in ([1.0, 0.0], [0.0, 2.0]):  # agreeing clients: η_g = 1, so θ_1 = (1, 0), θ_2 = (1, 2)
+            up = {"delta": {"w": torch.tensor(d)}, "sq_norm": torch.tensor(d).pow(2).sum()}
+            server = algorithm.server_update(server.state, uploads_of([(up, 1.0)] * 2))
+            out.append(server)
+        return out
+
+    plain, averaged = rounds(FedExP()), rounds(FedExP(eval_average=True))
+    for a, b in zip(plain, averaged):  # training is unchanged: the same iterates, the same bytes sent
+        assert a.state.params["w"].tolist() == b.state.params["w"].tolist()
+        assert b.broadcast.nbytes(0) == a.broadcast.nbytes(0) == tree_bytes(a.state.params)
+    evaluated = [FedExP(eval_average=True).eval_params(None, r.broadcast, None)["w"].tolist() for r in averaged]
+    assert evaluated == [[1.0, 0.0], [1.0, 1.0]]  # round 1: θ_1 alone; round 2: (θ_1 + θ_2)/2
+    assert FedExP().eval_params(None, plain[1].broadcast, None)["w"].tolist() == [1.0, 2.0]
+
+
+def test_fedexp_eval_average_is_refused_on_a_real_transport() -> None:
+    from fedloom.errors import ConfigError
+
+    FedExP().check_deployable()
+    with pytest.raises(ConfigError, match="eval_average"):
+        FedExP(eval_average=True).check_deployable()
+
+
 def test_server_optimizers_take_their_pseudo_gradient_from_the_runs_aggregator() -> None:
     from fedloom.algorithms.uploads import UploadAccumulator
     from fedloom.pipeline.aggregators import Median
