@@ -262,8 +262,8 @@ def _run_in_folder(exp: Experiment, progress: Optional[Callable[[int, dict], Non
     trackers = TrackerGroup(make_trackers(exp.config.trackers))
     if resume:
         folder, start = open_for_resume(exp.config, exp.engine, exp.runtime.device)
-        if start is not None:  # a bench rewrites config.toml from its plan (only the options given): the
-            folder.write_text("config.toml", to_toml(exp.config))  # resolved config again, as begin_run writes
+        if start is not None:  # a bench rewrites config.toml from its plan (only the options given)
+            write_resolved_config(exp, folder)
     else:
         folder, start = RunFolder.create(Path(exp.config.out), exp.config.overwrite), None
     try:
@@ -292,11 +292,16 @@ def _run_in_folder(exp: Experiment, progress: Optional[Callable[[int, dict], Non
         folder.release()
 
 
+def write_resolved_config(exp: Experiment, folder: RunFolder) -> None:
+    """The run's resolved config (the built models' whole option tables included) as its config.toml."""
+    folder.write_text("config.toml", to_toml(exp.config))
+
+
 def begin_run(exp: Experiment, folder: RunFolder) -> RunProgress:
     """A fresh start in ``folder``: the resolved config, the partition report, an empty client-state store
     (nothing of an earlier run in the same place survives), the round-0 evaluation. Only then is a run that
     ``--overwrite`` replaced deleted."""
-    folder.write_text("config.toml", to_toml(exp.config))
+    write_resolved_config(exp, folder)
     write_partition_report(exp.data, folder.path, cache_dir=exp.config.cache_dir)
     exp.runtime.store.clear()
     start = start_progress(exp, folder)

@@ -47,6 +47,7 @@ BAD = [
      "fednova.max_epochs (2) must be >= fednova.min_epochs (3)"),
     (["--algorithm", "fednova", "--fednova.min-epochs", "0"], "fednova.min_epochs must be >= 1"),
     (["--algorithm", "fedexp", "--fedexp.eps", "0"], "fedexp.eps must be > 0"),
+    (["--algorithm", "fedexp", "--fedexp.eval-average", "maybe"], "fedexp.eval_average: expected bool"),
 ]
 
 
